@@ -1,0 +1,425 @@
+//! What the service needs to know to talk to the identity provider: options
+//! from `configure()` (received as JSON so that every check, and every message
+//! naming the wrong option, lives here), or LibreChat's environment variables.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Url;
+use serde_json::{Map, Value};
+
+use crate::error::ConfigError;
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_RETRIES: u32 = 1;
+pub const DEFAULT_RETRY_DELAY_MS: u64 = 300;
+pub const DEFAULT_EXPIRY_SKEW_SECONDS: u64 = 30;
+pub const DEFAULT_MAX_CACHE_ENTRIES: usize = 100_000;
+pub const DEFAULT_MAX_RETRY_AFTER_MS: u64 = 5_000;
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+impl AuthMethod {
+    fn parse(value: &str) -> Option<AuthMethod> {
+        match value {
+            "client_secret_basic" => Some(AuthMethod::ClientSecretBasic),
+            "client_secret_post" => Some(AuthMethod::ClientSecretPost),
+            "none" => Some(AuthMethod::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::None => "none",
+        }
+    }
+}
+
+/// Where the token endpoint comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// Discovered from `{issuer}/.well-known/openid-configuration`.
+    Issuer(Url),
+    TokenEndpoint(Url),
+}
+
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    pub endpoint: EndpointSource,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub auth_method: AuthMethod,
+    /// An explicit proxy (`proxy` option or `PROXY`); otherwise the standard
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables apply.
+    pub proxy: Option<Url>,
+    pub timeout: Duration,
+    pub max_retries: u32,
+    pub retry_delay: Duration,
+    pub expiry_skew: Duration,
+    pub max_cache_entries: usize,
+    pub max_retry_after: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("auth_method", &self.auth_method)
+            .field("proxy", &self.proxy.as_ref().map(|url| without_credentials(url).to_string()))
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("expiry_skew", &self.expiry_skew)
+            .field("max_cache_entries", &self.max_cache_entries)
+            .field("max_retry_after", &self.max_retry_after)
+            .finish()
+    }
+}
+
+/// A URL fit to print: user name and password removed.
+pub fn without_credentials(url: &Url) -> Url {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
+}
+
+const KNOWN_OPTIONS: &[&str] = &[
+    "issuer",
+    "tokenEndpoint",
+    "clientId",
+    "clientSecret",
+    "tokenEndpointAuthMethod",
+    "proxy",
+    "timeoutMs",
+    "maxRetries",
+    "retryDelayMs",
+    "expirySkewSeconds",
+    "maxCacheEntries",
+    "maxRetryAfterMs",
+];
+
+impl Config {
+    /// Reads the options object of `configure()`, serialised as JSON.
+    /// `null` fields mean "default"; unknown fields are refused (they are typos).
+    pub fn from_json(json: &str) -> Result<Config, ConfigError> {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|_| ConfigError::new("options", "configure: options must be a plain object"))?;
+        let Value::Object(options) = value else {
+            return Err(ConfigError::new("options", "configure: options must be an object or null"));
+        };
+        if let Some(unknown) = options.keys().find(|key| !KNOWN_OPTIONS.contains(&key.as_str())) {
+            return Err(ConfigError::new(
+                unknown.clone(),
+                format!("configure: unknown option \"{unknown}\" (known options: {})", KNOWN_OPTIONS.join(", ")),
+            ));
+        }
+        let options = Options(&options);
+
+        let client_id = options
+            .string("clientId")?
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| ConfigError::new("clientId", "configure: option \"clientId\" is required (a non-empty string)"))?;
+        let token_endpoint = options.url("tokenEndpoint")?;
+        let issuer = options.url("issuer")?;
+        let endpoint = match (token_endpoint, issuer) {
+            (Some(url), _) => EndpointSource::TokenEndpoint(url),
+            (None, Some(url)) => EndpointSource::Issuer(url),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "issuer",
+                    "configure: option \"issuer\" (for discovery) or \"tokenEndpoint\" is required",
+                ))
+            }
+        };
+        let auth_method = match options.string("tokenEndpointAuthMethod")? {
+            None => AuthMethod::ClientSecretBasic,
+            Some(method) => AuthMethod::parse(&method).ok_or_else(|| {
+                ConfigError::new(
+                    "tokenEndpointAuthMethod",
+                    "configure: option \"tokenEndpointAuthMethod\" must be \"client_secret_basic\", \"client_secret_post\" or \"none\"",
+                )
+            })?,
+        };
+        let client_secret = options.string("clientSecret")?.filter(|secret| !secret.is_empty());
+        check_secret(auth_method, &client_secret, "configure: option \"clientSecret\"", "clientSecret")?;
+        let proxy = match options.string("proxy")? {
+            None => None,
+            Some(proxy) if proxy.is_empty() => None,
+            Some(proxy) => Some(parse_proxy(&proxy).map_err(|why| ConfigError::new("proxy", format!("configure: option \"proxy\" {why}")))?),
+        };
+
+        Ok(Config {
+            endpoint,
+            client_id,
+            client_secret,
+            auth_method,
+            proxy,
+            timeout: Duration::from_millis(options.integer("timeoutMs", 1, 600_000)?.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            max_retries: options.integer("maxRetries", 0, 10)?.map_or(DEFAULT_MAX_RETRIES, |n| n as u32),
+            retry_delay: Duration::from_millis(options.integer("retryDelayMs", 0, 60_000)?.unwrap_or(DEFAULT_RETRY_DELAY_MS)),
+            expiry_skew: Duration::from_secs(
+                options.integer("expirySkewSeconds", 0, 3_600)?.unwrap_or(DEFAULT_EXPIRY_SKEW_SECONDS),
+            ),
+            max_cache_entries: options
+                .integer("maxCacheEntries", 1, 100_000_000)?
+                .map_or(DEFAULT_MAX_CACHE_ENTRIES, |n| n as usize),
+            max_retry_after: Duration::from_millis(
+                options.integer("maxRetryAfterMs", 0, 600_000)?.unwrap_or(DEFAULT_MAX_RETRY_AFTER_MS),
+            ),
+        })
+    }
+
+    /// LibreChat's variables. `Ok(None)` when the issuer or client id is not set.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<Config>, ConfigError> {
+        let var = |name: &str| var(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
+        let (Some(issuer), Some(client_id)) = (var("OPENID_ISSUER"), var("OPENID_CLIENT_ID")) else {
+            return Ok(None);
+        };
+        let issuer = parse_endpoint(&issuer).map_err(|why| ConfigError::new("OPENID_ISSUER", format!("OPENID_ISSUER {why}")))?;
+        let auth_method = match var("OPENID_TOKEN_ENDPOINT_AUTH_METHOD") {
+            None => AuthMethod::ClientSecretBasic,
+            Some(method) => AuthMethod::parse(&method).ok_or_else(|| {
+                ConfigError::new(
+                    "OPENID_TOKEN_ENDPOINT_AUTH_METHOD",
+                    "OPENID_TOKEN_ENDPOINT_AUTH_METHOD must be client_secret_basic, client_secret_post or none",
+                )
+            })?,
+        };
+        let client_secret = var("OPENID_CLIENT_SECRET");
+        check_secret(auth_method, &client_secret, "OPENID_CLIENT_SECRET", "OPENID_CLIENT_SECRET")?;
+        let proxy = match var("PROXY") {
+            None => None,
+            Some(proxy) => Some(parse_proxy(&proxy).map_err(|why| ConfigError::new("PROXY", format!("PROXY {why}")))?),
+        };
+        Ok(Some(Config {
+            endpoint: EndpointSource::Issuer(issuer),
+            client_id,
+            client_secret,
+            auth_method,
+            proxy,
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_delay: Duration::from_millis(DEFAULT_RETRY_DELAY_MS),
+            expiry_skew: Duration::from_secs(DEFAULT_EXPIRY_SKEW_SECONDS),
+            max_cache_entries: DEFAULT_MAX_CACHE_ENTRIES,
+            max_retry_after: Duration::from_millis(DEFAULT_MAX_RETRY_AFTER_MS),
+        }))
+    }
+
+    /// The secrets an error text must never contain.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut secrets: Vec<&str> = self.client_secret.iter().map(String::as_str).collect();
+        if let Some(password) = self.proxy.as_ref().and_then(Url::password) {
+            secrets.push(password);
+        }
+        secrets
+    }
+}
+
+fn check_secret(method: AuthMethod, secret: &Option<String>, label: &str, option: &str) -> Result<(), ConfigError> {
+    if method != AuthMethod::None && secret.is_none() {
+        return Err(ConfigError::new(
+            option,
+            format!("{label} is required when the token endpoint auth method is {}", method.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// Typed access to the options object, with messages that name the option.
+struct Options<'a>(&'a Map<String, Value>);
+
+impl Options<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|value| !value.is_null())
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("configure: option \"{name}\" must be a string, not {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn url(&self, name: &str) -> Result<Option<Url>, ConfigError> {
+        match self.string(name)? {
+            None => Ok(None),
+            Some(text) => parse_endpoint(&text)
+                .map(Some)
+                .map_err(|why| ConfigError::new(name, format!("configure: option \"{name}\" {why}"))),
+        }
+    }
+
+    fn integer(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        let out_of_range =
+            || ConfigError::new(name, format!("configure: option \"{name}\" must be an integer from {min} to {max}"));
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(number)) => {
+                let value = number.as_f64().ok_or_else(out_of_range)?;
+                if value.fract() != 0.0 || value < min as f64 || value > max as f64 {
+                    return Err(out_of_range());
+                }
+                Ok(Some(value as u64))
+            }
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("configure: option \"{name}\" must be a number, not {}", type_name(other)),
+            )),
+        }
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Whether a URL's host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// An endpoint of the identity provider: `https`, or `http` on loopback only,
+/// since the request carries the user's token and the client secret.
+pub fn parse_endpoint(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|why| format!("is not a valid URL ({why})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "must be an https URL: plain http is allowed only for loopback hosts, and {} is not one",
+                url.host_str().unwrap_or("")
+            ))
+        }
+        other => return Err(format!("must be an https URL, not {other}:")),
+    }
+    if url.host().is_none() {
+        return Err("must name a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    Ok(url)
+}
+
+fn parse_proxy(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|_| "is not a valid proxy URL".to_owned())?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err("must be an http:// or https:// proxy URL".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<Config, ConfigError> {
+        Config::from_json(json)
+    }
+
+    #[test]
+    fn defaults_apply_to_missing_and_null_options() {
+        let config = config(
+            r#"{"tokenEndpoint":"https://login.example.com/t/oauth2/v2.0/token","clientId":"app","clientSecret":"s3cret-value","timeoutMs":null}"#,
+        )
+        .unwrap();
+        assert_eq!(config.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert_eq!(config.max_retries, 1);
+        assert_eq!(config.retry_delay, Duration::from_millis(300));
+        assert_eq!(config.expiry_skew, Duration::from_secs(30));
+        assert_eq!(config.max_cache_entries, 100_000);
+        assert_eq!(config.auth_method, AuthMethod::ClientSecretBasic);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases = [
+            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","timeoutMs":"5"}"#, "timeoutMs"),
+            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","timeoutMs":0}"#, "timeoutMs"),
+            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","maxRetries":1.5}"#, "maxRetries"),
+            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","tokenEndpointAuthMethod":"x"}"#, "tokenEndpointAuthMethod"),
+            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","clientTimeout":1}"#, "clientTimeout"),
+            (r#"{"issuer":"https://a.example","clientId":"a"}"#, "clientSecret"),
+            (r#"{"clientId":"a","clientSecret":"b"}"#, "issuer"),
+            (r#"{"issuer":"https://a.example","clientSecret":"b"}"#, "clientId"),
+            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","proxy":"socks5://p:1"}"#, "proxy"),
+        ];
+        for (json, option) in cases {
+            let err = config(json).unwrap_err();
+            assert_eq!(err.option, option, "{json}");
+            assert!(err.message.contains(option), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        assert!(parse_endpoint("http://127.0.0.1:8080/token").is_ok());
+        assert!(parse_endpoint("http://127.9.9.9/token").is_ok());
+        assert!(parse_endpoint("http://localhost/token").is_ok());
+        assert!(parse_endpoint("http://[::1]:9/token").is_ok());
+        assert!(parse_endpoint("https://login.microsoftonline.com/t/v2.0").is_ok());
+        let err = parse_endpoint("http://login.example.com/token").unwrap_err();
+        assert!(err.contains("https"), "{err}");
+        assert!(parse_endpoint("http://localhost.example.com/token").is_err());
+        assert!(parse_endpoint("ftp://example.com/").is_err());
+    }
+
+    #[test]
+    fn none_auth_needs_no_secret() {
+        let config = config(r#"{"issuer":"https://a.example","clientId":"a","tokenEndpointAuthMethod":"none"}"#).unwrap();
+        assert_eq!(config.auth_method, AuthMethod::None);
+        assert_eq!(config.client_secret, None);
+    }
+
+    #[test]
+    fn environment_like_librechat() {
+        let env = |name: &str| {
+            match name {
+                "OPENID_ISSUER" => Some("https://login.microsoftonline.com/tid/v2.0"),
+                "OPENID_CLIENT_ID" => Some("app-id"),
+                "OPENID_CLIENT_SECRET" => Some("secret-from-env"),
+                "OPENID_TOKEN_ENDPOINT_AUTH_METHOD" => Some("client_secret_post"),
+                "PROXY" => Some("http://user:pw-secret@proxy.local:3128"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let config = Config::from_env(env).unwrap().unwrap();
+        assert!(matches!(config.endpoint, EndpointSource::Issuer(_)));
+        assert_eq!(config.auth_method, AuthMethod::ClientSecretPost);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("secret-from-env") && !debug.contains("pw-secret"), "{debug}");
+        assert_eq!(config.secrets(), vec!["secret-from-env", "pw-secret"]);
+        assert_eq!(Config::from_env(|_| None).unwrap(), None);
+    }
+}

@@ -1,0 +1,359 @@
+//! The exchange itself, tying the parts together: configuration, cache,
+//! throttles, single flight, retries and the HTTP call. One engine serves the
+//! whole process (every worker thread), on a Tokio runtime of its own so that
+//! pooled connections outlive any one JavaScript thread.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use reqwest::{Client, Url};
+use tokio::runtime::Runtime;
+use tokio::sync::OnceCell;
+
+use crate::cache::{CacheKey, CachedToken, Hit, TokenCache};
+use crate::config::{Config, EndpointSource};
+use crate::error::{ConfigError, ExchangeError, FailureReason};
+use crate::flight::{FlightMap, Role};
+use crate::generations::Generations;
+use crate::grant::{self, ClientAuth, TokenResponse};
+use crate::http;
+use crate::retry::{self, Next, RetryPolicy};
+use crate::stats::{Counters, InFlight, Stats};
+use crate::throttle::Throttles;
+
+pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
+
+/// A token handed to a caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    pub access_token: Arc<str>,
+    pub expires_in: u64,
+}
+
+pub type Outcome = Result<Token, Arc<ExchangeError>>;
+
+/// One call's inputs. The assertion is the user's access token: never printed.
+pub struct ExchangeRequest {
+    pub openid_id: String,
+    pub scopes: String,
+    pub assertion: String,
+    pub from_cache: bool,
+}
+
+impl std::fmt::Debug for ExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("openid_id", &self.openid_id)
+            .field("scopes", &self.scopes)
+            .field("assertion", &"[redacted]")
+            .field("from_cache", &self.from_cache)
+            .finish()
+    }
+}
+
+/// A configuration in force, with what hangs on it.
+struct Setup {
+    config: Config,
+    client: Client,
+    endpoint: OnceCell<Url>,
+    flights: Arc<FlightMap<Outcome>>,
+}
+
+impl Setup {
+    fn new(config: Config) -> Result<Arc<Setup>, String> {
+        let client = http::client_for(config.proxy.as_ref())?;
+        let endpoint = match &config.endpoint {
+            EndpointSource::TokenEndpoint(url) => OnceCell::new_with(Some(url.clone())),
+            EndpointSource::Issuer(_) => OnceCell::new(),
+        };
+        Ok(Arc::new(Setup { config, client, endpoint, flights: FlightMap::new() }))
+    }
+}
+
+enum ConfigSlot {
+    /// LibreChat's variables, read at the first exchange that needs them.
+    FromEnv(Option<Arc<Setup>>),
+    Configured(Arc<Setup>),
+}
+
+struct Inner {
+    slot: RwLock<ConfigSlot>,
+    cache: TokenCache,
+    throttles: Throttles,
+    counters: Counters,
+    generations: &'static Generations,
+}
+
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+static GENERATIONS: LazyLock<Generations> = LazyLock::new(Generations::new);
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine::new(&GENERATIONS));
+static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 2)))
+        .thread_name("obo-native")
+        .enable_all()
+        .build()
+        .expect("obo-native: the Tokio runtime could not start")
+});
+
+impl Engine {
+    pub fn new(generations: &'static Generations) -> Engine {
+        Engine(Arc::new(Inner {
+            slot: RwLock::new(ConfigSlot::FromEnv(None)),
+            cache: TokenCache::new(generations),
+            throttles: Throttles::default(),
+            counters: Counters::default(),
+            generations,
+        }))
+    }
+
+    /// The engine of the process.
+    pub fn global() -> &'static Engine {
+        &ENGINE
+    }
+
+    pub fn generations(&self) -> &'static Generations {
+        self.0.generations
+    }
+
+    /// Replaces the configuration (`None`: back to the environment) and
+    /// forgets every token and throttle.
+    pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
+        let slot = match options_json {
+            None => ConfigSlot::FromEnv(None),
+            Some(json) => {
+                let config = Config::from_json(json)?;
+                let setup = Setup::new(config).map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
+                ConfigSlot::Configured(setup)
+            }
+        };
+        *self.0.slot.write() = slot;
+        self.clear_cache();
+        Ok(())
+    }
+
+    /// Forgets every token and throttle. Exchanges under way finish, but
+    /// what they bring is not cached.
+    pub fn clear_cache(&self) {
+        self.0.cache.clear();
+        self.0.throttles.clear();
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.0.counters.snapshot(self.0.cache.len())
+    }
+
+    /// Hits served by a JavaScript thread's memo, reported in batches.
+    pub fn add_cache_hits(&self, hits: u64) {
+        self.0.counters.cache_hits.fetch_add(hits, Ordering::Relaxed);
+    }
+
+    /// A cached token, without any exchange: the synchronous fast path.
+    pub fn lookup(&self, openid_id: &str, scopes: &str) -> Option<Hit> {
+        let hit = self.0.cache.get(CacheKey::new(openid_id, scopes).as_str(), Instant::now())?;
+        Counters::bump(&self.0.counters.cache_hits);
+        Some(hit)
+    }
+
+    /// Starts an exchange. The configuration is resolved now, on the caller's
+    /// thread (the environment is read there); the rest is a future to run
+    /// on [`Engine::spawn`].
+    pub fn exchange(&self, request: ExchangeRequest) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
+        let setup = self.setup()?;
+        let engine = self.clone();
+        let epoch = self.0.generations.epoch();
+        Ok(async move { engine.exchange_with(setup, request, epoch).await })
+    }
+
+    /// Runs an exchange on the engine's runtime and hands its outcome to
+    /// `done`, whatever happens to it (a panic becomes an error).
+    pub fn spawn(exchange: impl Future<Output = Outcome> + Send + 'static, done: impl FnOnce(Outcome) + Send + 'static) {
+        let task = RUNTIME.spawn(exchange);
+        RUNTIME.spawn(async move {
+            let outcome = task.await.unwrap_or_else(|_| {
+                Err(Arc::new(ExchangeError::failed(
+                    "obo-native: the exchange failed unexpectedly (an internal error; please report it)",
+                )))
+            });
+            done(outcome);
+        });
+    }
+
+    fn setup(&self) -> Result<Arc<Setup>, Arc<ExchangeError>> {
+        if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*self.0.slot.read() {
+            return Ok(setup.clone());
+        }
+        let unavailable = |why: Option<String>| {
+            let message = match why {
+                Some(why) => format!("{CONFIG_UNAVAILABLE}: {why}"),
+                None => CONFIG_UNAVAILABLE.to_owned(),
+            };
+            Arc::new(ExchangeError::new(FailureReason::ConfigUnavailable, message))
+        };
+        let config = match Config::from_env(|name| std::env::var(name).ok()) {
+            Ok(Some(config)) => config,
+            Ok(None) => return Err(unavailable(None)),
+            Err(err) => return Err(unavailable(Some(err.message))),
+        };
+        let setup = Setup::new(config).map_err(|why| unavailable(Some(why)))?;
+        let mut slot = self.0.slot.write();
+        match &mut *slot {
+            ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(existing.clone()),
+            ConfigSlot::FromEnv(empty) => {
+                *empty = Some(setup.clone());
+                Ok(setup)
+            }
+        }
+    }
+
+    async fn exchange_with(&self, setup: Arc<Setup>, request: ExchangeRequest, epoch: u32) -> Outcome {
+        let inner = &self.0;
+        let key = CacheKey::new(&request.openid_id, &request.scopes);
+        if request.from_cache {
+            if let Some(hit) = inner.cache.get(key.as_str(), Instant::now()) {
+                Counters::bump(&inner.counters.cache_hits);
+                return Ok(Token { access_token: hit.access_token, expires_in: hit.expires_in });
+            }
+            Counters::bump(&inner.counters.cache_misses);
+        }
+        if let Some(refusal) = inner.throttles.check(&key, Instant::now()) {
+            Counters::bump(&inner.counters.throttled);
+            return Err(Arc::new(refusal));
+        }
+        if !request.from_cache {
+            return self.run(&setup, &key, &request, epoch).await;
+        }
+        match setup.flights.join_or_lead(&key) {
+            Role::Follower(follower) => {
+                Counters::bump(&inner.counters.coalesced);
+                follower.result().await.unwrap_or_else(|| {
+                    Err(Arc::new(ExchangeError::failed("The OBO exchange this call was waiting for was abandoned")))
+                })
+            }
+            Role::Leader(flight) => {
+                let outcome = self.run(&setup, &key, &request, epoch).await;
+                flight.complete(outcome.clone());
+                outcome
+            }
+        }
+    }
+
+    /// One exchange with the provider, retries included.
+    async fn run(&self, setup: &Setup, key: &CacheKey, request: &ExchangeRequest, epoch: u32) -> Outcome {
+        let inner = &self.0;
+        let _in_flight = InFlight::enter(&inner.counters.in_flight);
+        Counters::bump(&inner.counters.exchanges);
+        let config = &setup.config;
+        let mut secrets = config.secrets();
+        secrets.push(&request.assertion);
+        let fail = |err: ExchangeError| {
+            let err = Arc::new(err.redacted(&secrets));
+            // The provider said when to come back: no request for this key before then.
+            if let Some(wait) = err.retry_after {
+                inner.throttles.remember(key, Instant::now() + wait, err.clone());
+            }
+            Counters::bump(&inner.counters.failures);
+            Err(err)
+        };
+
+        let endpoint = match self.endpoint(setup).await {
+            Ok(endpoint) => endpoint,
+            Err(err) => return fail(err),
+        };
+        let policy = RetryPolicy {
+            max_retries: config.max_retries,
+            retry_delay: config.retry_delay,
+            max_retry_after: config.max_retry_after,
+        };
+        let mut retries_done = 0;
+        loop {
+            match self.attempt(setup, &endpoint, request).await {
+                Ok(response) => return Ok(self.store(config, key, response, epoch)),
+                Err(mut err) => {
+                    err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
+                    match policy.next(retries_done, &err) {
+                        Next::Retry(wait) => {
+                            retries_done += 1;
+                            Counters::bump(&inner.counters.retries);
+                            tokio::time::sleep(wait).await;
+                        }
+                        Next::Throttle(_) | Next::GiveUp => return fail(err),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, setup: &Setup, endpoint: &Url, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+        let config = &setup.config;
+        let auth = ClientAuth {
+            client_id: &config.client_id,
+            client_secret: config.client_secret.as_deref(),
+            method: config.auth_method,
+        };
+        let body = grant::form_body(&request.assertion, &request.scopes, &auth);
+        let authorization = grant::basic_authorization(&auth);
+        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await?;
+        if (200..300).contains(&answer.status) {
+            return grant::parse_success(answer.status, &answer.body);
+        }
+        let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
+        if matches!(answer.status, 429 | 503) {
+            err.retry_after = answer.retry_after;
+        }
+        Err(err)
+    }
+
+    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
+        let now = Instant::now();
+        let access_token: Arc<str> = Arc::from(response.access_token);
+        let token = CachedToken::new(access_token.clone(), response.expires_in, now, config.expiry_skew);
+        let generations = self.0.generations;
+        self.0.cache.insert(key.clone(), token, config.max_cache_entries, now, || generations.epoch() == epoch);
+        Token { access_token, expires_in: response.expires_in }
+    }
+
+    /// The token endpoint: configured, or discovered once per configuration.
+    /// A failed discovery is not remembered.
+    async fn endpoint(&self, setup: &Setup) -> Result<Url, ExchangeError> {
+        let EndpointSource::Issuer(issuer) = &setup.config.endpoint else {
+            return setup.endpoint.get().cloned().ok_or_else(|| ExchangeError::failed(CONFIG_UNAVAILABLE));
+        };
+        setup
+            .endpoint
+            .get_or_try_init(|| discover(&setup.client, issuer, setup.config.timeout))
+            .await
+            .cloned()
+    }
+}
+
+/// `{issuer}/.well-known/openid-configuration` → `token_endpoint`.
+async fn discover(client: &Client, issuer: &Url, timeout: std::time::Duration) -> Result<Url, ExchangeError> {
+    let mut document = issuer.clone();
+    let path = format!("{}/.well-known/openid-configuration", issuer.path().trim_end_matches('/'));
+    document.set_path(&path);
+    let failed = |why: String, mut err: Option<ExchangeError>| {
+        let message = format!("{CONFIG_UNAVAILABLE}: discovery at {document} failed: {why}");
+        let mut failure = ExchangeError::failed(message);
+        if let Some(err) = err.take() {
+            failure.code = err.code;
+            failure.status = err.status;
+        }
+        failure.retryable = retry::is_retryable(&failure);
+        failure
+    };
+    let answer = http::get(client, &document, timeout).await.map_err(|err| failed(err.message.clone(), Some(err)))?;
+    if !(200..300).contains(&answer.status) {
+        return Err(failed(format!("HTTP {}", answer.status), Some(ExchangeError::failed("").with_status(answer.status))));
+    }
+    let endpoint = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|document| document.get("token_endpoint")?.as_str().map(str::to_owned))
+        .ok_or_else(|| failed("the document has no token_endpoint".into(), None))?;
+    crate::config::parse_endpoint(&endpoint).map_err(|why| failed(format!("its token_endpoint {why}"), None))
+}

@@ -1,0 +1,230 @@
+//! The HTTP client: one pooled keep-alive client per proxy setting, TLS by
+//! rustls with the system's roots plus `NODE_EXTRA_CA_CERTS`, no redirects,
+//! bodies read with a size cap, and transport failures named the way Node.js
+//! names them (`ETIMEDOUT`, `ECONNRESET`, …) so callers' checks keep working.
+
+use std::error::Error as _;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Client, Url};
+
+use crate::config::without_credentials;
+use crate::error::ExchangeError;
+use crate::retry::parse_retry_after;
+
+/// The most a token endpoint or discovery document may send.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the server answered, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+static CLIENTS: LazyLock<Mutex<Vec<(Option<Url>, Client)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// The client for a proxy setting. Kept across `configure()` calls so that
+/// pooled connections survive a re-configuration with the same proxy.
+pub fn client_for(proxy: Option<&Url>) -> Result<Client, String> {
+    let mut clients = CLIENTS.lock();
+    if let Some((_, client)) = clients.iter().find(|(known, _)| known.as_ref() == proxy) {
+        return Ok(client.clone());
+    }
+    let client = build_client(proxy)?;
+    if clients.len() >= 8 {
+        clients.remove(0);
+    }
+    clients.push((proxy.cloned(), client.clone()));
+    Ok(client)
+}
+
+fn build_client(proxy: Option<&Url>) -> Result<Client, String> {
+    let mut builder = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .user_agent(concat!("obo-native/", env!("CARGO_PKG_VERSION")));
+    if let Some(proxy) = proxy {
+        let proxy = reqwest::Proxy::all(proxy.clone())
+            .map_err(|_| "the proxy URL is not usable".to_owned())?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    for certificate in extra_ca_certificates() {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|why| format!("the HTTP client could not be built: {why}"))
+}
+
+/// The certificates of `NODE_EXTRA_CA_CERTS`, as Node.js reads them: a file
+/// that cannot be read is skipped, as Node.js does (with a warning there).
+fn extra_ca_certificates() -> Vec<reqwest::Certificate> {
+    let Some(path) = std::env::var_os("NODE_EXTRA_CA_CERTS").filter(|path| !path.is_empty()) else {
+        return Vec::new();
+    };
+    std::fs::read(path)
+        .ok()
+        .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok())
+        .unwrap_or_default()
+}
+
+/// `POST` of a form body, whole answer read, within `timeout`.
+pub async fn post_form(
+    client: &Client,
+    url: &Url,
+    authorization: Option<&str>,
+    body: String,
+    timeout: Duration,
+) -> Result<Answer, ExchangeError> {
+    let mut request = client
+        .post(url.clone())
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(body);
+    if let Some(authorization) = authorization {
+        request = request.header(AUTHORIZATION, authorization);
+    }
+    fetch(request, url, timeout, "OBO token request").await
+}
+
+/// `GET` of a JSON document (discovery), whole answer read, within `timeout`.
+pub async fn get(client: &Client, url: &Url, timeout: Duration) -> Result<Answer, ExchangeError> {
+    let request = client.get(url.clone()).header(reqwest::header::ACCEPT, "application/json");
+    fetch(request, url, timeout, "OpenID discovery request").await
+}
+
+async fn fetch(
+    request: reqwest::RequestBuilder,
+    url: &Url,
+    timeout: Duration,
+    what: &str,
+) -> Result<Answer, ExchangeError> {
+    let attempt = async {
+        let mut response = request.send().await.map_err(|err| transport_error(&err, url, what, timeout))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if response.content_length().is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(too_large(url, what, status));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|err| transport_error(&err, url, what, timeout))? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large(url, what, status));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            content_type: header_text(&headers, CONTENT_TYPE),
+            retry_after: header_text(&headers, RETRY_AFTER)
+                .and_then(|value| parse_retry_after(&value, SystemTime::now())),
+            body,
+        })
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(answer) => answer,
+        Err(_) => Err(timed_out(url, what, timeout)),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+}
+
+fn too_large(url: &Url, what: &str, status: u16) -> ExchangeError {
+    ExchangeError::failed(format!(
+        "{what} to {} failed: the answer (HTTP {status}) is larger than {} bytes",
+        printable(url),
+        MAX_BODY_BYTES
+    ))
+    .with_status(status)
+}
+
+fn timed_out(url: &Url, what: &str, timeout: Duration) -> ExchangeError {
+    ExchangeError::failed(format!("{what} to {} timed out after {} ms (ETIMEDOUT)", printable(url), timeout.as_millis()))
+        .with_code("ETIMEDOUT")
+}
+
+fn printable(url: &Url) -> String {
+    without_credentials(url).to_string()
+}
+
+/// A failure before an answer, named as Node.js would name it.
+fn transport_error(err: &reqwest::Error, url: &Url, what: &str, timeout: Duration) -> ExchangeError {
+    if err.is_timeout() {
+        return timed_out(url, what, timeout);
+    }
+    let (code, cause) = classify(err);
+    let message = match code {
+        Some(code) => format!("{what} to {} failed: {cause} ({code})", printable(url)),
+        None => format!("{what} to {} failed: {cause}", printable(url)),
+    };
+    let error = ExchangeError::failed(message);
+    match code {
+        Some(code) => error.with_code(code),
+        None => error,
+    }
+}
+
+/// The Node.js error code and a plain description of the innermost cause.
+fn classify(err: &reqwest::Error) -> (Option<&'static str>, String) {
+    let mut innermost = err.to_string();
+    let mut source = err.source();
+    let mut texts = Vec::new();
+    while let Some(cause) = source {
+        innermost = cause.to_string();
+        texts.push(innermost.to_ascii_lowercase());
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            let code = match io.kind() {
+                ConnectionRefused => Some("ECONNREFUSED"),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => Some("ECONNRESET"),
+                TimedOut => Some("ETIMEDOUT"),
+                _ => None,
+            };
+            if let Some(code) = code {
+                return (code.into(), describe(code));
+            }
+        }
+        source = cause.source();
+    }
+    let all = texts.join(" | ");
+    let code = if all.contains("certificate") || all.contains("unknownissuer") || all.contains("tls handshake") {
+        return (Some("CERT_UNTRUSTED"), format!("the TLS certificate was not accepted ({innermost})"));
+    } else if all.contains("temporary failure in name resolution") || all.contains("try again") {
+        Some("EAI_AGAIN")
+    } else if all.contains("dns error") || all.contains("lookup address") || all.contains("name or service not known") {
+        Some("ENOTFOUND")
+    } else if all.contains("connection closed before message completed")
+        || all.contains("incomplete message")
+        || all.contains("connection reset")
+    {
+        Some("ECONNRESET")
+    } else if all.contains("connection refused") {
+        Some("ECONNREFUSED")
+    } else {
+        None
+    };
+    match code {
+        Some(code) => (Some(code), describe(code)),
+        None => (None, innermost),
+    }
+}
+
+fn describe(code: &str) -> String {
+    match code {
+        "ECONNREFUSED" => "connection refused".into(),
+        "ECONNRESET" => "the connection was reset before the answer was complete".into(),
+        "ETIMEDOUT" => "timed out".into(),
+        "ENOTFOUND" => "the host name could not be resolved".into(),
+        "EAI_AGAIN" => "the host name could not be resolved now (temporary DNS failure)".into(),
+        other => other.into(),
+    }
+}

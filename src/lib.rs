@@ -1,0 +1,19 @@
+//! `obo-native`: the OAuth 2.0 On-Behalf-Of token exchange for Node.js.
+//!
+//! The core (every module but the napi layer at the end of this file) knows
+//! nothing of Node.js and is tested with `cargo test --no-default-features`.
+
+pub mod cache;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod flight;
+pub mod generations;
+pub mod grant;
+pub mod http;
+pub mod retry;
+pub mod stats;
+pub mod throttle;
+
+#[cfg(feature = "node")]
+mod node;

@@ -1,0 +1,204 @@
+//! The napi layer: converts arguments and results, nothing else. Results go
+//! out as plain data; `index.js` turns failures into `Error` objects, so they
+//! belong to the caller's realm.
+
+use std::ptr;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+
+use crate::engine::{Engine, ExchangeRequest, Outcome};
+use crate::error::ExchangeError;
+use crate::generations::Mirror;
+
+#[napi(object)]
+pub struct ConfigFailure {
+    pub option: String,
+    pub message: String,
+}
+
+/// Replaces the configuration; `null` returns to the environment. Returns
+/// what is wrong with the options, or nothing.
+#[napi(catch_unwind)]
+pub fn configure(options_json: Option<String>) -> Option<ConfigFailure> {
+    Engine::global()
+        .configure(options_json.as_deref())
+        .err()
+        .map(|err| ConfigFailure { option: err.option, message: err.message })
+}
+
+#[napi(catch_unwind)]
+pub fn clear_cache() {
+    Engine::global().clear_cache();
+}
+
+#[napi(object)]
+pub struct NativeStats {
+    pub cache_hits: f64,
+    pub cache_misses: f64,
+    pub coalesced: f64,
+    pub exchanges: f64,
+    pub retries: f64,
+    pub failures: f64,
+    pub throttled: f64,
+    pub cache_size: f64,
+    pub in_flight: f64,
+}
+
+/// Counters; `memo_hits` are the calling thread's memo hits not yet reported.
+#[napi(catch_unwind)]
+pub fn stats(memo_hits: u32) -> NativeStats {
+    let engine = Engine::global();
+    engine.add_cache_hits(memo_hits.into());
+    let stats = engine.stats();
+    NativeStats {
+        cache_hits: stats.cache_hits as f64,
+        cache_misses: stats.cache_misses as f64,
+        coalesced: stats.coalesced as f64,
+        exchanges: stats.exchanges as f64,
+        retries: stats.retries as f64,
+        failures: stats.failures as f64,
+        throttled: stats.throttled as f64,
+        cache_size: stats.cache_size as f64,
+        in_flight: stats.in_flight as f64,
+    }
+}
+
+#[napi(catch_unwind)]
+pub fn add_cache_hits(hits: u32) {
+    Engine::global().add_cache_hits(hits.into());
+}
+
+#[napi(object)]
+pub struct LookupHit {
+    pub access_token: String,
+    pub expires_in: u32,
+    pub granted: u32,
+    pub serve_for_ms: f64,
+    pub expires_after_ms: f64,
+    pub epoch: u32,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// A cached token, synchronously, or nothing.
+#[napi(catch_unwind)]
+pub fn lookup(openid_id: String, scopes: String) -> Option<LookupHit> {
+    let hit = Engine::global().lookup(&openid_id, &scopes)?;
+    Some(LookupHit {
+        access_token: hit.access_token.to_string(),
+        expires_in: hit.expires_in as u32,
+        granted: hit.granted_secs as u32,
+        serve_for_ms: hit.serve_for.as_secs_f64() * 1000.0,
+        expires_after_ms: hit.expires_after.as_secs_f64() * 1000.0,
+        epoch: hit.stamp.epoch,
+        slot: hit.stamp.slot,
+        generation: hit.stamp.generation,
+    })
+}
+
+#[napi(object)]
+pub struct Failure {
+    pub message: String,
+    pub reason: String,
+    pub retryable: bool,
+    pub status: Option<u32>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub error_codes: Option<Vec<i64>>,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub timestamp: Option<String>,
+    pub suberror: Option<String>,
+    pub claims: Option<String>,
+    pub retry_after: Option<u32>,
+    pub throttled: bool,
+}
+
+#[napi(object)]
+pub struct ExchangeOutcome {
+    pub access_token: Option<String>,
+    pub expires_in: Option<u32>,
+    pub failure: Option<Failure>,
+}
+
+fn failure(err: &ExchangeError) -> Failure {
+    let oauth = err.oauth.clone().unwrap_or_default();
+    Failure {
+        message: err.message.clone(),
+        reason: err.reason.as_str().to_owned(),
+        retryable: err.retryable,
+        status: err.status.map(u32::from),
+        code: err.code.clone(),
+        error: err.oauth.as_ref().map(|oauth| oauth.error.clone()),
+        error_description: oauth.error_description,
+        error_codes: oauth.error_codes,
+        correlation_id: oauth.correlation_id,
+        trace_id: oauth.trace_id,
+        timestamp: oauth.timestamp,
+        suberror: oauth.suberror,
+        claims: oauth.claims,
+        retry_after: err.retry_after_secs().map(|secs| secs.min(u32::MAX as u64) as u32),
+        throttled: err.throttled,
+    }
+}
+
+fn outcome(result: Outcome) -> ExchangeOutcome {
+    match result {
+        Ok(token) => ExchangeOutcome {
+            access_token: Some(token.access_token.to_string()),
+            expires_in: Some(token.expires_in as u32),
+            failure: None,
+        },
+        Err(err) => ExchangeOutcome { access_token: None, expires_in: None, failure: Some(failure(&err)) },
+    }
+}
+
+/// An exchange (cache and in-flight checks included); the promise always
+/// resolves, with a token or a failure.
+#[napi(catch_unwind)]
+pub fn exchange<'env>(
+    env: &'env Env,
+    openid_id: String,
+    scopes: String,
+    assertion: String,
+    from_cache: bool,
+) -> Result<PromiseRaw<'env, ExchangeOutcome>> {
+    let (deferred, promise) = env.create_deferred()?;
+    let settle = move |result: Outcome| deferred.resolve(move |_env| Ok(outcome(result)));
+    let request = ExchangeRequest { openid_id, scopes, assertion, from_cache };
+    match Engine::global().exchange(request) {
+        Ok(exchange) => Engine::spawn(exchange, settle),
+        Err(err) => settle(Err(err)),
+    }
+    Ok(PromiseRaw::new(env.raw(), promise.raw()))
+}
+
+unsafe extern "C" fn release_mirror(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
+    let mirror = unsafe { Box::from_raw(hint.cast::<Arc<Mirror>>()) };
+    Engine::global().generations().release(&mirror);
+}
+
+/// This thread's view of the cache's generation counters (an `ArrayBuffer`
+/// over memory Rust keeps current), or `null` where the runtime does not
+/// allow external buffers; the memo is then off.
+#[napi(catch_unwind)]
+pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
+    let generations = Engine::global().generations();
+    let mirror = generations.mirror();
+    let (data, length) = mirror.as_ptr_and_len();
+    let hint = Box::into_raw(Box::new(mirror));
+    let mut value = ptr::null_mut();
+    let status = unsafe {
+        sys::napi_create_external_arraybuffer(env.raw(), data.cast(), length, Some(release_mirror), hint.cast(), &mut value)
+    };
+    if status != sys::Status::napi_ok {
+        let mirror = unsafe { Box::from_raw(hint) };
+        generations.release(&mirror);
+        return Ok(None);
+    }
+    Ok(Some(unsafe { Unknown::from_raw_unchecked(env.raw(), value) }))
+}

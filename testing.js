@@ -1,0 +1,280 @@
+'use strict';
+/**
+ * A loopback identity provider for tests: an OpenID discovery document and a
+ * token endpoint that answers the jwt-bearer (On-Behalf-Of) grant the way
+ * Microsoft Entra ID does, records every request, and plays queued faults
+ * (status and body, delay, hold, connection reset, Retry-After, hang).
+ *
+ *   const { startMockIdp } = require('obo-native/testing');
+ *   const idp = await startMockIdp();
+ *   configure({ issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret });
+ *   idp.enqueue({ status: 503, retryAfter: 1 });
+ *   ...
+ *   await idp.close();
+ */
+const http = require('node:http');
+const crypto = require('node:crypto');
+
+const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+
+const base64url = (value) => Buffer.from(value).toString('base64url');
+
+/** The token the provider mints for an assertion and scopes: tests can tell a mix-up. */
+function mintToken(assertion, scope, { lifetime = 3600, tenant = 'mock-tenant' } = {}) {
+  const digest = crypto.createHash('sha256').update(`${assertion}\n${scope}`).digest('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const header = base64url(JSON.stringify({ typ: 'JWT', alg: 'none', kid: 'mock' }));
+  const payload = base64url(
+    JSON.stringify({
+      aud: String(scope).split(' ')[0].replace(/\/[^/]*$/, '') || scope,
+      scp: String(scope)
+        .split(' ')
+        .map((s) => s.replace(/^.*\//, ''))
+        .join(' '),
+      tid: tenant,
+      iat: now,
+      exp: now + lifetime,
+      obo: digest,
+    }),
+  );
+  return `${header}.${payload}.${digest}`;
+}
+
+function entraError(status, error, code, description, extra = {}) {
+  return {
+    status,
+    body: {
+      error,
+      error_description: `AADSTS${code}: ${description} Trace ID: mock-trace Correlation ID: mock-correlation Timestamp: 2026-01-01 00:00:00Z`,
+      error_codes: [code],
+      timestamp: '2026-01-01 00:00:00Z',
+      trace_id: 'mock-trace',
+      correlation_id: 'mock-correlation',
+      ...extra,
+    },
+  };
+}
+
+/** Ready-made Entra answers, for `enqueue`. */
+const faults = {
+  invalidSignature: () => entraError(400, 'invalid_grant', 50013, 'Assertion failed signature validation.'),
+  assertionExpired: () => entraError(400, 'invalid_grant', 500133, 'Assertion is not within its valid time range.'),
+  consentRequired: () =>
+    entraError(400, 'invalid_grant', 65001, 'The user or administrator has not consented to use the application.', {
+      suberror: 'consent_required',
+    }),
+  mfaRequired: () =>
+    entraError(400, 'interaction_required', 50076, 'Due to a configuration change made by your administrator, you must use multi-factor authentication.', {
+      suberror: 'basic_action',
+      claims: '{"access_token":{"capolids":{"essential":true,"values":["mock-policy"]}}}',
+    }),
+  invalidScope: () => entraError(400, 'invalid_scope', 70011, 'The provided value for the input parameter \'scope\' is not valid.'),
+  badClientSecret: () => entraError(401, 'invalid_client', 7000215, 'Invalid client secret provided.'),
+  unknownApplication: () => entraError(400, 'unauthorized_client', 700016, 'Application not found in the directory.'),
+  loopDetected: () => entraError(400, 'invalid_grant', 50196, 'The server terminated an operation because it encountered a client request loop.'),
+  throttled: (retryAfter = 5) => ({ status: 429, retryAfter, body: { error: 'temporarily_unavailable', error_description: 'AADSTS90055: Too many requests.' } }),
+  unavailable: (retryAfter) => ({ status: 503, retryAfter, body: 'Service Unavailable', headers: { 'content-type': 'text/plain' } }),
+};
+
+function readBody(req, limit = 8 << 20) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new Error('request body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Starts the provider on loopback.
+ * @param {object} [options]
+ * @param {string} [options.host='127.0.0.1']
+ * @param {number} [options.port=0] 0 picks a free port.
+ * @param {string} [options.tenant='mock-tenant'] the issuer is `http://host:port/{tenant}/v2.0`.
+ * @param {string} [options.clientId='mock-client-id']
+ * @param {string|null} [options.clientSecret='mock-client-secret-value'] null accepts any client.
+ * @param {number|string|undefined|null} [options.expiresIn=3600] `expires_in` of minted tokens (sent as is).
+ * @param {(req: object) => object|undefined} [options.respond] an answer for a token request, or undefined for the default.
+ */
+async function startMockIdp(options = {}) {
+  const {
+    host = '127.0.0.1',
+    port = 0,
+    tenant = 'mock-tenant',
+    clientId = 'mock-client-id',
+    clientSecret = 'mock-client-secret-value',
+  } = options;
+  const state = {
+    expiresIn: 'expiresIn' in options ? options.expiresIn : 3600,
+    respond: options.respond,
+    queue: [],
+    held: [],
+    requests: [],
+  };
+  const sockets = new Set();
+
+  const server = http.createServer(async (req, res) => {
+    let body = '';
+    try {
+      body = await readBody(req);
+    } catch {
+      return;
+    }
+    const url = new URL(req.url, 'http://mock');
+    const form = Object.fromEntries(new URLSearchParams(body));
+    const record = { method: req.method, path: url.pathname, headers: req.headers, body, form, at: Date.now() };
+    state.requests.push(record);
+    const send = (status, payload, headers = {}) => {
+      if (res.destroyed || res.writableEnded) return;
+      const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers });
+      res.end(text);
+    };
+
+    if (req.method === 'GET' && url.pathname === `/${tenant}/v2.0/.well-known/openid-configuration`) {
+      return send(200, idp.discoveryDocument());
+    }
+    if (!(req.method === 'POST' && url.pathname === `/${tenant}/oauth2/v2.0/token`)) {
+      return send(404, { error: 'not_found' });
+    }
+
+    const fault = state.queue.shift();
+    if (fault) {
+      record.fault = fault;
+      if (fault.reset) {
+        req.socket.destroy();
+        return;
+      }
+      if (fault.hang) return; // never answers; the client's timeout must end it
+      if (fault.hold) {
+        await new Promise((release) => state.held.push(release));
+      }
+      if (fault.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+      if (fault.status || fault.body !== undefined) {
+        const headers = { ...(fault.headers || {}) };
+        if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
+        return send(fault.status || 200, fault.body === undefined ? '' : fault.body, headers);
+      }
+    }
+
+    const auth = checkClient(req.headers, form);
+    if (auth) return send(auth.status, auth.body);
+    if (form.grant_type !== GRANT_TYPE) {
+      return send(400, { error: 'unsupported_grant_type', error_description: 'AADSTS70003: unsupported grant type' });
+    }
+    if (form.requested_token_use !== 'on_behalf_of' || !form.assertion || !form.scope) {
+      return send(400, { error: 'invalid_request', error_description: 'AADSTS900144: missing on_behalf_of parameters' });
+    }
+    const custom = state.respond && state.respond(record);
+    if (custom) {
+      return send(custom.status || 200, custom.body === undefined ? '' : custom.body, custom.headers);
+    }
+    const answer = {
+      token_type: 'Bearer',
+      scope: form.scope,
+      access_token: idp.expectedToken(form.assertion, form.scope),
+      ext_expires_in: 3600,
+    };
+    if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
+    return send(200, answer);
+  });
+
+  function checkClient(headers, form) {
+    if (clientSecret === null) return null;
+    const invalid = faults.badClientSecret();
+    const authorization = headers.authorization || '';
+    if (authorization.startsWith('Basic ')) {
+      const [id, secret] = Buffer.from(authorization.slice(6), 'base64')
+        .toString('utf8')
+        .split(':')
+        .map((part) => decodeURIComponent(part.replace(/\+/g, ' ')));
+      return id === clientId && secret === clientSecret ? null : invalid;
+    }
+    if (form.client_secret !== undefined) {
+      return form.client_id === clientId && form.client_secret === clientSecret ? null : invalid;
+    }
+    return invalid;
+  }
+
+  server.keepAliveTimeout = 120_000;
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  const address = server.address();
+  const origin = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+
+  const idp = {
+    origin,
+    port: address.port,
+    issuer: `${origin}/${tenant}/v2.0`,
+    tokenEndpoint: `${origin}/${tenant}/oauth2/v2.0/token`,
+    clientId,
+    clientSecret,
+    /** Every request received, oldest first. */
+    requests: state.requests,
+    /** The token requests only. */
+    tokenRequests: () => state.requests.filter((r) => r.method === 'POST'),
+    discoveryDocument: () => ({
+      issuer: `${origin}/${tenant}/v2.0`,
+      token_endpoint: `${origin}/${tenant}/oauth2/v2.0/token`,
+      authorization_endpoint: `${origin}/${tenant}/oauth2/v2.0/authorize`,
+      jwks_uri: `${origin}/${tenant}/discovery/v2.0/keys`,
+      token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic', 'private_key_jwt'],
+      grant_types_supported: ['authorization_code', 'refresh_token', GRANT_TYPE],
+    }),
+    expectedToken: (assertion, scope) =>
+      mintToken(assertion, scope, { lifetime: Number(state.expiresIn) || 3600, tenant }),
+    /**
+     * Queues answers for the next token requests, in order. Each is
+     * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }`;
+     * a fault with only `delayMs` or `hold` delays the normal answer.
+     */
+    enqueue: (...answers) => {
+      state.queue.push(...answers);
+      return idp;
+    },
+    /** Lets every held request go on. */
+    release: () => {
+      const held = state.held.splice(0);
+      held.forEach((release) => release());
+      return held.length;
+    },
+    heldCount: () => state.held.length,
+    setExpiresIn: (value) => {
+      state.expiresIn = value;
+    },
+    setResponder: (respond) => {
+      state.respond = respond;
+    },
+    /** Forgets requests, queued answers and held requests (which are released). */
+    reset: () => {
+      state.requests.length = 0;
+      state.queue.length = 0;
+      idp.release();
+      state.expiresIn = 'expiresIn' in options ? options.expiresIn : 3600;
+      state.respond = options.respond;
+    },
+    close: async () => {
+      idp.release();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+  return idp;
+}
+
+module.exports = { startMockIdp, mintToken, faults, GRANT_TYPE };
