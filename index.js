@@ -89,6 +89,22 @@ function remember(openidId, scopes, hit) {
   });
 }
 
+/**
+ * LibreChat's variables as this thread sees them (jest and worker threads can
+ * have their own `process.env`); used until the environment's configuration
+ * has been read once.
+ */
+function openIdEnv() {
+  const env = process.env;
+  return {
+    openidIssuer: env.OPENID_ISSUER,
+    openidClientId: env.OPENID_CLIENT_ID,
+    openidClientSecret: env.OPENID_CLIENT_SECRET,
+    openidTokenEndpointAuthMethod: env.OPENID_TOKEN_ENDPOINT_AUTH_METHOD,
+    proxy: env.PROXY,
+  };
+}
+
 const OAUTH_FIELDS = [
   ['error', 'error'],
   ['errorDescription', 'error_description'],
@@ -203,7 +219,7 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
         });
       }
     }
-    return native.exchange(openidId, scopes, accessToken, fromCache).then((outcome) => {
+    return native.exchange(openidId, scopes, accessToken, fromCache, openIdEnv()).then((outcome) => {
       if (outcome.failure) throw toError(outcome.failure);
       return {
         access_token: outcome.accessToken,

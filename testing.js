@@ -117,6 +117,7 @@ async function startMockIdp(options = {}) {
     expiresIn: 'expiresIn' in options ? options.expiresIn : 3600,
     respond: options.respond,
     queue: [],
+    discoveryFailures: 0,
     held: [],
     requests: [],
   };
@@ -141,6 +142,10 @@ async function startMockIdp(options = {}) {
     };
 
     if (req.method === 'GET' && url.pathname === `/${tenant}/v2.0/.well-known/openid-configuration`) {
+      if (state.discoveryFailures > 0) {
+        state.discoveryFailures--;
+        return send(503, 'Service Unavailable', { 'content-type': 'text/plain' });
+      }
       return send(200, idp.discoveryDocument());
     }
     if (!(req.method === 'POST' && url.pathname === `/${tenant}/oauth2/v2.0/token`)) {
@@ -254,6 +259,11 @@ async function startMockIdp(options = {}) {
       return held.length;
     },
     heldCount: () => state.held.length,
+    /** The next `count` discovery requests answer 503. */
+    failDiscovery: (count = 1) => {
+      state.discoveryFailures = count;
+    },
+    discoveryRequests: () => state.requests.filter((r) => r.method === 'GET'),
     setExpiresIn: (value) => {
       state.expiresIn = value;
     },
@@ -264,6 +274,7 @@ async function startMockIdp(options = {}) {
     reset: () => {
       state.requests.length = 0;
       state.queue.length = 0;
+      state.discoveryFailures = 0;
       idp.release();
       state.expiresIn = 'expiresIn' in options ? options.expiresIn : 3600;
       state.respond = options.respond;

@@ -160,11 +160,15 @@ impl Engine {
         Some(hit)
     }
 
-    /// Starts an exchange. The configuration is resolved now, on the caller's
-    /// thread (the environment is read there); the rest is a future to run
-    /// on [`Engine::spawn`].
-    pub fn exchange(&self, request: ExchangeRequest) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
-        let setup = self.setup()?;
+    /// Starts an exchange. The configuration is resolved now, from `env` (the
+    /// caller's view of the environment) when it comes from the environment
+    /// and was not read yet; the rest is a future to run on [`Engine::spawn`].
+    pub fn exchange(
+        &self,
+        request: ExchangeRequest,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
+        let setup = self.setup(env)?;
         let engine = self.clone();
         let epoch = self.0.generations.epoch();
         Ok(async move { engine.exchange_with(setup, request, epoch).await })
@@ -184,7 +188,7 @@ impl Engine {
         });
     }
 
-    fn setup(&self) -> Result<Arc<Setup>, Arc<ExchangeError>> {
+    fn setup(&self, env: impl Fn(&str) -> Option<String>) -> Result<Arc<Setup>, Arc<ExchangeError>> {
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*self.0.slot.read() {
             return Ok(setup.clone());
         }
@@ -195,7 +199,7 @@ impl Engine {
             };
             Arc::new(ExchangeError::new(FailureReason::ConfigUnavailable, message))
         };
-        let config = match Config::from_env(|name| std::env::var(name).ok()) {
+        let config = match Config::from_env(env) {
             Ok(Some(config)) => config,
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
@@ -261,10 +265,6 @@ impl Engine {
             Err(err)
         };
 
-        let endpoint = match self.endpoint(setup).await {
-            Ok(endpoint) => endpoint,
-            Err(err) => return fail(err),
-        };
         let policy = RetryPolicy {
             max_retries: config.max_retries,
             retry_delay: config.retry_delay,
@@ -272,7 +272,7 @@ impl Engine {
         };
         let mut retries_done = 0;
         loop {
-            match self.attempt(setup, &endpoint, request).await {
+            match self.attempt(setup, request).await {
                 Ok(response) => return Ok(self.store(config, key, response, epoch)),
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
@@ -289,7 +289,10 @@ impl Engine {
         }
     }
 
-    async fn attempt(&self, setup: &Setup, endpoint: &Url, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+    /// One request; discovery first when the endpoint is not known yet, so
+    /// that a transient discovery failure is retried like any other.
+    async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+        let endpoint = &self.endpoint(setup).await?;
         let config = &setup.config;
         let auth = ClientAuth {
             client_id: &config.client_id,

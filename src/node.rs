@@ -157,6 +157,29 @@ fn outcome(result: Outcome) -> ExchangeOutcome {
     }
 }
 
+/// LibreChat's variables as the calling thread's `process.env` has them.
+#[napi(object)]
+pub struct OpenIdEnv {
+    pub openid_issuer: Option<String>,
+    pub openid_client_id: Option<String>,
+    pub openid_client_secret: Option<String>,
+    pub openid_token_endpoint_auth_method: Option<String>,
+    pub proxy: Option<String>,
+}
+
+impl OpenIdEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        match name {
+            "OPENID_ISSUER" => self.openid_issuer.clone(),
+            "OPENID_CLIENT_ID" => self.openid_client_id.clone(),
+            "OPENID_CLIENT_SECRET" => self.openid_client_secret.clone(),
+            "OPENID_TOKEN_ENDPOINT_AUTH_METHOD" => self.openid_token_endpoint_auth_method.clone(),
+            "PROXY" => self.proxy.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// An exchange (cache and in-flight checks included); the promise always
 /// resolves, with a token or a failure.
 #[napi(catch_unwind)]
@@ -166,11 +189,12 @@ pub fn exchange<'env>(
     scopes: String,
     assertion: String,
     from_cache: bool,
+    openid_env: OpenIdEnv,
 ) -> Result<PromiseRaw<'env, ExchangeOutcome>> {
     let (deferred, promise) = env.create_deferred()?;
     let settle = move |result: Outcome| deferred.resolve(move |_env| Ok(outcome(result)));
     let request = ExchangeRequest { openid_id, scopes, assertion, from_cache };
-    match Engine::global().exchange(request) {
+    match Engine::global().exchange(request, |name| openid_env.var(name)) {
         Ok(exchange) => Engine::spawn(exchange, settle),
         Err(err) => settle(Err(err)),
     }

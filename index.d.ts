@@ -1,0 +1,110 @@
+/** The signed-in user; only `openidId` (the OpenID subject) is read. */
+export interface OboUser {
+  openidId?: string | null
+  [key: string]: unknown
+}
+
+/** What an exchange resolves with, as LibreChat's OboTokenService returns it. */
+export interface OboToken {
+  access_token: string
+  token_type: 'Bearer'
+  /** Seconds the token still lives (the remaining lifetime on a cache hit). */
+  expires_in: number
+  /** The requested scopes, as given. */
+  scope: string
+}
+
+/** Any object with these methods: winston, pino, console. */
+export interface Logger {
+  debug(message: string, ...meta: unknown[]): unknown
+  info(message: string, ...meta: unknown[]): unknown
+  warn(message: string, ...meta: unknown[]): unknown
+  error(message: string, ...meta: unknown[]): unknown
+}
+
+/** `null`/`undefined` fields mean the default. */
+export interface ConfigureOptions {
+  /** OpenID discovery from `{issuer}/.well-known/openid-configuration`. */
+  issuer?: string | null
+  /** The token endpoint, without discovery (takes precedence over `issuer`). */
+  tokenEndpoint?: string | null
+  clientId: string
+  clientSecret?: string | null
+  /** Default `client_secret_basic`. */
+  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'none' | null
+  /** An http(s) forward proxy; default `PROXY`, then `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`. */
+  proxy?: string | null
+  /** Per attempt. Default 30000. */
+  timeoutMs?: number | null
+  /** Default 1. */
+  maxRetries?: number | null
+  /** Default 300. */
+  retryDelayMs?: number | null
+  /** A token is served while more than this many seconds of its life remain. Default 30. */
+  expirySkewSeconds?: number | null
+  /** Default 100000. */
+  maxCacheEntries?: number | null
+  /** The longest `Retry-After` waited for inside a call; longer ones throttle the key. Default 5000. */
+  maxRetryAfterMs?: number | null
+  /** Where events go; default: nowhere. */
+  logger?: Logger | null
+}
+
+/** Counters since the package was loaded, for the whole process. */
+export interface OboStats {
+  cacheHits: number
+  cacheMisses: number
+  coalesced: number
+  exchanges: number
+  retries: number
+  failures: number
+  throttled: number
+  cacheSize: number
+  inFlight: number
+}
+
+/** A rejected exchange. Validation failures are plain `Error`/`TypeError`s without these fields. */
+export interface OboError extends Error {
+  retryable: boolean
+  oboFailureReason: 'exchange_failed' | 'empty_exchange_response'
+  /** HTTP status, when the provider answered. */
+  status?: number
+  /** `ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `ENOTFOUND`, `EAI_AGAIN`, `CERT_UNTRUSTED`, or the OAuth `error`. */
+  code?: string
+  error?: string
+  error_description?: string
+  error_codes?: number[]
+  correlation_id?: string
+  trace_id?: string
+  timestamp?: string
+  suberror?: string
+  /** A Conditional Access / MFA claims challenge to pass back to the user's sign-in. */
+  claims?: string
+  /** Seconds to wait, from the provider's `Retry-After`. */
+  retryAfter?: number
+  /** Refused from a remembered throttle, without a request. */
+  throttled?: boolean
+}
+
+export declare function exchangeOboToken(
+  user: OboUser | null | undefined,
+  accessToken: string,
+  scopes: string,
+  fromCache?: boolean,
+): Promise<OboToken>
+
+export declare function getGraphApiToken(
+  user: OboUser | null | undefined,
+  accessToken: string,
+  scopes: string,
+  fromCache?: boolean,
+): Promise<OboToken>
+
+export declare function configure(options: ConfigureOptions | null): void
+
+/** Sets the logger without touching the rest of the configuration; `null` silences it. */
+export declare function setLogger(logger: Logger | null): void
+
+export declare function clearCache(): void
+
+export declare function stats(): OboStats
