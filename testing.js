@@ -13,6 +13,7 @@
  *   await idp.close();
  */
 const http = require('node:http');
+const https = require('node:https');
 const crypto = require('node:crypto');
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -104,6 +105,8 @@ function readBody(req, limit = 8 << 20) {
  * @param {string|null} [options.clientSecret='mock-client-secret-value'] null accepts any client.
  * @param {number|string|undefined|null} [options.expiresIn=3600] `expires_in` of minted tokens (sent as is).
  * @param {(req: object) => object|undefined} [options.respond] an answer for a token request, or undefined for the default.
+ * @param {{key: string|Buffer, cert: string|Buffer}} [options.tls] serve https with this key and certificate.
+ * @param {boolean} [options.record=true] keep every request in `requests`; false only counts them (long runs).
  */
 async function startMockIdp(options = {}) {
   const {
@@ -122,8 +125,10 @@ async function startMockIdp(options = {}) {
     requests: [],
   };
   const sockets = new Set();
+  const record = options.record !== false;
+  let tokenRequestCount = 0;
 
-  const server = http.createServer(async (req, res) => {
+  const handler = async (req, res) => {
     let body = '';
     try {
       body = await readBody(req);
@@ -132,8 +137,8 @@ async function startMockIdp(options = {}) {
     }
     const url = new URL(req.url, 'http://mock');
     const form = Object.fromEntries(new URLSearchParams(body));
-    const record = { method: req.method, path: url.pathname, headers: req.headers, body, form, at: Date.now() };
-    state.requests.push(record);
+    const entry = { method: req.method, path: url.pathname, headers: req.headers, body, form, at: Date.now() };
+    if (record) state.requests.push(entry);
     const send = (status, payload, headers = {}) => {
       if (res.destroyed || res.writableEnded) return;
       const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
@@ -152,9 +157,10 @@ async function startMockIdp(options = {}) {
       return send(404, { error: 'not_found' });
     }
 
+    tokenRequestCount++;
     const fault = state.queue.shift();
     if (fault) {
-      record.fault = fault;
+      entry.fault = fault;
       if (fault.reset) {
         req.socket.destroy();
         return;
@@ -179,7 +185,7 @@ async function startMockIdp(options = {}) {
     if (form.requested_token_use !== 'on_behalf_of' || !form.assertion || !form.scope) {
       return send(400, { error: 'invalid_request', error_description: 'AADSTS900144: missing on_behalf_of parameters' });
     }
-    const custom = state.respond && state.respond(record);
+    const custom = state.respond && state.respond(entry);
     if (custom) {
       return send(custom.status || 200, custom.body === undefined ? '' : custom.body, custom.headers);
     }
@@ -191,7 +197,7 @@ async function startMockIdp(options = {}) {
     };
     if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
     return send(200, answer);
-  });
+  };
 
   function checkClient(headers, form) {
     if (clientSecret === null) return null;
@@ -210,6 +216,7 @@ async function startMockIdp(options = {}) {
     return invalid;
   }
 
+  const server = options.tls ? https.createServer(options.tls, handler) : http.createServer(handler);
   server.keepAliveTimeout = 120_000;
   server.on('connection', (socket) => {
     sockets.add(socket);
@@ -220,7 +227,7 @@ async function startMockIdp(options = {}) {
     server.listen(port, host, resolve);
   });
   const address = server.address();
-  const origin = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  const origin = `${options.tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 
   const idp = {
     origin,
@@ -259,6 +266,8 @@ async function startMockIdp(options = {}) {
       return held.length;
     },
     heldCount: () => state.held.length,
+    /** Token requests received since the start or the last reset (counted even when not recorded). */
+    tokenRequestCount: () => tokenRequestCount,
     /** The next `count` discovery requests answer 503. */
     failDiscovery: (count = 1) => {
       state.discoveryFailures = count;
@@ -273,6 +282,7 @@ async function startMockIdp(options = {}) {
     /** Forgets requests, queued answers and held requests (which are released). */
     reset: () => {
       state.requests.length = 0;
+      tokenRequestCount = 0;
       state.queue.length = 0;
       state.discoveryFailures = 0;
       idp.release();

@@ -1,0 +1,135 @@
+'use strict';
+/** Helpers shared by the benchmark's child processes and worker threads. */
+const crypto = require('node:crypto');
+const path = require('node:path');
+
+const CONTESTANTS = ['native', 'lean', 'stack'];
+const SCOPE = 'api://mcp-server-4f1c2d/Tools.ReadWrite';
+const ASSERTION_LENGTH = 1536;
+
+function loadContestant(name) {
+  if (!CONTESTANTS.includes(name)) throw new Error(`unknown contestant ${name}`);
+  return require(path.join(__dirname, 'contestants', `${name}.js`));
+}
+
+const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+/**
+ * A ~1.5 KB JWT-shaped access token (an Entra v1 access token's claims and an
+ * RS256-sized signature), distinct per `subject`, as a flat string.
+ */
+function makeAssertion(subject) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64({ typ: 'JWT', alg: 'RS256', x5t: 'JDNa_4i4r7FgigL3sHIlI3xV-IU', kid: 'JDNa_4i4r7FgigL3sHIlI3xV-IU' });
+  const signature = crypto.randomBytes(256).toString('base64url');
+  const claims = {
+    aud: 'api://librechat-4f1c2d',
+    iss: 'https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/',
+    iat: now,
+    nbf: now,
+    exp: now + 3600,
+    acr: '1',
+    aio: '',
+    amr: ['pwd', 'mfa'],
+    appid: '0c3f2d1e-9a8b-4c7d-8e6f-5a4b3c2d1e0f',
+    appidacr: '1',
+    family_name: 'Doe',
+    given_name: 'Jane',
+    ipaddr: '203.0.113.7',
+    name: 'Jane Doe',
+    oid: subject,
+    rh: '0.AXEAv4j5cvGGr0GRqy180BHbR0ZJ2Ao8Pw5MjX5vWktgLR1xAAA.',
+    scp: 'access_as_user',
+    sub: crypto.createHash('sha256').update(String(subject)).digest('base64url'),
+    tid: '72f988bf-86f1-41af-91ab-2d7cd011db47',
+    unique_name: 'jane.doe@contoso.example',
+    upn: 'jane.doe@contoso.example',
+    uti: crypto.randomBytes(16).toString('base64url'),
+    ver: '1.0',
+  };
+  const bare = header.length + 2 + b64(claims).length + signature.length;
+  // base64url grows 4/3: pad `aio` so the token is ~ASSERTION_LENGTH characters.
+  const padBytes = Math.max(0, Math.floor(((ASSERTION_LENGTH - bare) * 3) / 4) - 2);
+  claims.aio = crypto.randomBytes(Math.ceil((padBytes * 3) / 4)).toString('base64url').slice(0, padBytes);
+  const token = `${header}.${b64(claims)}.${signature}`;
+  return Buffer.from(token, 'latin1').toString('latin1'); // flat, not a rope
+}
+
+/** The signature part of the token the mock IdP mints for (assertion, scope). */
+const expectedDigest = (assertion, scope) =>
+  crypto.createHash('sha256').update(`${assertion}\n${scope}`).digest('base64url');
+
+function checkResult(result, assertion, scope, what) {
+  if (
+    !result ||
+    typeof result.access_token !== 'string' ||
+    result.token_type !== 'Bearer' ||
+    result.scope !== scope ||
+    !(result.expires_in > 0)
+  ) {
+    throw new Error(`${what}: malformed result ${JSON.stringify(result)}`);
+  }
+  if (assertion !== undefined && !result.access_token.endsWith(`.${expectedDigest(assertion, scope)}`)) {
+    throw new Error(`${what}: the token does not belong to this assertion and scope`);
+  }
+}
+
+/** Runs `task(i)` for i in [0, n) with at most `concurrency` in flight. */
+async function pool(n, concurrency, task) {
+  let next = 0;
+  const lane = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= n) return;
+      await task(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Full collections until the heap stops shrinking (needs --expose-gc). */
+async function settleHeap() {
+  if (typeof global.gc !== 'function') return;
+  for (let i = 0; i < 4; i++) {
+    global.gc();
+    await tick();
+  }
+  await sleep(50);
+  global.gc();
+}
+
+/** A small deterministic PRNG (mulberry32), so every contestant gets the same workload. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function quantile(sorted, q) {
+  if (sorted.length === 0) return NaN;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[index];
+}
+
+module.exports = {
+  CONTESTANTS,
+  SCOPE,
+  loadContestant,
+  makeAssertion,
+  expectedDigest,
+  checkResult,
+  pool,
+  tick,
+  sleep,
+  settleHeap,
+  prng,
+  quantile,
+};

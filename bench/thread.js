@@ -1,0 +1,45 @@
+'use strict';
+/**
+ * A worker thread of workload 6: loads the contestant in this thread,
+ * configures it, then on `fill` asks for every hot key once and on `go`
+ * hammers the hot key set with `lanes` calls in flight.
+ */
+const { parentPort, workerData } = require('node:worker_threads');
+const { performance } = require('node:perf_hooks');
+const { SCOPE, loadContestant, checkResult, pool } = require('./common.js');
+
+const { contestant: name, provider, thread, users: ids, tokens, calls, lanes } = workerData;
+const users = ids.map((openidId) => ({ openidId }));
+const K = users.length;
+
+async function main() {
+  const c = loadContestant(name);
+  await c.setup(provider);
+  parentPort.postMessage({ type: 'ready', thread });
+  parentPort.on('message', async (command) => {
+    try {
+      const t0 = performance.now();
+      if (command === 'fill') {
+        await pool(K, lanes, async (k) => {
+          checkResult(await c.exchangeOboToken(users[k], tokens[k], SCOPE), undefined, SCOPE, 'workers/fill');
+        });
+        parentPort.postMessage({ type: 'filled', thread, elapsedMs: performance.now() - t0 });
+      } else if (command === 'go') {
+        const ex = c.exchangeOboToken;
+        const stride = 7;
+        const offset = thread * 31;
+        await pool(calls, lanes, (i) => {
+          const k = (i * stride + offset) % K;
+          return ex(users[k], tokens[k], SCOPE);
+        });
+        parentPort.postMessage({ type: 'done', thread, calls, elapsedMs: performance.now() - t0 });
+      }
+    } catch (err) {
+      parentPort.postMessage({ type: 'error', thread, message: err && err.stack ? err.stack : String(err) });
+    }
+  });
+}
+
+main().catch((err) => {
+  parentPort.postMessage({ type: 'error', thread, message: err && err.stack ? err.stack : String(err) });
+});
