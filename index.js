@@ -30,6 +30,37 @@ const generations = view ? new Uint32Array(view) : null;
 let memo = new Map();
 let memoSize = 0;
 let unreportedHits = 0;
+/** This thread's logger, or null: nothing is logged, and no event is collected. */
+let logger = null;
+
+const LOGGER_METHODS = ['debug', 'info', 'warn', 'error'];
+
+function checkLogger(candidate, where) {
+  if (candidate === null || candidate === undefined) return null;
+  if (typeof candidate !== 'object' && typeof candidate !== 'function') {
+    throw Object.assign(new TypeError(`${where}: logger must be an object with ${LOGGER_METHODS.join('/')} methods`), {
+      option: 'logger',
+    });
+  }
+  const missing = LOGGER_METHODS.filter((name) => typeof candidate[name] !== 'function');
+  if (missing.length > 0) {
+    throw Object.assign(new TypeError(`${where}: logger has no ${missing.join('/')} method`), { option: 'logger' });
+  }
+  return candidate;
+}
+
+/** A logger that throws must not break an exchange. */
+function log(level, message) {
+  try {
+    logger[level](message);
+  } catch {
+    // the host's logger failed; the exchange goes on
+  }
+}
+
+function logHit(openidId, scopes) {
+  log('debug', `[OboTokenService] Using cached OBO token for user ${openidId} and scopes ${scopes}`);
+}
 
 function forgetMemo() {
   memo = new Map();
@@ -59,6 +90,7 @@ function fromMemo(openidId, scopes) {
     return undefined;
   }
   countHit();
+  if (logger !== null) logHit(openidId, scopes);
   const left = Math.ceil((entry.expiresAt - at) / 1000);
   return {
     access_token: entry.token,
@@ -211,6 +243,7 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
       const hit = native.lookup(openidId, scopes);
       if (hit) {
         remember(openidId, scopes, hit);
+        if (logger !== null) logHit(openidId, scopes);
         return Promise.resolve({
           access_token: hit.accessToken,
           token_type: 'Bearer',
@@ -219,7 +252,10 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
         });
       }
     }
-    return native.exchange(openidId, scopes, accessToken, fromCache, openIdEnv()).then((outcome) => {
+    return native.exchange(openidId, scopes, accessToken, fromCache, openIdEnv(), logger !== null).then((outcome) => {
+      if (outcome.events !== undefined && logger !== null) {
+        for (const event of outcome.events) log(event.level, event.message);
+      }
       if (outcome.failure) throw toError(outcome.failure);
       return {
         access_token: outcome.accessToken,
@@ -251,9 +287,10 @@ async function getGraphApiToken(user, accessToken, scopes, fromCache = true) {
 }
 
 /**
- * Replaces the whole configuration and empties the cache; `null` returns to
- * LibreChat's environment variables. Invalid options throw a TypeError naming
- * the option, and the configuration in force stays as it was.
+ * Replaces the whole configuration (this thread's logger included) and
+ * empties the cache; `null` returns to LibreChat's environment variables and
+ * keeps the logger. Invalid options throw a TypeError naming the option, and
+ * the configuration in force stays as it was.
  */
 function configure(options) {
   if (options === null || options === undefined) {
@@ -265,8 +302,13 @@ function configure(options) {
     throw new TypeError(`configure: options must be an object or null, not ${describe(options)}`);
   }
   const plain = {};
+  let nextLogger = null;
   for (const name of Object.keys(options)) {
     const value = options[name];
+    if (name === 'logger') {
+      nextLogger = checkLogger(value, 'configure');
+      continue;
+    }
     if (value === undefined || value === null) continue;
     const type = typeof value;
     if (type === 'number' && !Number.isFinite(value)) {
@@ -279,7 +321,13 @@ function configure(options) {
   }
   const failure = native.configure(JSON.stringify(plain));
   if (failure) throw Object.assign(new TypeError(failure.message), { option: failure.option });
+  logger = nextLogger;
   forgetMemo();
+}
+
+/** Sets this thread's logger (winston, pino, console…) without touching the configuration; `null` silences it. */
+function setLogger(candidate) {
+  logger = checkLogger(candidate, 'setLogger');
 }
 
 /** Forgets every cached token and remembered throttle, in every thread. */
@@ -305,4 +353,4 @@ function stats() {
   };
 }
 
-module.exports = { exchangeOboToken, getGraphApiToken, configure, clearCache, stats };
+module.exports = { exchangeOboToken, getGraphApiToken, configure, setLogger, clearCache, stats };

@@ -375,7 +375,7 @@ async function exchange(argv) {
     const lines = [
       c.green(c.bold('✔ On-Behalf-Of exchange succeeded')),
       '',
-      rows([...common, ['expires_in', `${token.expires_in} s (until ${expiresAt.replace('.000Z', 'Z')})`], ['token_type', token.token_type]], { width: 17 }),
+      rows([...common, ['expires_in', `${token.expires_in} s (until ${expiresAt.replace(/\.\d{3}Z$/, 'Z')})`], ['token_type', token.token_type]], { width: 17 }),
       '',
     ];
     if (decoded) {

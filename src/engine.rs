@@ -35,12 +35,56 @@ pub struct Token {
 
 pub type Outcome = Result<Token, Arc<ExchangeError>>;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// A log line for the caller's logger, worded like LibreChat's service so
+/// that existing log searches keep working. Never holds a token or secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub level: Level,
+    pub message: String,
+}
+
+/// What one call learned: its outcome, and its events when asked for.
+pub struct Exchanged {
+    pub outcome: Outcome,
+    pub events: Vec<Event>,
+}
+
+/// Collects events for a call whose thread has a logger; otherwise costs nothing.
+struct Events(Option<Vec<Event>>);
+
+impl Events {
+    fn push(&mut self, level: Level, message: impl FnOnce() -> String) {
+        if let Some(events) = self.0.as_mut() {
+            events.push(Event { level, message: format!("[OboTokenService] {}", message()) });
+        }
+    }
+}
+
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
     pub openid_id: String,
     pub scopes: String,
     pub assertion: String,
     pub from_cache: bool,
+    /// Whether to collect [`Event`]s.
+    pub log: bool,
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -50,6 +94,7 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("scopes", &self.scopes)
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
+            .field("log", &self.log)
             .finish()
     }
 }
@@ -167,24 +212,35 @@ impl Engine {
         &self,
         request: ExchangeRequest,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
+    ) -> Result<impl Future<Output = Exchanged> + Send + 'static, Arc<ExchangeError>> {
         let setup = self.setup(env)?;
         let engine = self.clone();
         let epoch = self.0.generations.epoch();
-        Ok(async move { engine.exchange_with(setup, request, epoch).await })
+        Ok(async move {
+            let mut events = Events(request.log.then(Vec::new));
+            let outcome = engine.exchange_with(setup, &request, epoch, &mut events).await;
+            match &outcome {
+                Ok(token) => events.push(Level::Debug, || {
+                    format!("OBO token exchange successful for user {} (expires in {} s)", request.openid_id, token.expires_in)
+                }),
+                Err(err) => events.push(Level::Error, || format!("OBO token exchange failed: {}", err.message)),
+            }
+            Exchanged { outcome, events: events.0.unwrap_or_default() }
+        })
     }
 
     /// Runs an exchange on the engine's runtime and hands its outcome to
     /// `done`, whatever happens to it (a panic becomes an error).
-    pub fn spawn(exchange: impl Future<Output = Outcome> + Send + 'static, done: impl FnOnce(Outcome) + Send + 'static) {
+    pub fn spawn(exchange: impl Future<Output = Exchanged> + Send + 'static, done: impl FnOnce(Exchanged) + Send + 'static) {
         let task = RUNTIME.spawn(exchange);
         RUNTIME.spawn(async move {
-            let outcome = task.await.unwrap_or_else(|_| {
-                Err(Arc::new(ExchangeError::failed(
+            let exchanged = task.await.unwrap_or_else(|_| Exchanged {
+                outcome: Err(Arc::new(ExchangeError::failed(
                     "obo-native: the exchange failed unexpectedly (an internal error; please report it)",
-                )))
+                ))),
+                events: Vec::new(),
             });
-            done(outcome);
+            done(exchanged);
         });
     }
 
@@ -215,32 +271,38 @@ impl Engine {
         }
     }
 
-    async fn exchange_with(&self, setup: Arc<Setup>, request: ExchangeRequest, epoch: u32) -> Outcome {
+    async fn exchange_with(&self, setup: Arc<Setup>, request: &ExchangeRequest, epoch: u32, events: &mut Events) -> Outcome {
         let inner = &self.0;
         let key = CacheKey::new(&request.openid_id, &request.scopes);
+        let who = || format!("user {} and scopes {}", request.openid_id, request.scopes);
         if request.from_cache {
             if let Some(hit) = inner.cache.get(key.as_str(), Instant::now()) {
                 Counters::bump(&inner.counters.cache_hits);
+                events.push(Level::Debug, || format!("Using cached OBO token for {}", who()));
                 return Ok(Token { access_token: hit.access_token, expires_in: hit.expires_in });
             }
             Counters::bump(&inner.counters.cache_misses);
         }
         if let Some(refusal) = inner.throttles.check(&key, Instant::now()) {
             Counters::bump(&inner.counters.throttled);
+            events.push(Level::Warn, || {
+                format!("OBO token requests for {} are throttled for {} s more", who(), refusal.retry_after_secs().unwrap_or(0))
+            });
             return Err(Arc::new(refusal));
         }
         if !request.from_cache {
-            return self.run(&setup, &key, &request, epoch).await;
+            return self.run(&setup, &key, request, epoch, events).await;
         }
         match setup.flights.join_or_lead(&key) {
             Role::Follower(follower) => {
                 Counters::bump(&inner.counters.coalesced);
+                events.push(Level::Debug, || format!("Joining in-flight OBO token exchange for {}", who()));
                 follower.result().await.unwrap_or_else(|| {
                     Err(Arc::new(ExchangeError::failed("The OBO exchange this call was waiting for was abandoned")))
                 })
             }
             Role::Leader(flight) => {
-                let outcome = self.run(&setup, &key, &request, epoch).await;
+                let outcome = self.run(&setup, &key, request, epoch, events).await;
                 flight.complete(outcome.clone());
                 outcome
             }
@@ -248,18 +310,29 @@ impl Engine {
     }
 
     /// One exchange with the provider, retries included.
-    async fn run(&self, setup: &Setup, key: &CacheKey, request: &ExchangeRequest, epoch: u32) -> Outcome {
+    async fn run(&self, setup: &Setup, key: &CacheKey, request: &ExchangeRequest, epoch: u32, events: &mut Events) -> Outcome {
         let inner = &self.0;
+        events.push(Level::Debug, || {
+            format!("Performing OBO token exchange for user {} with scopes: {}", request.openid_id, request.scopes)
+        });
         let _in_flight = InFlight::enter(&inner.counters.in_flight);
         Counters::bump(&inner.counters.exchanges);
         let config = &setup.config;
         let mut secrets = config.secrets();
         secrets.push(&request.assertion);
-        let fail = |err: ExchangeError| {
+        let fail = |err: ExchangeError, events: &mut Events| {
             let err = Arc::new(err.redacted(&secrets));
             // The provider said when to come back: no request for this key before then.
             if let Some(wait) = err.retry_after {
                 inner.throttles.remember(key, Instant::now() + wait, err.clone());
+                events.push(Level::Warn, || {
+                    format!(
+                        "The identity provider throttled user {} and scopes {} for {} s",
+                        request.openid_id,
+                        request.scopes,
+                        err.retry_after_secs().unwrap_or(0)
+                    )
+                });
             }
             Counters::bump(&inner.counters.failures);
             Err(err)
@@ -278,11 +351,18 @@ impl Engine {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
                     match policy.next(retries_done, &err) {
                         Next::Retry(wait) => {
+                            events.push(Level::Warn, || {
+                                format!(
+                                    "Transient OBO token exchange failure, retrying in {} ms: {}",
+                                    wait.as_millis(),
+                                    crate::error::redact(&err.message, &secrets)
+                                )
+                            });
                             retries_done += 1;
                             Counters::bump(&inner.counters.retries);
                             tokio::time::sleep(wait).await;
                         }
-                        Next::Throttle(_) | Next::GiveUp => return fail(err),
+                        Next::Throttle(_) | Next::GiveUp => return fail(err, events),
                     }
                 }
             }

@@ -9,7 +9,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use crate::engine::{Engine, ExchangeRequest, Outcome};
+use crate::engine::{Engine, ExchangeRequest, Exchanged, Outcome};
 use crate::error::ExchangeError;
 use crate::generations::Mirror;
 
@@ -119,10 +119,18 @@ pub struct Failure {
 }
 
 #[napi(object)]
+pub struct LogEvent {
+    pub level: String,
+    pub message: String,
+}
+
+#[napi(object)]
 pub struct ExchangeOutcome {
     pub access_token: Option<String>,
     pub expires_in: Option<u32>,
     pub failure: Option<Failure>,
+    /// Log lines, when asked for.
+    pub events: Option<Vec<LogEvent>>,
 }
 
 fn failure(err: &ExchangeError) -> Failure {
@@ -146,14 +154,22 @@ fn failure(err: &ExchangeError) -> Failure {
     }
 }
 
-fn outcome(result: Outcome) -> ExchangeOutcome {
-    match result {
+fn outcome(exchanged: Exchanged) -> ExchangeOutcome {
+    let events = (!exchanged.events.is_empty()).then(|| {
+        exchanged
+            .events
+            .into_iter()
+            .map(|event| LogEvent { level: event.level.as_str().to_owned(), message: event.message })
+            .collect()
+    });
+    match exchanged.outcome {
         Ok(token) => ExchangeOutcome {
             access_token: Some(token.access_token.to_string()),
             expires_in: Some(token.expires_in as u32),
             failure: None,
+            events,
         },
-        Err(err) => ExchangeOutcome { access_token: None, expires_in: None, failure: Some(failure(&err)) },
+        Err(err) => ExchangeOutcome { access_token: None, expires_in: None, failure: Some(failure(&err)), events },
     }
 }
 
@@ -190,13 +206,14 @@ pub fn exchange<'env>(
     assertion: String,
     from_cache: bool,
     openid_env: OpenIdEnv,
+    log: bool,
 ) -> Result<PromiseRaw<'env, ExchangeOutcome>> {
     let (deferred, promise) = env.create_deferred()?;
-    let settle = move |result: Outcome| deferred.resolve(move |_env| Ok(outcome(result)));
-    let request = ExchangeRequest { openid_id, scopes, assertion, from_cache };
+    let settle = move |exchanged: Exchanged| deferred.resolve(move |_env| Ok(outcome(exchanged)));
+    let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, log };
     match Engine::global().exchange(request, |name| openid_env.var(name)) {
         Ok(exchange) => Engine::spawn(exchange, settle),
-        Err(err) => settle(Err(err)),
+        Err(err) => settle(Exchanged { outcome: Err::<_, _>(err) as Outcome, events: Vec::new() }),
     }
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
 }

@@ -1,0 +1,181 @@
+/**
+ * A loopback identity provider for tests: an OpenID discovery document and a
+ * token endpoint that answers the jwt-bearer (On-Behalf-Of) grant the way
+ * Microsoft Entra ID does, records every request, and plays queued faults.
+ *
+ * ```js
+ * const { startMockIdp, faults } = require('obo-native/testing');
+ * const idp = await startMockIdp();
+ * configure({ issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret });
+ * idp.enqueue(faults.unavailable(1));
+ * // ...
+ * await idp.close();
+ * ```
+ */
+
+/** `urn:ietf:params:oauth:grant-type:jwt-bearer` */
+export declare const GRANT_TYPE: 'urn:ietf:params:oauth:grant-type:jwt-bearer'
+
+/** An OAuth 2.0 error body, as Entra ID sends it. */
+export interface MockErrorBody {
+  error: string
+  error_description?: string
+  error_codes?: number[]
+  timestamp?: string
+  trace_id?: string
+  correlation_id?: string
+  suberror?: string
+  claims?: string
+  [field: string]: unknown
+}
+
+/**
+ * A queued answer for the next token request. A fault with only `delayMs` or
+ * `hold` delays the normal answer; one with `status` or `body` replaces it.
+ */
+export interface MockFault {
+  /** HTTP status of the answer (200 when only `body` is given). */
+  status?: number
+  /** The answer's body: an object is sent as JSON, a string as is. */
+  body?: MockErrorBody | Record<string, unknown> | string
+  /** Extra response headers. */
+  headers?: Record<string, string>
+  /** Sent as the `Retry-After` header (seconds, or an HTTP date). */
+  retryAfter?: number | string
+  /** Waits this long before answering. */
+  delayMs?: number
+  /** Holds the request until `release()` (or `reset()`/`close()`). */
+  hold?: boolean
+  /** Destroys the connection without an answer. */
+  reset?: boolean
+  /** Never answers: the client's timeout must end the request. */
+  hang?: boolean
+}
+
+/** A request the provider received. */
+export interface MockRequest {
+  method: string
+  path: string
+  headers: Record<string, string | string[] | undefined>
+  /** The raw request body. */
+  body: string
+  /** The body as form fields (`grant_type`, `assertion`, `scope`, `requested_token_use`, …). */
+  form: Record<string, string>
+  /** `Date.now()` when it arrived. */
+  at: number
+  /** The queued fault it was answered with, if any. */
+  fault?: MockFault
+}
+
+/** A custom answer to a token request (see `respond`). */
+export interface MockAnswer {
+  status?: number
+  body?: unknown
+  headers?: Record<string, string>
+}
+
+export interface MockIdpOptions {
+  /** Default `'127.0.0.1'`. */
+  host?: string
+  /** Default 0: a free port. */
+  port?: number
+  /** The issuer is `http://host:port/{tenant}/v2.0`. Default `'mock-tenant'`. */
+  tenant?: string
+  /** Default `'mock-client-id'`. */
+  clientId?: string
+  /** Default `'mock-client-secret-value'`; `null` accepts any client. */
+  clientSecret?: string | null
+  /** `expires_in` of minted tokens, sent as is (`undefined` omits it). Default 3600. */
+  expiresIn?: number | string | null | undefined
+  /** An answer for a valid token request, or undefined for the default. */
+  respond?: (request: MockRequest) => MockAnswer | undefined | null | void
+  /** Serve https with this key and certificate (PEM). */
+  tls?: { key: string | Uint8Array; cert: string | Uint8Array; [option: string]: unknown }
+  /** Keep every request in `requests` (default); false only counts them (long runs). */
+  record?: boolean
+}
+
+export interface MockIdp {
+  /** `http://127.0.0.1:<port>` (`https://` with `tls`) */
+  readonly origin: string
+  readonly port: number
+  /** `http://127.0.0.1:<port>/<tenant>/v2.0` (serves `/.well-known/openid-configuration`). */
+  readonly issuer: string
+  /** `http://127.0.0.1:<port>/<tenant>/oauth2/v2.0/token` */
+  readonly tokenEndpoint: string
+  readonly clientId: string
+  readonly clientSecret: string | null
+  /** Every request received, oldest first (a live array). */
+  readonly requests: MockRequest[]
+  /** The token requests only. */
+  tokenRequests(): MockRequest[]
+  /** The discovery document the provider serves. */
+  discoveryDocument(): {
+    issuer: string
+    token_endpoint: string
+    authorization_endpoint: string
+    jwks_uri: string
+    token_endpoint_auth_methods_supported: string[]
+    grant_types_supported: string[]
+  }
+  /** The token the provider mints for this assertion and scope. */
+  expectedToken(assertion: string, scope: string): string
+  /** Queues answers for the next token requests, in order. */
+  enqueue(...faults: MockFault[]): MockIdp
+  /** Lets every held request go on; returns how many were held. */
+  release(): number
+  /** How many requests are held now. */
+  heldCount(): number
+  /** Token requests received since the start or the last reset (counted even when not recorded). */
+  tokenRequestCount(): number
+  /** The next `count` (default 1) discovery requests answer 503. */
+  failDiscovery(count?: number): void
+  /** The discovery (GET) requests only. */
+  discoveryRequests(): MockRequest[]
+  setExpiresIn(value: number | string | null | undefined): void
+  setResponder(respond: MockIdpOptions['respond']): void
+  /** Forgets requests and queued answers, releases held requests, restores the options. */
+  reset(): void
+  /** Releases held requests, closes connections and stops the server. */
+  close(): Promise<void>
+}
+
+/** Starts the provider on loopback. */
+export declare function startMockIdp(options?: MockIdpOptions): Promise<MockIdp>
+
+/** The (unsigned) JWT the provider mints for an assertion and scope. */
+export declare function mintToken(
+  assertion: string,
+  scope: string,
+  options?: { lifetime?: number; tenant?: string },
+): string
+
+/** A fault with an Entra error body. */
+export interface MockEntraFault extends MockFault {
+  status: number
+  body: MockErrorBody
+}
+
+/** Ready-made Entra answers, for `enqueue`. */
+export declare const faults: {
+  /** 400 invalid_grant, AADSTS50013 */
+  invalidSignature(): MockEntraFault
+  /** 400 invalid_grant, AADSTS500133 */
+  assertionExpired(): MockEntraFault
+  /** 400 invalid_grant, AADSTS65001 (suberror consent_required) */
+  consentRequired(): MockEntraFault
+  /** 400 interaction_required, AADSTS50076 with a claims challenge */
+  mfaRequired(): MockEntraFault
+  /** 400 invalid_scope, AADSTS70011 */
+  invalidScope(): MockEntraFault
+  /** 401 invalid_client, AADSTS7000215 */
+  badClientSecret(): MockEntraFault
+  /** 400 unauthorized_client, AADSTS700016 */
+  unknownApplication(): MockEntraFault
+  /** 400 invalid_grant, AADSTS50196 */
+  loopDetected(): MockEntraFault
+  /** 429 temporarily_unavailable with Retry-After (default 5 s) */
+  throttled(retryAfter?: number): MockEntraFault & { retryAfter: number }
+  /** 503 with a text body, and Retry-After when given */
+  unavailable(retryAfter?: number): MockFault & { status: 503; body: string }
+}
