@@ -17,3 +17,6 @@ pub mod throttle;
 
 #[cfg(feature = "node")]
 mod node;
+
+#[cfg(test)]
+mod fuzz;
