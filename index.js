@@ -215,6 +215,24 @@ function describe(value) {
 }
 
 /**
+ * The miss path. `async` so that the promise belongs to this module's realm
+ * (the caller's), as the JavaScript service's did, not to the addon's.
+ */
+async function exchangeNatively(openidId, scopes, accessToken, fromCache) {
+  const outcome = await native.exchange(openidId, scopes, accessToken, fromCache, openIdEnv(), logger !== null);
+  if (outcome.events !== undefined && logger !== null) {
+    for (const event of outcome.events) log(event.level, event.message);
+  }
+  if (outcome.failure) throw toError(outcome.failure);
+  return {
+    access_token: outcome.accessToken,
+    token_type: 'Bearer',
+    expires_in: outcome.expiresIn,
+    scope: scopes,
+  };
+}
+
+/**
  * Exchanges `accessToken` for a token scoped to `scopes`, on behalf of `user`.
  * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, scope: string}>}
  */
@@ -225,15 +243,17 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
   } catch (err) {
     return Promise.reject(err);
   }
+  // Every argument is valid when the memo can answer, so the checks below can wait.
   if (
     fromCache === true &&
     generations !== null &&
     typeof openidId === 'string' &&
     typeof scopes === 'string' &&
-    accessToken
+    typeof accessToken === 'string' &&
+    accessToken !== ''
   ) {
     const hit = fromMemo(openidId, scopes);
-    if (hit !== undefined && typeof accessToken === 'string') return Promise.resolve(hit);
+    if (hit !== undefined) return Promise.resolve(hit);
   }
   const invalid = checkArguments(openidId, user, accessToken, scopes, fromCache) ||
     checkEncodable(openidId, accessToken, scopes);
@@ -252,18 +272,7 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
         });
       }
     }
-    return native.exchange(openidId, scopes, accessToken, fromCache, openIdEnv(), logger !== null).then((outcome) => {
-      if (outcome.events !== undefined && logger !== null) {
-        for (const event of outcome.events) log(event.level, event.message);
-      }
-      if (outcome.failure) throw toError(outcome.failure);
-      return {
-        access_token: outcome.accessToken,
-        token_type: 'Bearer',
-        expires_in: outcome.expiresIn,
-        scope: scopes,
-      };
-    });
+    return exchangeNatively(openidId, scopes, accessToken, fromCache);
   } catch (err) {
     return Promise.reject(err);
   }

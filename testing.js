@@ -126,6 +126,8 @@ async function startMockIdp(options = {}) {
   };
   const sockets = new Set();
   const record = options.record !== false;
+  /** The last token minted per (assertion, scope): `expectedToken` answers with it. */
+  const minted = new Map();
   let tokenRequestCount = 0;
 
   const handler = async (req, res) => {
@@ -189,10 +191,12 @@ async function startMockIdp(options = {}) {
     if (custom) {
       return send(custom.status || 200, custom.body === undefined ? '' : custom.body, custom.headers);
     }
+    const accessToken = mint(form.assertion, form.scope);
+    if (record) minted.set(`${form.assertion}\n${form.scope}`, accessToken);
     const answer = {
       token_type: 'Bearer',
       scope: form.scope,
-      access_token: idp.expectedToken(form.assertion, form.scope),
+      access_token: accessToken,
       ext_expires_in: 3600,
     };
     if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
@@ -229,6 +233,9 @@ async function startMockIdp(options = {}) {
   const address = server.address();
   const origin = `${options.tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 
+  const mint = (assertion, scope) =>
+    mintToken(assertion, scope, { lifetime: Number(state.expiresIn) || 3600, tenant });
+
   const idp = {
     origin,
     port: address.port,
@@ -248,8 +255,8 @@ async function startMockIdp(options = {}) {
       token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic', 'private_key_jwt'],
       grant_types_supported: ['authorization_code', 'refresh_token', GRANT_TYPE],
     }),
-    expectedToken: (assertion, scope) =>
-      mintToken(assertion, scope, { lifetime: Number(state.expiresIn) || 3600, tenant }),
+    /** The token minted for this assertion and scope (the last one), or what would be minted now. */
+    expectedToken: (assertion, scope) => minted.get(`${assertion}\n${scope}`) ?? mint(assertion, scope),
     /**
      * Queues answers for the next token requests, in order. Each is
      * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }`;
@@ -282,6 +289,7 @@ async function startMockIdp(options = {}) {
     /** Forgets requests, queued answers and held requests (which are released). */
     reset: () => {
       state.requests.length = 0;
+      minted.clear();
       tokenRequestCount = 0;
       state.queue.length = 0;
       state.discoveryFailures = 0;

@@ -667,3 +667,30 @@ describe('getGraphApiToken', () => {
     );
   });
 });
+
+describe('memo', () => {
+  it('counts a hit only for a call it answers', async () => {
+    const user = { openidId: 'u-memo-count' };
+    await exchangeOboToken(user, 'a', 'api://s');
+    await exchangeOboToken(user, 'a', 'api://s');
+    await exchangeOboToken(user, 'a', 'api://s');
+    const before = stats().cacheHits;
+    await expect(exchangeOboToken(user, 42, 'api://s')).rejects.toThrow(TypeError);
+    await expect(exchangeOboToken(user, 'a', 'api://s', 1)).rejects.toThrow(TypeError);
+    expect(stats().cacheHits).toBe(before);
+    await exchangeOboToken(user, 'a', 'api://s');
+    expect(stats().cacheHits).toBe(before + 1);
+  });
+
+  it('returns a fresh object on every hit, so a caller mutating it harms no one', async () => {
+    const user = { openidId: 'u-memo-fresh' };
+    await exchangeOboToken(user, 'a', 'api://s');
+    const one = await exchangeOboToken(user, 'a', 'api://s');
+    one.access_token = 'tampered';
+    const two = await exchangeOboToken(user, 'a', 'api://s');
+    const three = await exchangeOboToken(user, 'a', 'api://s');
+    expect(two.access_token).toBe(ctx.idp.expectedToken('a', 'api://s'));
+    expect(three).not.toBe(two);
+    expect(three).toEqual(two);
+  });
+});

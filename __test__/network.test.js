@@ -443,7 +443,7 @@ describe('proxies', () => {
       'proxy 407 http',
     );
     expect(error).toBeInstanceOf(Error);
-    expect(error).toMatchObject({ status: 407 });
+    expect(error).toMatchObject({ status: 407, message: expect.stringMatching(/proxy refused it with HTTP 407/) });
     expect(textsOf(error).join('\n')).not.toContain(PROXY_PASSWORD);
     // The credentials were offered to the proxy, as Basic.
     expect(proxy.seen).toHaveLength(1);
@@ -467,7 +467,7 @@ describe('proxies', () => {
     });
     const { value } = reportOf(result);
     const { error } = value.results[0];
-    expect(error).toMatchObject({ message: expect.any(String) });
+    expect(error).toMatchObject({ status: 407, retryable: false, message: expect.stringMatching(/proxy refused the tunnel/) });
     expect(textsOf(error).join('\n')).not.toContain(PROXY_PASSWORD);
     expect(result.stderr).not.toContain(PROXY_PASSWORD);
     expect(proxy.seen).toEqual([expect.objectContaining({ method: 'CONNECT', url: `127.0.0.1:${tlsIdp.port}` })]);

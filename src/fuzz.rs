@@ -1,7 +1,7 @@
 //! Property tests for everything that reads bytes from the network: the
 //! token-response and error-body parsers, `expires_in` and `Retry-After`.
 //! They must never panic, whatever arrives. `npm run fuzz` runs many more
-//! cases (`FUZZ_CASES`, default 200 000) than `cargo test` does.
+//! cases (`FUZZ_CASES`, default 1 000 000) than `cargo test` does.
 
 use std::time::SystemTime;
 
@@ -109,6 +109,6 @@ fn parsers_never_panic() {
 #[test]
 #[ignore]
 fn fuzz_parsers() {
-    let cases = std::env::var("FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(200_000);
+    let cases = std::env::var("FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     run(cases);
 }

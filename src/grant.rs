@@ -109,6 +109,12 @@ pub fn parse_failure(status: u16, content_type: Option<&str>, body: &[u8]) -> Ex
             return ExchangeError::from_oauth(status, oauth);
         }
     }
+    if status == 407 {
+        return ExchangeError::failed(
+            "OBO token request failed: the proxy refused it with HTTP 407 Proxy Authentication Required (check the proxy's credentials)",
+        )
+        .with_status(status);
+    }
     let what = match content_type {
         Some(kind) if !kind.is_empty() => format!("{} bytes of {}", body.len(), kind.split(';').next().unwrap_or(kind).trim()),
         _ => format!("{} bytes", body.len()),
@@ -257,6 +263,13 @@ mod tests {
         assert!(err.message.contains("HTTP 502 Bad Gateway"), "{}", err.message);
         assert!(err.message.contains("text/html"));
         assert!(!err.message.contains("secret"));
+    }
+
+    #[test]
+    fn a_407_blames_the_proxy() {
+        let err = parse_failure(407, Some("text/html"), b"<html>auth</html>");
+        assert!(err.message.contains("proxy refused"), "{}", err.message);
+        assert_eq!(err.status, Some(407));
     }
 
     #[test]

@@ -166,12 +166,15 @@ fn transport_error(err: &reqwest::Error, url: &Url, what: &str, timeout: Duratio
         Some(code) => format!("{what} to {} failed: {cause} ({code})", printable(url)),
         None => format!("{what} to {} failed: {cause}", printable(url)),
     };
-    let error = ExchangeError::failed(message);
-    match code {
-        Some(code) => error.with_code(code),
-        None => error,
+    let mut error = ExchangeError::failed(message);
+    error.code = code.map(str::to_owned);
+    if cause.contains(PROXY_AUTH_REQUIRED) {
+        error.status = Some(407);
     }
+    error
 }
+
+const PROXY_AUTH_REQUIRED: &str = "proxy authorization required";
 
 /// The Node.js error code and a plain description of the innermost cause.
 fn classify(err: &reqwest::Error) -> (Option<&'static str>, String) {
@@ -196,6 +199,12 @@ fn classify(err: &reqwest::Error) -> (Option<&'static str>, String) {
         source = cause.source();
     }
     let all = texts.join(" | ");
+    if all.contains(PROXY_AUTH_REQUIRED) {
+        return (None, format!("the proxy refused the tunnel: {PROXY_AUTH_REQUIRED} (HTTP 407; check the proxy's credentials)"));
+    }
+    if all.contains("tunnel error") {
+        return (None, format!("the proxy could not open a tunnel ({innermost})"));
+    }
     let code = if all.contains("certificate") || all.contains("unknownissuer") || all.contains("tls handshake") {
         return (Some("CERT_UNTRUSTED"), format!("the TLS certificate was not accepted ({innermost})"));
     } else if all.contains("temporary failure in name resolution") || all.contains("try again") {
