@@ -118,7 +118,7 @@ export interface MockIdp {
     token_endpoint_auth_methods_supported: string[]
     grant_types_supported: string[]
   }
-  /** The token the provider mints for this assertion and scope. */
+  /** The token minted for this assertion and scope (the last one), or what would be minted now. */
   expectedToken(assertion: string, scope: string): string
   /** Queues answers for the next token requests, in order. */
   enqueue(...faults: MockFault[]): MockIdp

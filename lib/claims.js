@@ -6,6 +6,8 @@
 
 /** Microsoft Graph's application id, the `aud` of Graph tokens (v1 form). */
 const GRAPH_APP_ID = '00000003-0000-0000-c000-000000000000';
+/** Microsoft Graph's audience URLs, in the global and national clouds. */
+const GRAPH_AUDIENCE = /^https:\/\/(graph\.microsoft\.(com|us|de)|dod-graph\.microsoft\.us|microsoftgraph\.chinacloudapi\.cn)\/?$/i;
 
 function decodePart(part) {
   if (typeof part !== 'string' || !/^[A-Za-z0-9_-]+={0,2}$/.test(part)) return undefined;
@@ -95,10 +97,13 @@ function assertionRemarks(token, { clientId, nowMs = Date.now() } = {}) {
   if (typeof claims.exp === 'number' && claims.exp * 1000 <= nowMs) {
     remarks.push(`The assertion expired ${relative(claims.exp * 1000 - nowMs).replace(/ ago$/, '')} ago (exp ${describeTime(claims.exp, nowMs)}).`);
   }
-  if (audiences.some((aud) => aud === GRAPH_APP_ID || /^https:\/\/graph\.microsoft\.(com|us|de)\/?$/i.test(aud) || aud === 'https://graph.microsoft.com')) {
+  if (audiences.some((aud) => aud === GRAPH_APP_ID || GRAPH_AUDIENCE.test(aud))) {
     remarks.push('The assertion is a Microsoft Graph token (aud is Graph): OBO needs a token issued to this application, not to Graph.');
   } else if (clientId && audiences.length > 0 && !audiences.some((aud) => aud.includes(clientId))) {
-    remarks.push(`The assertion's audience (${audiences.join(', ')}) is not this application (client id ${clientId}).`);
+    remarks.push(
+      `The assertion's audience (${audiences.join(', ')}) does not name this application's client id (${clientId}): ` +
+        'unless it is this application\'s Application ID URI, the token was issued for another API.',
+    );
   }
   return remarks;
 }

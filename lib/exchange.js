@@ -104,7 +104,8 @@ function settings(flags) {
   if (!clientId) throw new UsageError('no client id: pass --client-id ID or set OPENID_CLIENT_ID');
   const authMethod = flags['auth-method'] ?? env('OPENID_TOKEN_ENDPOINT_AUTH_METHOD') ?? 'client_secret_basic';
   if (!AUTH_METHODS.includes(authMethod)) {
-    throw new UsageError(`--auth-method must be one of ${AUTH_METHODS.join(', ')}, not "${authMethod}"`);
+    const from = flags['auth-method'] !== undefined ? '--auth-method' : 'OPENID_TOKEN_ENDPOINT_AUTH_METHOD';
+    throw new UsageError(`${from} must be one of ${AUTH_METHODS.join(', ')}, not "${authMethod}"`);
   }
   const clientSecret = env('OPENID_CLIENT_SECRET');
   if (authMethod !== 'none' && !clientSecret) {
@@ -435,7 +436,7 @@ async function exchange(argv) {
   if (err.retryAfter !== undefined) details.push(['Retry-After', `${err.retryAfter} s`]);
   const lines = [c.red(c.bold('✖ On-Behalf-Of exchange refused')), '', rows(details, { width: 17 }), ''];
   lines.push(c.bold(`  ${explanation.title}`));
-  lines.push(`  ${c.bold('What it means:')} ${wrap(explanation.meaning, 84, '    ')}`);
+  lines.push(`  ${c.bold('What it means:')}`, `    ${wrap(explanation.meaning, 86, '    ')}`);
   lines.push(`  ${c.bold('How to fix it:')}`);
   for (const fix of explanation.fix) lines.push(`    • ${wrap(fix, 84, '      ')}`);
   const summary = assertionSummary(assertion);

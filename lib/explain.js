@@ -218,7 +218,7 @@ function explain(err, context = {}) {
     });
   }
 
-  if (e.status === 407) {
+  if (e.status === 407 || /proxy authori[sz]ation required|proxy authentication required/i.test(message)) {
     return result({
       id: 'proxy_auth',
       title: 'HTTP 407: the proxy requires authentication',
@@ -243,6 +243,18 @@ function explain(err, context = {}) {
       fix: [
         'Add the company\'s root CA (PEM) to the system trust store (e.g. update-ca-certificates), or point NODE_EXTRA_CA_CERTS at it: obo-native reads both.',
         'Do not turn certificate checks off: this request carries the user\'s token and the client secret.',
+      ],
+    });
+  }
+
+  if (/tunnel error/i.test(message)) {
+    return result({
+      id: 'proxy',
+      title: 'Proxy: the proxy refused to open a tunnel to the identity provider',
+      meaning: `The proxy${context.proxy ? ` ${context.proxy}` : ''} did not let the HTTPS connection through (${message.replace(/^.*tunnel error:\s*/i, '')}).`,
+      fix: [
+        'Check that the proxy allows CONNECT to the identity provider (e.g. login.microsoftonline.com:443).',
+        'If the identity provider should be reached directly, list its host in NO_PROXY or unset PROXY.',
       ],
     });
   }
@@ -278,7 +290,8 @@ function explain(err, context = {}) {
 
   if (message.startsWith(CONFIG_UNAVAILABLE)) {
     const status = e.status || (message.match(/failed: HTTP (\d{3})/) || [])[1];
-    if (message.includes('discovery')) {
+    const discovery = message.includes('discovery');
+    if (discovery && !(Number(status) >= 500)) {
       return result({
         id: 'discovery',
         title: `OpenID discovery failed${status ? ` (HTTP ${status})` : ''}`,
@@ -289,12 +302,15 @@ function explain(err, context = {}) {
         ],
       });
     }
-    return result({
-      id: 'config',
-      title: 'No OpenID configuration',
-      meaning: 'The identity provider is not configured.',
-      fix: ['Set OPENID_ISSUER and OPENID_CLIENT_ID (and OPENID_CLIENT_SECRET), or call configure({ issuer, clientId, clientSecret }).'],
-    });
+    if (!discovery) {
+      return result({
+        id: 'config',
+        title: 'No OpenID configuration',
+        meaning: 'The identity provider is not configured.',
+        fix: ['Set OPENID_ISSUER and OPENID_CLIENT_ID (and OPENID_CLIENT_SECRET), or call configure({ issuer, clientId, clientSecret }).'],
+      });
+    }
+    // discovery answered 5xx: the provider is unavailable (below)
   }
 
   if (e.status === 429 || (e.retryAfter !== undefined && e.status === 503) || e.throttled) {
@@ -320,10 +336,11 @@ function explain(err, context = {}) {
     });
   }
 
-  if (typeof e.status === 'number' && e.status >= 500) {
+  if (Number(e.status || (message.match(/failed: HTTP (\d{3})/) || [])[1]) >= 500) {
+    const status = e.status || message.match(/failed: HTTP (\d{3})/)[1];
     return result({
       id: 'unavailable',
-      title: `The identity provider is unavailable (HTTP ${e.status})`,
+      title: `The identity provider is unavailable (HTTP ${status})`,
       meaning: 'The provider failed to answer; this is usually temporary (obo-native already retried once).',
       fix: ['Try again in a few minutes; check the provider\'s status page (for Entra ID: https://status.azure.com).'],
     });
