@@ -150,6 +150,15 @@ export declare function mintToken(
   options?: { lifetime?: number; tenant?: string },
 ): string
 
+/** An answer shaped like Entra's error bodies (AADSTS code, trace and correlation ids), for `enqueue`. */
+export declare function entraError(
+  status: number,
+  error: string,
+  code: number,
+  description: string,
+  extra?: Partial<MockErrorBody>,
+): MockEntraFault
+
 /** A fault with an Entra error body. */
 export interface MockEntraFault extends MockFault {
   status: number

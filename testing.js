@@ -41,6 +41,7 @@ function mintToken(assertion, scope, { lifetime = 3600, tenant = 'mock-tenant' }
   return `${header}.${payload}.${digest}`;
 }
 
+/** An answer shaped like Entra's error bodies (AADSTS code, trace and correlation ids), for `enqueue`. */
 function entraError(status, error, code, description, extra = {}) {
   return {
     status,
@@ -306,4 +307,4 @@ async function startMockIdp(options = {}) {
   return idp;
 }
 
-module.exports = { startMockIdp, mintToken, faults, GRANT_TYPE };
+module.exports = { startMockIdp, mintToken, entraError, faults, GRANT_TYPE };

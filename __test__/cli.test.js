@@ -15,7 +15,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
-const { startMockIdp, faults } = require('../testing');
+const { startMockIdp, faults, entraError } = require('../testing');
 
 const ROOT = path.join(__dirname, '..');
 const CLI = path.join(ROOT, 'cli.js');
@@ -37,22 +37,6 @@ function accessToken(claims = {}) {
   return `${base64url({ typ: 'JWT', alg: 'RS256', kid: 'k' })}.${base64url(payload)}.${crypto.randomBytes(32).toString('base64url')}`;
 }
 const ASSERTION = accessToken();
-
-/** An Entra error answer, as testing.js builds them. */
-function entra(status, error, code, description, extra = {}) {
-  return {
-    status,
-    body: {
-      error,
-      error_description: `AADSTS${code}: ${description} Trace ID: cli-trace Correlation ID: cli-correlation Timestamp: 2026-01-01 00:00:00Z`,
-      error_codes: [code],
-      timestamp: '2026-01-01 00:00:00Z',
-      trace_id: 'cli-trace',
-      correlation_id: 'cli-correlation',
-      ...extra,
-    },
-  };
-}
 
 let idp;
 let tmp;
@@ -248,20 +232,20 @@ describe('obo-native exchange: refusals are explained (exit 1)', () => {
     ['AADSTS50076 MFA required', faults.mfaRequired(), [/multi-factor authentication is required/, /"claims" parameter/, /Claims challenge: \{"access_token":\{"capolids"/]],
     [
       'AADSTS50079 MFA registration required',
-      entra(400, 'interaction_required', 50079, 'Due to a configuration change made by your administrator, you must enroll in multi-factor authentication.', {
+      entraError(400, 'interaction_required', 50079, 'Due to a configuration change made by your administrator, you must enroll in multi-factor authentication.', {
         claims: '{"access_token":{"capolids":{"essential":true,"values":["p2"]}}}',
       }),
       [/AADSTS50079/, /register for multi-factor/, /Claims challenge: .*p2/],
     ],
     [
       'AADSTS53003 Conditional Access',
-      entra(400, 'access_denied', 53003, 'Access has been blocked by Conditional Access policies.'),
-      [/blocked by a Conditional Access policy/, /Sign-in logs.*correlation id cli-correlation/],
+      entraError(400, 'access_denied', 53003, 'Access has been blocked by Conditional Access policies.'),
+      [/blocked by a Conditional Access policy/, /Sign-in logs.*correlation id mock-correlation/],
     ],
     ['AADSTS50196 loop', faults.loopDetected(), [/request loop/, /fromCache = true/]],
     [
       'AADSTS240002 id_token as assertion',
-      entra(400, 'invalid_grant', 240002, "Input id_token cannot be used as 'urn:ietf:params:oauth:grant-type:jwt-bearer' grant."),
+      entraError(400, 'invalid_grant', 240002, "Input id_token cannot be used as 'urn:ietf:params:oauth:grant-type:jwt-bearer' grant."),
       [/an id_token was sent instead of an access token/, /Send the access token, not the id_token/, /api:\/\/mock-client-id/],
     ],
     [
@@ -272,8 +256,8 @@ describe('obo-native exchange: refusals are explained (exit 1)', () => {
     ['throttling (429, Retry-After 30)', faults.throttled(30), [/Throttled: the identity provider asks to wait 30 s/, /Retry-After\s+30 s/, /Wait 30 s/]],
     [
       'an unknown AADSTS code',
-      entra(400, 'invalid_grant', 9999999, 'Something new.'),
-      [/invalid_grant \(AADSTS9999999\)/, /https:\/\/login\.microsoftonline\.com\/error\?code=9999999/, /correlation id cli-correlation/],
+      entraError(400, 'invalid_grant', 9999999, 'Something new.'),
+      [/invalid_grant \(AADSTS9999999\)/, /https:\/\/login\.microsoftonline\.com\/error\?code=9999999/, /correlation id mock-correlation/],
     ],
   ];
 
@@ -340,7 +324,7 @@ describe('obo-native exchange: refusals are explained (exit 1)', () => {
     const file = path.join(tmp, 'id-token.txt');
     const idToken = accessToken({ scp: undefined, nonce: 'n', exp: Math.floor(Date.now() / 1000) - 600 });
     fs.writeFileSync(file, idToken);
-    idp.enqueue(entra(400, 'invalid_grant', 240002, 'Input id_token cannot be used.'));
+    idp.enqueue(entraError(400, 'invalid_grant', 240002, 'Input id_token cannot be used.'));
     const result = await run(['exchange', '--scope', SCOPE, '--assertion-file', file]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/The assertion looks like an id_token/);

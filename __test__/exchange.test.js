@@ -11,6 +11,14 @@ const { exchangeOboToken, getGraphApiToken, configure, clearCache, stats } = obo
 
 const ctx = useMockIdp();
 
+/** The result an exchange must resolve with: the provider's token for this assertion and scope. */
+const tokenFor = (assertion, scope, expiresIn = 3600) => ({
+  access_token: ctx.idp.expectedToken(assertion, scope),
+  token_type: 'Bearer',
+  expires_in: expiresIn,
+  scope,
+});
+
 /** Answers token requests with `token-<n>`, n counting token requests from 1. */
 function numberTokens(idp, expiresIn = 3600) {
   idp.setResponder((record) => ({
@@ -111,24 +119,14 @@ describe('OboTokenService', () => {
 
     it('should return token response with correct structure', async () => {
       const result = await exchangeOboToken(mockUser, 'access-token', 'api://mcp-server/Tools.ReadWrite');
-      expect(result).toEqual({
-        access_token: ctx.idp.expectedToken('access-token', 'api://mcp-server/Tools.ReadWrite'),
-        token_type: 'Bearer',
-        expires_in: 3600,
-        scope: 'api://mcp-server/Tools.ReadWrite',
-      });
+      expect(result).toEqual(tokenFor('access-token', 'api://mcp-server/Tools.ReadWrite'));
     });
 
     it('should cache the exchanged token with correct TTL', async () => {
       configure(optionsFor(ctx.idp, { expirySkewSeconds: 0 }));
       ctx.idp.setExpiresIn(2);
       const result = await exchangeOboToken(mockUser, 'access-token', 'api://scope');
-      expect(result).toEqual({
-        access_token: ctx.idp.expectedToken('access-token', 'api://scope'),
-        token_type: 'Bearer',
-        expires_in: 2,
-        scope: 'api://scope',
-      });
+      expect(result).toEqual(tokenFor('access-token', 'api://scope', 2));
       expect(stats().cacheSize).toBe(1);
       await exchangeOboToken(mockUser, 'access-token', 'api://scope');
       expect(ctx.idp.tokenRequests()).toHaveLength(1);
@@ -161,12 +159,7 @@ describe('OboTokenService', () => {
       ctx.idp.enqueue({ status: 503, body: 'Service unavailable', headers: { 'content-type': 'text/plain' } });
       const result = await exchangeOboToken(mockUser, 'access-token', 'api://scope');
       expect(ctx.idp.tokenRequests()).toHaveLength(2);
-      expect(result).toEqual({
-        access_token: ctx.idp.expectedToken('access-token', 'api://scope'),
-        token_type: 'Bearer',
-        expires_in: 1800,
-        scope: 'api://scope',
-      });
+      expect(result).toEqual(tokenFor('access-token', 'api://scope', 1800));
       expect(stats().retries).toBeGreaterThanOrEqual(1);
     });
 
@@ -390,27 +383,25 @@ describe('cache beyond the reference', () => {
     expect(ctx.idp.tokenRequests()).toHaveLength(1);
   });
 
-  it('stops serving a token expirySkewSeconds before it expires', async () => {
-    configure(optionsFor(ctx.idp, { expirySkewSeconds: 2 }));
-    ctx.idp.setExpiresIn(3);
-    const user = { openidId: 'u-skew' };
+  /** The token is served at once, and no longer 1.1 s later. */
+  async function expectServedForOneSecond(user) {
     await exchangeOboToken(user, 'a', 'api://s');
     await exchangeOboToken(user, 'a', 'api://s');
     expect(ctx.idp.tokenRequests()).toHaveLength(1);
     await sleep(1100);
     await exchangeOboToken(user, 'a', 'api://s');
     expect(ctx.idp.tokenRequests()).toHaveLength(2);
+  }
+
+  it('stops serving a token expirySkewSeconds before it expires', async () => {
+    configure(optionsFor(ctx.idp, { expirySkewSeconds: 2 }));
+    ctx.idp.setExpiresIn(3);
+    await expectServedForOneSecond({ openidId: 'u-skew' });
   });
 
   it('serves a short-lived token for one second, never less', async () => {
     ctx.idp.setExpiresIn(5); // under the default 30 s margin
-    const user = { openidId: 'u-short' };
-    await exchangeOboToken(user, 'a', 'api://s');
-    await exchangeOboToken(user, 'a', 'api://s');
-    expect(ctx.idp.tokenRequests()).toHaveLength(1);
-    await sleep(1100);
-    await exchangeOboToken(user, 'a', 'api://s');
-    expect(ctx.idp.tokenRequests()).toHaveLength(2);
+    await expectServedForOneSecond({ openidId: 'u-short' });
   });
 
   it('writes the cache on fromCache = false, and later hits (memo included) see the new token', async () => {
@@ -648,12 +639,7 @@ describe('getGraphApiToken', () => {
 
   it('returns the same token as exchangeOboToken', async () => {
     const result = await getGraphApiToken(user, 'a', 'https://graph.microsoft.com/.default');
-    expect(result).toEqual({
-      access_token: ctx.idp.expectedToken('a', 'https://graph.microsoft.com/.default'),
-      token_type: 'Bearer',
-      expires_in: 3600,
-      scope: 'https://graph.microsoft.com/.default',
-    });
+    expect(result).toEqual(tokenFor('a', 'https://graph.microsoft.com/.default'));
   });
 
   it('prefixes failures and keeps the cause', async () => {
