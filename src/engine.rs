@@ -440,3 +440,178 @@ async fn discover(client: &Client, issuer: &Url, timeout: std::time::Duration) -
         .ok_or_else(|| failed("the document has no token_endpoint".into(), None))?;
     crate::config::parse_endpoint(&endpoint).map_err(|why| failed(format!("its token_endpoint {why}"), None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A token endpoint on loopback: answers each request with the next
+    /// canned response (the last one repeats), after `delay`, and counts them.
+    async fn provider(responses: Vec<(u16, &'static str, &'static str)>, delay: Duration) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let seen = seen.clone();
+                let responses = responses.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut read = 0;
+                    loop {
+                        let Ok(n) = socket.read(&mut buffer[read..]).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        read += n;
+                        let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+                        let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .unwrap_or(0);
+                        if read < head_end + 4 + length {
+                            continue;
+                        }
+                        let index = seen.fetch_add(1, Ordering::SeqCst);
+                        let (status, extra, body) = responses[index.min(responses.len() - 1)];
+                        tokio::time::sleep(delay).await;
+                        let answer = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                        read = 0;
+                    }
+                });
+            }
+        });
+        (url, count)
+    }
+
+    fn engine(url: &str, extra: &str) -> Engine {
+        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        engine
+            .configure(Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"secret-value","retryDelayMs":10{extra}}}"#)))
+            .unwrap();
+        engine
+    }
+
+    fn request(user: &str, from_cache: bool) -> ExchangeRequest {
+        ExchangeRequest {
+            openid_id: user.into(),
+            scopes: "api://s".into(),
+            assertion: "assertion-value-123".into(),
+            from_cache,
+            log: true,
+        }
+    }
+
+    async fn run(engine: &Engine, request: ExchangeRequest) -> Exchanged {
+        engine.exchange(request, |_| None).unwrap().await
+    }
+
+    const TOKEN: &str = r#"{"access_token":"tok","expires_in":"1800","token_type":"Bearer"}"#;
+
+    #[tokio::test]
+    async fn a_token_is_fetched_once_then_served_from_the_cache() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let first = run(&engine, request("u", true)).await.outcome.unwrap();
+        assert_eq!(first, Token { access_token: Arc::from("tok"), expires_in: 1800 });
+        let hit = engine.lookup("u", "api://s").unwrap();
+        assert_eq!(hit.expires_in, 1800);
+        assert_eq!(&*hit.access_token, "tok");
+        let again = run(&engine, request("u", true)).await;
+        assert_eq!(again.outcome.unwrap().access_token.as_ref(), "tok");
+        assert!(again.events.iter().any(|event| event.message.contains("Using cached OBO token")));
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let stats = engine.stats();
+        assert_eq!((stats.cache_hits, stats.cache_misses, stats.exchanges, stats.cache_size), (2, 1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_request_and_from_cache_false_does_not_join() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
+        let engine = engine(&url, "");
+        let calls: Vec<_> = (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), |_| None).unwrap())).collect();
+        let forced = tokio::spawn(engine.exchange(request("u", false), |_| None).unwrap());
+        for call in calls {
+            assert!(call.await.unwrap().outcome.is_ok());
+        }
+        assert!(forced.await.unwrap().outcome.is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(engine.stats().coalesced, 19);
+        assert_eq!(engine.stats().in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_and_the_events_say_so() {
+        let (url, count) = provider(vec![(503, "", r#"{}"#), (200, "", TOKEN)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let exchanged = run(&engine, request("u", true)).await;
+        assert!(exchanged.outcome.is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(engine.stats().retries, 1);
+        let warn = exchanged.events.iter().find(|event| event.level == Level::Warn).unwrap();
+        assert!(warn.message.starts_with("[OboTokenService] Transient OBO token exchange failure, retrying in 10 ms"));
+        assert!(exchanged.events.iter().all(|event| !event.message.contains("assertion-value-123")));
+    }
+
+    #[tokio::test]
+    async fn a_long_retry_after_throttles_the_key_without_more_requests() {
+        let (url, count) = provider(vec![(429, "retry-after: 60\r\n", r#"{"error":"temporarily_unavailable"}"#)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let first = run(&engine, request("u", true)).await.outcome.unwrap_err();
+        assert_eq!((first.status, first.retry_after_secs(), first.retryable, first.throttled), (Some(429), Some(60), true, false));
+        let second = run(&engine, request("u", true)).await.outcome.unwrap_err();
+        assert!(second.throttled);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        engine.clear_cache();
+        let _ = run(&engine, request("u", true)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_arriving_after_clear_cache_is_not_cached() {
+        let (url, _) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
+        let engine = engine(&url, "");
+        let pending = tokio::spawn(engine.exchange(request("u", true), |_| None).unwrap());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        engine.clear_cache();
+        assert!(pending.await.unwrap().outcome.is_ok());
+        assert!(engine.lookup("u", "api://s").is_none());
+    }
+
+    #[tokio::test]
+    async fn errors_never_carry_the_assertion_or_the_secret() {
+        let body = r#"{"error":"invalid_grant","error_description":"AADSTS50013: assertion-value-123 with secret-value"}"#;
+        let (url, _) = provider(vec![(400, "", body)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let err = run(&engine, request("u", true)).await.outcome.unwrap_err();
+        let text = format!("{err:?}");
+        assert!(!text.contains("assertion-value-123") && !text.contains("secret-value"), "{text}");
+    }
+
+    #[test]
+    fn a_panicking_exchange_still_settles_with_an_error() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        Engine::spawn(async { panic!("boom") }, move |exchanged| sender.send(exchanged).unwrap());
+        let exchanged = receiver.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(exchanged.outcome.unwrap_err().message.contains("internal error"));
+    }
+
+    #[test]
+    fn without_configuration_the_exchange_is_refused_at_once() {
+        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let Err(err) = engine.exchange(request("u", true), |_| None) else { panic!("no configuration") };
+        assert_eq!(err.message, CONFIG_UNAVAILABLE);
+        assert_eq!(err.reason, FailureReason::ConfigUnavailable);
+    }
+}
