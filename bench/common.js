@@ -1,6 +1,7 @@
 'use strict';
 /** Helpers shared by the benchmark's child processes and worker threads. */
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 const path = require('node:path');
 
 const CONTESTANTS = ['native', 'lean', 'stack'];
@@ -113,6 +114,42 @@ function prng(seed) {
   };
 }
 
+/**
+ * CPU time of this process's threads so far, in ms, by kind (Linux only, from
+ * /proc/self/task/<tid>/schedstat; null elsewhere): the JavaScript main
+ * thread, the addon's Tokio threads (named `obo-native`), and every other
+ * thread (V8 GC and compiler helpers, libuv). Threads that exited are not
+ * counted.
+ */
+function threadCpu() {
+  const out = { main: 0, tokio: 0, other: 0 };
+  try {
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      let ns;
+      let comm;
+      try {
+        ns = Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        comm = fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
+      } catch {
+        continue; // the thread exited meanwhile
+      }
+      const ms = ns / 1e6;
+      if (Number(tid) === process.pid) out.main += ms;
+      else if (comm.startsWith('obo-native')) out.tokio += ms;
+      else out.other += ms;
+    }
+  } catch {
+    return null;
+  }
+  return out;
+}
+
+const threadCpuSince = (before) => {
+  const after = threadCpu();
+  if (!before || !after) return null;
+  return { main: after.main - before.main, tokio: after.tokio - before.tokio, other: after.other - before.other };
+};
+
 function quantile(sorted, q) {
   if (sorted.length === 0) return NaN;
   const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
@@ -132,4 +169,6 @@ module.exports = {
   settleHeap,
   prng,
   quantile,
+  threadCpu,
+  threadCpuSince,
 };

@@ -11,18 +11,26 @@
  *   - `reset`  → zeroes the counters and forgets queued/held faults;
  *   - `close`  → closes the server and exits.
  *
- * The mock records every request (headers and 1.5 KB bodies) in
- * `idp.requests`; they are tallied and dropped every 100 ms (and on every
+ * The provider does not keep the requests it receives (`record: false` and
+ * `tokenRequestCount()`, where testing.js offers them); with an older
+ * testing.js that records every request (headers and 1.5 KB bodies) in
+ * `idp.requests`, they are tallied and dropped every 100 ms (and on every
  * control message) so a long run does not grow the provider's memory.
  */
 const { startMockIdp } = require('../testing.js');
 
 async function main() {
-  const idp = await startMockIdp();
+  const idp = await startMockIdp({ record: false });
+  const counting = typeof idp.tokenRequestCount === 'function';
   let tokenRequests = 0;
   let otherRequests = 0;
 
   const sweep = () => {
+    if (counting) {
+      tokenRequests = idp.tokenRequestCount();
+      otherRequests = null; // not counted without records
+      return;
+    }
     const requests = idp.requests;
     for (let i = 0; i < requests.length; i++) {
       if (requests[i].method === 'POST') tokenRequests++;
@@ -55,7 +63,7 @@ async function main() {
       case 'reset':
         idp.reset();
         tokenRequests = 0;
-        otherRequests = 0;
+        otherRequests = counting ? null : 0;
         process.send({ id, tokenRequests, otherRequests });
         break;
       case 'close':

@@ -15,7 +15,8 @@
  *   BENCH_RESULTS=path   where to write the markdown (default as above)
  *   BENCH_CPU_PROF=1     children run with --cpu-prof into bench/.out/prof/
  */
-const { fork } = require('node:child_process');
+const { fork, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -43,7 +44,8 @@ const PARAMS = QUICK
       mixedMissRate: 0.05,
       workerThreads: 4,
       hotKeys: 256,
-      workerCalls: 25_000,
+      workerCalls: 50_000,
+      workerWarmCalls: 25_000,
       workerLanes: 8,
       concurrency: 64,
     }
@@ -60,7 +62,8 @@ const PARAMS = QUICK
       mixedMissRate: 0.05,
       workerThreads: 4,
       hotKeys: 256,
-      workerCalls: 200_000,
+      workerCalls: 400_000,
+      workerWarmCalls: 50_000,
       workerLanes: 8,
       concurrency: 64,
     };
@@ -273,6 +276,46 @@ function machine() {
   };
 }
 
+/** A short digest of the addon binaries and the facade now on disk (they may be rebuilt during a run). */
+function addonDigest() {
+  const root = path.join(__dirname, '..');
+  const hash = crypto.createHash('sha256');
+  for (const file of [...fs.readdirSync(root).filter((f) => f.endsWith('.node')), 'index.js'].sort()) {
+    try {
+      hash.update(file).update(fs.readFileSync(path.join(root, file)));
+    } catch {
+      hash.update(`${file} missing`);
+    }
+  }
+  return hash.digest('hex').slice(0, 12);
+}
+
+/** What is being measured: the commit, and digests of the addon and the facade as they are on disk. */
+function build() {
+  const root = path.join(__dirname, '..');
+  const digest = (file) => {
+    try {
+      return crypto.createHash('sha256').update(fs.readFileSync(path.join(root, file))).digest('hex').slice(0, 12);
+    } catch {
+      return 'missing';
+    }
+  };
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+  } catch {
+    // not a git checkout
+  }
+  const addons = fs.readdirSync(root).filter((f) => f.endsWith('.node'));
+  return {
+    commit,
+    addon: addons.map((f) => `${f} ${digest(f)}`).join(', ') || 'none',
+    facade: `index.js ${digest('index.js')}`,
+  };
+}
+
 function render(results, info, failures) {
   const lines = [];
   lines.push(`# obo-native benchmark${QUICK ? ' (quick mode)' : ''}`, '');
@@ -280,6 +323,39 @@ function render(results, info, failures) {
     `Machine: ${info.machine.cpu}, ${info.machine.cores} cores, ${info.machine.memoryGB} GB, ${info.machine.platform}; ` +
       `Node ${info.machine.node}; ${info.machine.date}; load average at start ${info.machine.loadAvg.join(' / ')}.`,
   );
+  lines.push(
+    '',
+    `Build: commit ${info.build.commit} (working tree as on disk); ${info.build.addon}; ${info.build.facade} (sha256 prefixes).`,
+  );
+  const builds = new Set();
+  const loads = [];
+  for (const byContestant of Object.values(results)) {
+    for (const runs of Object.values(byContestant)) {
+      for (const r of runs) {
+        builds.add(r.run.build);
+        loads.push(r.run.loadAvg1m);
+      }
+    }
+  }
+  lines.push(
+    '',
+    `Load average (1 min) when runs ended: median ${fmt(median(loads), 2)}, range ${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)} ` +
+      `(the machine is shared: other processes compete for the ${info.machine.cores} cores).`,
+  );
+  if (builds.size > 1) {
+    lines.push(
+      '',
+      `**Warning: ${builds.size} different builds of the addon/facade were measured in this run** (${[...builds].join(', ')}); ` +
+        'see bench/.out/raw-*.json (`run.build`) for which run used which.',
+    );
+  } else if (info.buildAfter && JSON.stringify(info.buildAfter) !== JSON.stringify(info.build)) {
+    lines.push(
+      '',
+      `**Warning: the addon or facade changed during the run** (at the end: ${info.buildAfter.addon}; ${info.buildAfter.facade}); ` +
+        'runs before and after the change are mixed in these numbers.',
+    );
+  }
+  lines.push('');
   lines.push(
     `Method: ${ROUNDS} rounds; each run is a fresh child process (native, lean, stack alternating); ` +
       `the identity provider (bench/idp.js, the mock of testing.js) runs in its own process on loopback. ` +
@@ -318,6 +394,9 @@ function render(results, info, failures) {
     miss: [
       ['cpuUserMs', 'CPU user ms (measured phase)', 0],
       ['cpuSystemMs', 'CPU system ms (measured phase)', 0],
+      ['mainThreadUs', 'CPU µs per exchange: JS main thread', 1],
+      ['tokioThreadsUs', 'CPU µs per exchange: addon Tokio threads', 1],
+      ['otherThreadsUs', 'CPU µs per exchange: other threads (V8 GC/JIT, libuv)', 1],
       ['providerRequests', 'provider requests (measured phase)', 0],
     ],
     memory: [
@@ -366,7 +445,7 @@ async function main() {
   const workloads = WORKLOADS.filter((w) => only.length === 0 || only.includes(w.id));
   if (workloads.length === 0) throw new Error(`BENCH_ONLY matches no workload (${WORKLOADS.map((w) => w.id).join(', ')})`);
   fs.mkdirSync(OUT_DIR, { recursive: true });
-  const info = { machine: machine(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
+  const info = { machine: machine(), build: build(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
   const started = Date.now();
   console.error(
     `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × 3 contestants${QUICK ? ' (quick)' : ''}; ` +
@@ -391,6 +470,7 @@ async function main() {
             }
           }
           if (!result) continue;
+          result.run = { round, build: addonDigest(), loadAvg1m: +os.loadavg()[0].toFixed(2) };
           results[workload.id][contestant].push(result);
           const shown = workload.metrics.map((m) => `${m.key}=${fmt(result.metrics[m.key], m.digits)}`).join(' ');
           console.error(`  ${workload.id.padEnd(7)} round ${round} ${contestant.padEnd(6)} ${shown}`);
@@ -401,6 +481,7 @@ async function main() {
     await idp.control('close').catch(() => idp.child.kill());
   }
   info.elapsedMs = Date.now() - started;
+  info.buildAfter = build();
   const { text, met, missed } = render(results, info, failures);
   process.stdout.write(`${text}\n`);
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });

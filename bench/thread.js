@@ -8,9 +8,20 @@ const { parentPort, workerData } = require('node:worker_threads');
 const { performance } = require('node:perf_hooks');
 const { SCOPE, loadContestant, checkResult, pool } = require('./common.js');
 
-const { contestant: name, provider, thread, users: ids, tokens, calls, lanes } = workerData;
+const { contestant: name, provider, thread, users: ids, tokens, calls, warmCalls, lanes } = workerData;
 const users = ids.map((openidId) => ({ openidId }));
 const K = users.length;
+
+/** `n` calls over the hot set, `lanes` in flight, each thread in its own order. */
+function hammer(c, n) {
+  const ex = c.exchangeOboToken;
+  const stride = 7;
+  const offset = thread * 31;
+  return pool(n, lanes, (i) => {
+    const k = (i * stride + offset) % K;
+    return ex(users[k], tokens[k], SCOPE);
+  });
+}
 
 async function main() {
   const c = loadContestant(name);
@@ -24,14 +35,11 @@ async function main() {
           checkResult(await c.exchangeOboToken(users[k], tokens[k], SCOPE), undefined, SCOPE, 'workers/fill');
         });
         parentPort.postMessage({ type: 'filled', thread, elapsedMs: performance.now() - t0 });
+      } else if (command === 'warm') {
+        await hammer(c, warmCalls);
+        parentPort.postMessage({ type: 'warmed', thread, elapsedMs: performance.now() - t0 });
       } else if (command === 'go') {
-        const ex = c.exchangeOboToken;
-        const stride = 7;
-        const offset = thread * 31;
-        await pool(calls, lanes, (i) => {
-          const k = (i * stride + offset) % K;
-          return ex(users[k], tokens[k], SCOPE);
-        });
+        await hammer(c, calls);
         parentPort.postMessage({ type: 'done', thread, calls, elapsedMs: performance.now() - t0 });
       }
     } catch (err) {

@@ -23,6 +23,8 @@ const {
   prng,
   quantile,
   tick,
+  threadCpu,
+  threadCpuSince,
 } = require('./common.js');
 
 const now = () => performance.now();
@@ -97,6 +99,7 @@ async function miss(c, P) {
   await pool(P.missWarm, P.concurrency, run(0));
   await settleHeap();
   await idp('reset');
+  const threads0 = threadCpu();
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.cpuUsage();
   const t0 = now();
@@ -104,6 +107,7 @@ async function miss(c, P) {
   const elapsed = now() - t0;
   const cpu = process.cpuUsage(cpu0);
   const elu = performance.eventLoopUtilization(elu0);
+  const threads = threadCpuSince(threads0);
   const providerRequests = await tokenRequests();
   for (let i = 0; i < total; i++) checkResult(results[i], tokens[i], SCOPE, `miss/${i}`);
   if (providerRequests !== null && providerRequests !== P.misses) {
@@ -115,7 +119,17 @@ async function miss(c, P) {
       cpuMsPerExchange: (cpu.user + cpu.system) / 1000 / P.misses,
       elu: elu.utilization,
     },
-    info: { misses: P.misses, elapsedMs: elapsed, cpuUserMs: cpu.user / 1000, cpuSystemMs: cpu.system / 1000, providerRequests },
+    info: {
+      misses: P.misses,
+      elapsedMs: elapsed,
+      cpuUserMs: cpu.user / 1000,
+      cpuSystemMs: cpu.system / 1000,
+      // per exchange, µs: JS main thread, Tokio threads, other threads (GC, libuv)
+      mainThreadUs: threads ? (threads.main * 1000) / P.misses : null,
+      tokioThreadsUs: threads ? (threads.tokio * 1000) / P.misses : null,
+      otherThreadsUs: threads ? (threads.other * 1000) / P.misses : null,
+      providerRequests,
+    },
   };
 }
 
@@ -297,6 +311,7 @@ async function workers(c, P) {
         users,
         tokens,
         calls: P.workerCalls,
+        warmCalls: P.workerWarmCalls,
         lanes: P.workerLanes,
         tag: P.tag,
       },
@@ -316,6 +331,8 @@ async function workers(c, P) {
   threads.forEach((w) => w.postMessage('fill'));
   const filled = await each('filled');
   const fillRequests = await tokenRequests();
+  threads.forEach((w) => w.postMessage('warm'));
+  await each('warmed');
   await idp('reset');
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.cpuUsage();
