@@ -214,12 +214,34 @@ function describe(value) {
   return type === 'object' ? 'an object' : type === 'undefined' ? 'undefined' : `a ${type}`;
 }
 
+/** Resolvers of this thread's exchanges under way, by call id. */
+const pendingCalls = new Map();
+let nextCallId = 0;
+
+/** Called by the addon, on this thread, when an exchange it started finishes. */
+function complete(id, outcome) {
+  const settle = pendingCalls.get(id);
+  pendingCalls.delete(id);
+  if (pendingCalls.size === 0) native.holdLoop(false);
+  if (settle !== undefined) settle(outcome);
+}
+native.onCompletion(complete);
+
+/** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
+function startExchange(openidId, scopes, accessToken, fromCache) {
+  const id = (nextCallId = (nextCallId + 1) >>> 0);
+  const immediate = native.exchange(id, openidId, scopes, accessToken, fromCache, openIdEnv(), logger !== null);
+  if (immediate !== null) return immediate;
+  if (pendingCalls.size === 0) native.holdLoop(true);
+  return new Promise((resolve) => pendingCalls.set(id, resolve));
+}
+
 /**
  * The miss path. `async` so that the promise belongs to this module's realm
- * (the caller's), as the JavaScript service's did, not to the addon's.
+ * (the caller's), as the JavaScript service's did.
  */
 async function exchangeNatively(openidId, scopes, accessToken, fromCache) {
-  const outcome = await native.exchange(openidId, scopes, accessToken, fromCache, openIdEnv(), logger !== null);
+  const outcome = await startExchange(openidId, scopes, accessToken, fromCache);
   if (outcome.events !== undefined && logger !== null) {
     for (const event of outcome.events) log(event.level, event.message);
   }

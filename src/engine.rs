@@ -4,13 +4,16 @@
 //! pooled connections outlive any one JavaScript thread.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use parking_lot::RwLock;
 use reqwest::{Client, Url};
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 
 use crate::cache::{CacheKey, CachedToken, Hit, TokenCache};
@@ -137,14 +140,38 @@ pub struct Engine(Arc<Inner>);
 
 static GENERATIONS: LazyLock<Generations> = LazyLock::new(Generations::new);
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine::new(&GENERATIONS));
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 2)))
-        .thread_name("obo-native")
+/// One thread drives every exchange of the process. A single-threaded
+/// runtime spends less CPU per exchange than a work-stealing pool (no workers
+/// waking each other), and one thread serves thousands of exchanges a second.
+static RUNTIME: LazyLock<Handle> = LazyLock::new(|| {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("obo-native: the Tokio runtime could not start")
+        .expect("obo-native: the Tokio runtime could not start");
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("obo-native".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .expect("obo-native: the runtime thread could not start");
+    handle
 });
+
+/// Turns a panic inside the wrapped future into `Err`, so that the caller's
+/// promise settles whatever happens.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
 
 impl Engine {
     pub fn new(generations: &'static Generations) -> Engine {
@@ -232,9 +259,8 @@ impl Engine {
     /// Runs an exchange on the engine's runtime and hands its outcome to
     /// `done`, whatever happens to it (a panic becomes an error).
     pub fn spawn(exchange: impl Future<Output = Exchanged> + Send + 'static, done: impl FnOnce(Exchanged) + Send + 'static) {
-        let task = RUNTIME.spawn(exchange);
         RUNTIME.spawn(async move {
-            let exchanged = task.await.unwrap_or_else(|_| Exchanged {
+            let exchanged = CatchUnwind(Box::pin(exchange)).await.unwrap_or_else(|()| Exchanged {
                 outcome: Err(Arc::new(ExchangeError::failed(
                     "obo-native: the exchange failed unexpectedly (an internal error; please report it)",
                 ))),
@@ -302,7 +328,12 @@ impl Engine {
                 })
             }
             Role::Leader(flight) => {
-                let outcome = self.run(&setup, &key, request, epoch, events).await;
+                // A leader that finished between our cache miss and our
+                // taking its slot has stored its token: use it.
+                let outcome = match inner.cache.get(key.as_str(), Instant::now()) {
+                    Some(hit) => Ok(Token { access_token: hit.access_token, expires_in: hit.expires_in }),
+                    None => self.run(&setup, &key, request, epoch, events).await,
+                };
                 flight.complete(outcome.clone());
                 outcome
             }

@@ -109,7 +109,8 @@ async fn fetch(
     let attempt = async {
         let mut response = request.send().await.map_err(|err| transport_error(&err, url, what, timeout))?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        let content_type = header_text(response.headers(), CONTENT_TYPE);
+        let retry_after = header_text(response.headers(), RETRY_AFTER);
         if response.content_length().is_some_and(|length| length > MAX_BODY_BYTES as u64) {
             return Err(too_large(url, what, status));
         }
@@ -122,9 +123,8 @@ async fn fetch(
         }
         Ok(Answer {
             status,
-            content_type: header_text(&headers, CONTENT_TYPE),
-            retry_after: header_text(&headers, RETRY_AFTER)
-                .and_then(|value| parse_retry_after(&value, SystemTime::now())),
+            content_type,
+            retry_after: retry_after.and_then(|value| parse_retry_after(&value, SystemTime::now())),
             body,
         })
     };

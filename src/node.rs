@@ -1,15 +1,23 @@
 //! The napi layer: converts arguments and results, nothing else. Results go
 //! out as plain data; `index.js` turns failures into `Error` objects, so they
 //! belong to the caller's realm.
+//!
+//! Finished exchanges reach their JavaScript thread through one threadsafe
+//! function per thread, made once (a promise per call would create and tear
+//! down a threadsafe function per call), and completions that finish together
+//! are delivered in one wake-up of the event loop.
 
+use std::cell::RefCell;
 use std::ptr;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::sys;
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use parking_lot::Mutex;
 
-use crate::engine::{Engine, ExchangeRequest, Exchanged, Outcome};
+use crate::engine::{Engine, ExchangeRequest, Exchanged};
 use crate::error::ExchangeError;
 use crate::generations::Mirror;
 
@@ -196,26 +204,72 @@ impl OpenIdEnv {
     }
 }
 
-/// An exchange (cache and in-flight checks included); the promise always
-/// resolves, with a token or a failure.
+/// A finished exchange on its way to the thread that asked for it.
+pub struct Completion {
+    id: u32,
+    exchanged: Exchanged,
+}
+
+/// Weak: it keeps the event loop alive only while `hold_loop(true)` says so.
+type CompletionFn = ThreadsafeFunction<Completion, (), FnArgs<(u32, ExchangeOutcome)>, Status, false, true>;
+
+thread_local! {
+    /// This JavaScript thread's completion function.
+    static COMPLETIONS: RefCell<Option<Arc<Mutex<CompletionFn>>>> = const { RefCell::new(None) };
+}
+
+/// Registers `callback(id, outcome)`, through which this thread's exchanges finish.
 #[napi(catch_unwind)]
-pub fn exchange<'env>(
-    env: &'env Env,
+pub fn on_completion(callback: Function<'_, FnArgs<(u32, ExchangeOutcome)>, ()>) -> Result<()> {
+    let completions = callback
+        .build_threadsafe_function::<Completion>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(|context: ThreadsafeCallContext<Completion>| {
+            Ok(FnArgs::from((context.value.id, outcome(context.value.exchanged))))
+        })?;
+    COMPLETIONS.with(|slot| *slot.borrow_mut() = Some(Arc::new(Mutex::new(completions))));
+    Ok(())
+}
+
+/// Keeps the event loop alive (`true`) while this thread has exchanges under way.
+#[napi(catch_unwind)]
+#[allow(deprecated)] // `refer`/`unref` are napi_ref/unref_threadsafe_function, which is what is meant here
+pub fn hold_loop(env: &Env, hold: bool) -> Result<()> {
+    COMPLETIONS.with(|slot| match &*slot.borrow() {
+        Some(completions) if hold => completions.lock().refer(env),
+        Some(completions) => completions.lock().unref(env),
+        None => Ok(()),
+    })
+}
+
+/// Starts an exchange (cache and in-flight checks included) that finishes
+/// through this thread's completion function with `id`. A call that cannot
+/// start (no configuration) returns its outcome at once instead.
+#[napi(catch_unwind)]
+pub fn exchange(
+    id: u32,
     openid_id: String,
     scopes: String,
     assertion: String,
     from_cache: bool,
     openid_env: OpenIdEnv,
     log: bool,
-) -> Result<PromiseRaw<'env, ExchangeOutcome>> {
-    let (deferred, promise) = env.create_deferred()?;
-    let settle = move |exchanged: Exchanged| deferred.resolve(move |_env| Ok(outcome(exchanged)));
+) -> Result<Option<ExchangeOutcome>> {
+    let Some(completions) = COMPLETIONS.with(|slot| slot.borrow().clone()) else {
+        return Err(Error::new(Status::GenericFailure, "obo-native: onCompletion was not called on this thread"));
+    };
     let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, log };
     match Engine::global().exchange(request, |name| openid_env.var(name)) {
-        Ok(exchange) => Engine::spawn(exchange, settle),
-        Err(err) => settle(Exchanged { outcome: Err::<_, _>(err) as Outcome, events: Vec::new() }),
+        Ok(exchange) => {
+            Engine::spawn(exchange, move |exchanged| {
+                // Fails only when the thread is gone (a terminated worker): nobody is waiting.
+                completions.lock().call(Completion { id, exchanged }, ThreadsafeFunctionCallMode::NonBlocking);
+            });
+            Ok(None)
+        }
+        Err(err) => Ok(Some(outcome(Exchanged { outcome: Err(err), events: Vec::new() }))),
     }
-    Ok(PromiseRaw::new(env.raw(), promise.raw()))
 }
 
 unsafe extern "C" fn release_mirror(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
