@@ -123,8 +123,8 @@ function remember(openidId, scopes, hit) {
 
 /**
  * LibreChat's variables as this thread sees them (jest and worker threads can
- * have their own `process.env`); used until the environment's configuration
- * has been read once.
+ * have their own `process.env`); sent only while the addon says it still
+ * needs the environment (ENV_SLOT), since reading `process.env` is not free.
  */
 function openIdEnv() {
   const env = process.env;
@@ -230,7 +230,8 @@ native.onCompletion(complete);
 /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
 function startExchange(openidId, scopes, accessToken, fromCache) {
   const id = (nextCallId = (nextCallId + 1) >>> 0);
-  const immediate = native.exchange(id, openidId, scopes, accessToken, fromCache, openIdEnv(), logger !== null);
+  const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
+  const immediate = native.exchange(id, openidId, scopes, accessToken, fromCache, env, logger !== null);
   if (immediate !== null) return immediate;
   if (pendingCalls.size === 0) native.holdLoop(true);
   return new Promise((resolve) => pendingCalls.set(id, resolve));

@@ -175,6 +175,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 impl Engine {
     pub fn new(generations: &'static Generations) -> Engine {
+        generations.set_env_needed(true);
         Engine(Arc::new(Inner {
             slot: RwLock::new(ConfigSlot::FromEnv(None)),
             cache: TokenCache::new(generations),
@@ -204,7 +205,9 @@ impl Engine {
                 ConfigSlot::Configured(setup)
             }
         };
+        let env_needed = matches!(slot, ConfigSlot::FromEnv(None));
         *self.0.slot.write() = slot;
+        self.0.generations.set_env_needed(env_needed);
         self.clear_cache();
         Ok(())
     }
@@ -238,7 +241,7 @@ impl Engine {
     pub fn exchange(
         &self,
         request: ExchangeRequest,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl FnOnce() -> Option<Box<dyn Fn(&str) -> Option<String>>>,
     ) -> Result<impl Future<Output = Exchanged> + Send + 'static, Arc<ExchangeError>> {
         let setup = self.setup(env)?;
         let engine = self.clone();
@@ -270,7 +273,8 @@ impl Engine {
         });
     }
 
-    fn setup(&self, env: impl Fn(&str) -> Option<String>) -> Result<Arc<Setup>, Arc<ExchangeError>> {
+    /// `env` gives the caller's view of the environment, when it was sent.
+    fn setup(&self, env: impl FnOnce() -> Option<Box<dyn Fn(&str) -> Option<String>>>) -> Result<Arc<Setup>, Arc<ExchangeError>> {
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*self.0.slot.read() {
             return Ok(setup.clone());
         }
@@ -281,6 +285,9 @@ impl Engine {
             };
             Arc::new(ExchangeError::new(FailureReason::ConfigUnavailable, message))
         };
+        // Not sent: another thread returned to the environment after this one
+        // looked; the process's own environment is the best view there is.
+        let env = env().unwrap_or_else(|| Box::new(|name: &str| std::env::var(name).ok()));
         let config = match Config::from_env(env) {
             Ok(Some(config)) => config,
             Ok(None) => return Err(unavailable(None)),
@@ -292,6 +299,7 @@ impl Engine {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(existing.clone()),
             ConfigSlot::FromEnv(empty) => {
                 *empty = Some(setup.clone());
+                self.0.generations.set_env_needed(false);
                 Ok(setup)
             }
         }
@@ -545,7 +553,7 @@ mod tests {
     }
 
     async fn run(engine: &Engine, request: ExchangeRequest) -> Exchanged {
-        engine.exchange(request, |_| None).unwrap().await
+        engine.exchange(request, || None).unwrap().await
     }
 
     const TOKEN: &str = r#"{"access_token":"tok","expires_in":"1800","token_type":"Bearer"}"#;
@@ -571,8 +579,8 @@ mod tests {
     async fn concurrent_callers_share_one_request_and_from_cache_false_does_not_join() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
         let engine = engine(&url, "");
-        let calls: Vec<_> = (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), |_| None).unwrap())).collect();
-        let forced = tokio::spawn(engine.exchange(request("u", false), |_| None).unwrap());
+        let calls: Vec<_> = (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), || None).unwrap())).collect();
+        let forced = tokio::spawn(engine.exchange(request("u", false), || None).unwrap());
         for call in calls {
             assert!(call.await.unwrap().outcome.is_ok());
         }
@@ -613,7 +621,7 @@ mod tests {
     async fn a_token_arriving_after_clear_cache_is_not_cached() {
         let (url, _) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
         let engine = engine(&url, "");
-        let pending = tokio::spawn(engine.exchange(request("u", true), |_| None).unwrap());
+        let pending = tokio::spawn(engine.exchange(request("u", true), || None).unwrap());
         tokio::time::sleep(Duration::from_millis(30)).await;
         engine.clear_cache();
         assert!(pending.await.unwrap().outcome.is_ok());
@@ -641,7 +649,7 @@ mod tests {
     #[test]
     fn without_configuration_the_exchange_is_refused_at_once() {
         let engine = Engine::new(Box::leak(Box::new(Generations::new())));
-        let Err(err) = engine.exchange(request("u", true), |_| None) else { panic!("no configuration") };
+        let Err(err) = engine.exchange(request("u", true), || None) else { panic!("no configuration") };
         assert_eq!(err.message, CONFIG_UNAVAILABLE);
         assert_eq!(err.reason, FailureReason::ConfigUnavailable);
     }

@@ -7,6 +7,9 @@
 //! an entry of that bucket is replaced or removed. A memo entry records both
 //! numbers when it is made and is valid while both are unchanged.
 //!
+//! One more slot, [`ENV_SLOT`], is 1 while the configuration is still to be
+//! read from the environment, so that JavaScript reads `process.env` only then.
+//!
 //! Each JavaScript thread reads its own [`Mirror`] (an external `ArrayBuffer`
 //! must not share memory with another isolate's), and every change is written
 //! to the canonical counters and then to each mirror, under one lock so that a
@@ -20,7 +23,9 @@ use parking_lot::Mutex;
 
 /// Buckets of keys; a power of two. 16 KiB of counters per mirror.
 pub const BUCKETS: usize = 4096;
-pub const SLOTS: usize = 1 + BUCKETS;
+/// 1 while the configuration is to come from the environment and was not read yet.
+pub const ENV_SLOT: usize = 1 + BUCKETS;
+pub const SLOTS: usize = 2 + BUCKETS;
 
 type Counters = [AtomicU32; SLOTS];
 
@@ -97,6 +102,15 @@ impl Generations {
         }
     }
 
+    /// Whether the configuration is still to be read from the environment.
+    pub fn set_env_needed(&self, needed: bool) {
+        let mirrors = self.mirrors.lock();
+        self.canonical[ENV_SLOT].store(u32::from(needed), Ordering::Release);
+        for mirror in mirrors.iter() {
+            mirror.0[ENV_SLOT].store(u32::from(needed), Ordering::Release);
+        }
+    }
+
     /// A new mirror, up to date, kept current until [`Generations::release`].
     pub fn mirror(&self) -> Arc<Mirror> {
         let mut mirrors = self.mirrors.lock();
@@ -150,6 +164,10 @@ mod tests {
         generations.bump_epoch();
         assert_ne!(early.get(0), generations.epoch());
         assert_eq!(late.get(0), generations.epoch());
+        generations.set_env_needed(true);
+        assert_eq!(late.get(ENV_SLOT as u32), 1);
+        generations.set_env_needed(false);
+        assert_eq!(late.get(ENV_SLOT as u32), 0);
     }
 
     #[test]

@@ -25,11 +25,16 @@ pub struct ClientAuth<'a> {
 
 /// The form body of the request.
 pub fn form_body(assertion: &str, scopes: &str, auth: &ClientAuth<'_>) -> String {
-    let mut form = form_urlencoded::Serializer::new(String::with_capacity(assertion.len() + scopes.len() + 200));
-    form.append_pair("grant_type", GRANT_TYPE)
-        .append_pair("assertion", assertion)
-        .append_pair("scope", scopes)
-        .append_pair("requested_token_use", "on_behalf_of");
+    let mut body = String::with_capacity(assertion.len() + scopes.len() + 200);
+    body.push_str("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=");
+    // A JWT is base64url and dots: nothing to escape, and it is most of the body.
+    if assertion.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'*')) {
+        body.push_str(assertion);
+    } else {
+        body.extend(form_urlencoded::byte_serialize(assertion.as_bytes()));
+    }
+    let mut form = form_urlencoded::Serializer::for_suffix(body, 0);
+    form.append_pair("scope", scopes).append_pair("requested_token_use", "on_behalf_of");
     match auth.method {
         AuthMethod::ClientSecretBasic => {}
         AuthMethod::ClientSecretPost => {
@@ -180,6 +185,20 @@ mod tests {
                 ("requested_token_use".into(), "on_behalf_of".into()),
             ]
         );
+    }
+
+    #[test]
+    fn the_assertion_is_encoded_like_any_form_value() {
+        for assertion in ["eyJ0eXAi.eyJzdWIi.sig-_x", "a b+c/d=e&f", "ünï\0code", ""] {
+            let body = form_body(assertion, "api://x/Read", &auth(AuthMethod::ClientSecretBasic));
+            let expected = form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", GRANT_TYPE)
+                .append_pair("assertion", assertion)
+                .append_pair("scope", "api://x/Read")
+                .append_pair("requested_token_use", "on_behalf_of")
+                .finish();
+            assert_eq!(body, expected, "{assertion}");
+        }
     }
 
     #[test]

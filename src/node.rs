@@ -181,6 +181,11 @@ fn outcome(exchanged: Exchanged) -> ExchangeOutcome {
     }
 }
 
+/// Where, in the array of `generations_view`, a 1 says that the environment
+/// must be sent with the next exchange.
+#[napi]
+pub const ENV_SLOT: u32 = crate::generations::ENV_SLOT as u32;
+
 /// LibreChat's variables as the calling thread's `process.env` has them.
 #[napi(object)]
 pub struct OpenIdEnv {
@@ -253,14 +258,15 @@ pub fn exchange(
     scopes: String,
     assertion: String,
     from_cache: bool,
-    openid_env: OpenIdEnv,
+    openid_env: Option<OpenIdEnv>,
     log: bool,
 ) -> Result<Option<ExchangeOutcome>> {
     let Some(completions) = COMPLETIONS.with(|slot| slot.borrow().clone()) else {
         return Err(Error::new(Status::GenericFailure, "obo-native: onCompletion was not called on this thread"));
     };
     let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, log };
-    match Engine::global().exchange(request, |name| openid_env.var(name)) {
+    let env = move || openid_env.map(|env| Box::new(move |name: &str| env.var(name)) as Box<dyn Fn(&str) -> Option<String>>);
+    match Engine::global().exchange(request, env) {
         Ok(exchange) => {
             Engine::spawn(exchange, move |exchanged| {
                 // Fails only when the thread is gone (a terminated worker): nobody is waiting.
