@@ -50,10 +50,7 @@ pub struct CachedToken {
 impl CachedToken {
     pub fn new(access_token: Arc<str>, granted_secs: u64, obtained_at: Instant, skew: Duration) -> CachedToken {
         let expires_at = obtained_at + Duration::from_secs(granted_secs);
-        let serve_until = expires_at
-            .checked_sub(skew)
-            .unwrap_or(obtained_at)
-            .max(obtained_at + Duration::from_secs(1));
+        let serve_until = expires_at.checked_sub(skew).unwrap_or(obtained_at).max(obtained_at + Duration::from_secs(1));
         CachedToken { access_token, granted_secs, expires_at, serve_until }
     }
 

@@ -127,10 +127,9 @@ impl Config {
         }
         let options = Options(&options);
 
-        let client_id = options
-            .string("clientId")?
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| ConfigError::new("clientId", "configure: option \"clientId\" is required (a non-empty string)"))?;
+        let client_id = options.string("clientId")?.filter(|id| !id.is_empty()).ok_or_else(|| {
+            ConfigError::new("clientId", "configure: option \"clientId\" is required (a non-empty string)")
+        })?;
         let token_endpoint = options.url("tokenEndpoint")?;
         let issuer = options.url("issuer")?;
         let endpoint = match (token_endpoint, issuer) {
@@ -157,7 +156,10 @@ impl Config {
         let proxy = match options.string("proxy")? {
             None => None,
             Some(proxy) if proxy.is_empty() => None,
-            Some(proxy) => Some(parse_proxy(&proxy).map_err(|why| ConfigError::new("proxy", format!("configure: option \"proxy\" {why}")))?),
+            Some(proxy) => Some(
+                parse_proxy(&proxy)
+                    .map_err(|why| ConfigError::new("proxy", format!("configure: option \"proxy\" {why}")))?,
+            ),
         };
 
         Ok(Config {
@@ -168,7 +170,9 @@ impl Config {
             proxy,
             timeout: Duration::from_millis(options.integer("timeoutMs", 1, 600_000)?.unwrap_or(DEFAULT_TIMEOUT_MS)),
             max_retries: options.integer("maxRetries", 0, 10)?.map_or(DEFAULT_MAX_RETRIES, |n| n as u32),
-            retry_delay: Duration::from_millis(options.integer("retryDelayMs", 0, 60_000)?.unwrap_or(DEFAULT_RETRY_DELAY_MS)),
+            retry_delay: Duration::from_millis(
+                options.integer("retryDelayMs", 0, 60_000)?.unwrap_or(DEFAULT_RETRY_DELAY_MS),
+            ),
             expiry_skew: Duration::from_secs(
                 options.integer("expirySkewSeconds", 0, 3_600)?.unwrap_or(DEFAULT_EXPIRY_SKEW_SECONDS),
             ),
@@ -187,7 +191,8 @@ impl Config {
         let (Some(issuer), Some(client_id)) = (var("OPENID_ISSUER"), var("OPENID_CLIENT_ID")) else {
             return Ok(None);
         };
-        let issuer = parse_endpoint(&issuer).map_err(|why| ConfigError::new("OPENID_ISSUER", format!("OPENID_ISSUER {why}")))?;
+        let issuer =
+            parse_endpoint(&issuer).map_err(|why| ConfigError::new("OPENID_ISSUER", format!("OPENID_ISSUER {why}")))?;
         let auth_method = match var("OPENID_TOKEN_ENDPOINT_AUTH_METHOD") {
             None => AuthMethod::ClientSecretBasic,
             Some(method) => AuthMethod::parse(&method).ok_or_else(|| {
@@ -367,7 +372,10 @@ mod tests {
             (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","timeoutMs":"5"}"#, "timeoutMs"),
             (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","timeoutMs":0}"#, "timeoutMs"),
             (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","maxRetries":1.5}"#, "maxRetries"),
-            (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","tokenEndpointAuthMethod":"x"}"#, "tokenEndpointAuthMethod"),
+            (
+                r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","tokenEndpointAuthMethod":"x"}"#,
+                "tokenEndpointAuthMethod",
+            ),
             (r#"{"issuer":"https://a.example","clientId":"a","clientSecret":"b","clientTimeout":1}"#, "clientTimeout"),
             (r#"{"issuer":"https://a.example","clientId":"a"}"#, "clientSecret"),
             (r#"{"clientId":"a","clientSecret":"b"}"#, "issuer"),
@@ -396,7 +404,8 @@ mod tests {
 
     #[test]
     fn none_auth_needs_no_secret() {
-        let config = config(r#"{"issuer":"https://a.example","clientId":"a","tokenEndpointAuthMethod":"none"}"#).unwrap();
+        let config =
+            config(r#"{"issuer":"https://a.example","clientId":"a","tokenEndpointAuthMethod":"none"}"#).unwrap();
         assert_eq!(config.auth_method, AuthMethod::None);
         assert_eq!(config.client_secret, None);
     }

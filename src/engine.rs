@@ -1,29 +1,26 @@
 //! The exchange itself, tying the parts together: configuration, cache,
 //! throttles, single flight, retries and the HTTP call. One engine serves the
-//! whole process (every worker thread), on a Tokio runtime of its own so that
-//! pooled connections outlive any one JavaScript thread.
+//! whole process (every worker thread).
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use parking_lot::RwLock;
 use reqwest::{Client, Url};
-use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 
 use crate::cache::{CacheKey, CachedToken, Hit, TokenCache};
 use crate::config::{Config, EndpointSource};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
+use crate::events::{Event, Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::retry::{self, Next, RetryPolicy};
+use crate::runtime;
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
 
@@ -38,46 +35,10 @@ pub struct Token {
 
 pub type Outcome = Result<Token, Arc<ExchangeError>>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    Debug,
-    Warn,
-    Error,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Debug => "debug",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-}
-
-/// A log line for the caller's logger, worded like LibreChat's service so
-/// that existing log searches keep working. Never holds a token or secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub level: Level,
-    pub message: String,
-}
-
 /// What one call learned: its outcome, and its events when asked for.
 pub struct Exchanged {
     pub outcome: Outcome,
     pub events: Vec<Event>,
-}
-
-/// Collects events for a call whose thread has a logger; otherwise costs nothing.
-struct Events(Option<Vec<Event>>);
-
-impl Events {
-    fn push(&mut self, level: Level, message: impl FnOnce() -> String) {
-        if let Some(events) = self.0.as_mut() {
-            events.push(Event { level, message: format!("[OboTokenService] {}", message()) });
-        }
-    }
 }
 
 /// One call's inputs. The assertion is the user's access token: never printed.
@@ -140,39 +101,6 @@ pub struct Engine(Arc<Inner>);
 
 static GENERATIONS: LazyLock<Generations> = LazyLock::new(Generations::new);
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine::new(&GENERATIONS));
-/// One thread drives every exchange of the process. A single-threaded
-/// runtime spends less CPU per exchange than a work-stealing pool (no workers
-/// waking each other), and one thread serves thousands of exchanges a second.
-static RUNTIME: LazyLock<Handle> = LazyLock::new(|| {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("obo-native: the Tokio runtime could not start");
-    let handle = runtime.handle().clone();
-    std::thread::Builder::new()
-        .name("obo-native".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))
-        .expect("obo-native: the runtime thread could not start");
-    handle
-});
-
-/// Turns a panic inside the wrapped future into `Err`, so that the caller's
-/// promise settles whatever happens.
-struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(_) => Poll::Ready(Err(())),
-        }
-    }
-}
-
 impl Engine {
     pub fn new(generations: &'static Generations) -> Engine {
         generations.set_env_needed(true);
@@ -247,34 +175,40 @@ impl Engine {
         let engine = self.clone();
         let epoch = self.0.generations.epoch();
         Ok(async move {
-            let mut events = Events(request.log.then(Vec::new));
+            let mut events = Events::new(request.log);
             let outcome = engine.exchange_with(setup, &request, epoch, &mut events).await;
             match &outcome {
                 Ok(token) => events.push(Level::Debug, || {
-                    format!("OBO token exchange successful for user {} (expires in {} s)", request.openid_id, token.expires_in)
+                    format!(
+                        "OBO token exchange successful for user {} (expires in {} s)",
+                        request.openid_id, token.expires_in
+                    )
                 }),
                 Err(err) => events.push(Level::Error, || format!("OBO token exchange failed: {}", err.message)),
             }
-            Exchanged { outcome, events: events.0.unwrap_or_default() }
+            Exchanged { outcome, events: events.into_vec() }
         })
     }
 
-    /// Runs an exchange on the engine's runtime and hands its outcome to
+    /// Runs an exchange on the process's runtime and hands its outcome to
     /// `done`, whatever happens to it (a panic becomes an error).
-    pub fn spawn(exchange: impl Future<Output = Exchanged> + Send + 'static, done: impl FnOnce(Exchanged) + Send + 'static) {
-        RUNTIME.spawn(async move {
-            let exchanged = CatchUnwind(Box::pin(exchange)).await.unwrap_or_else(|()| Exchanged {
-                outcome: Err(Arc::new(ExchangeError::failed(
-                    "obo-native: the exchange failed unexpectedly (an internal error; please report it)",
-                ))),
-                events: Vec::new(),
-            });
-            done(exchanged);
+    pub fn spawn(
+        exchange: impl Future<Output = Exchanged> + Send + 'static,
+        done: impl FnOnce(Exchanged) + Send + 'static,
+    ) {
+        runtime::spawn_settled(exchange, done, |()| Exchanged {
+            outcome: Err(Arc::new(ExchangeError::failed(
+                "obo-native: the exchange failed unexpectedly (an internal error; please report it)",
+            ))),
+            events: Vec::new(),
         });
     }
 
     /// `env` gives the caller's view of the environment, when it was sent.
-    fn setup(&self, env: impl FnOnce() -> Option<Box<dyn Fn(&str) -> Option<String>>>) -> Result<Arc<Setup>, Arc<ExchangeError>> {
+    fn setup(
+        &self,
+        env: impl FnOnce() -> Option<Box<dyn Fn(&str) -> Option<String>>>,
+    ) -> Result<Arc<Setup>, Arc<ExchangeError>> {
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*self.0.slot.read() {
             return Ok(setup.clone());
         }
@@ -305,7 +239,13 @@ impl Engine {
         }
     }
 
-    async fn exchange_with(&self, setup: Arc<Setup>, request: &ExchangeRequest, epoch: u32, events: &mut Events) -> Outcome {
+    async fn exchange_with(
+        &self,
+        setup: Arc<Setup>,
+        request: &ExchangeRequest,
+        epoch: u32,
+        events: &mut Events,
+    ) -> Outcome {
         let inner = &self.0;
         let key = CacheKey::new(&request.openid_id, &request.scopes);
         let who = || format!("user {} and scopes {}", request.openid_id, request.scopes);
@@ -320,7 +260,11 @@ impl Engine {
         if let Some(refusal) = inner.throttles.check(&key, Instant::now()) {
             Counters::bump(&inner.counters.throttled);
             events.push(Level::Warn, || {
-                format!("OBO token requests for {} are throttled for {} s more", who(), refusal.retry_after_secs().unwrap_or(0))
+                format!(
+                    "OBO token requests for {} are throttled for {} s more",
+                    who(),
+                    refusal.retry_after_secs().unwrap_or(0)
+                )
             });
             return Err(Arc::new(refusal));
         }
@@ -349,7 +293,14 @@ impl Engine {
     }
 
     /// One exchange with the provider, retries included.
-    async fn run(&self, setup: &Setup, key: &CacheKey, request: &ExchangeRequest, epoch: u32, events: &mut Events) -> Outcome {
+    async fn run(
+        &self,
+        setup: &Setup,
+        key: &CacheKey,
+        request: &ExchangeRequest,
+        epoch: u32,
+        events: &mut Events,
+    ) -> Outcome {
         let inner = &self.0;
         events.push(Level::Debug, || {
             format!("Performing OBO token exchange for user {} with scopes: {}", request.openid_id, request.scopes)
@@ -446,11 +397,7 @@ impl Engine {
         let EndpointSource::Issuer(issuer) = &setup.config.endpoint else {
             return setup.endpoint.get().cloned().ok_or_else(|| ExchangeError::failed(CONFIG_UNAVAILABLE));
         };
-        setup
-            .endpoint
-            .get_or_try_init(|| discover(&setup.client, issuer, setup.config.timeout))
-            .await
-            .cloned()
+        setup.endpoint.get_or_try_init(|| discover(&setup.client, issuer, setup.config.timeout)).await.cloned()
     }
 }
 
@@ -471,7 +418,10 @@ async fn discover(client: &Client, issuer: &Url, timeout: std::time::Duration) -
     };
     let answer = http::get(client, &document, timeout).await.map_err(|err| failed(err.message.clone(), Some(err)))?;
     if !(200..300).contains(&answer.status) {
-        return Err(failed(format!("HTTP {}", answer.status), Some(ExchangeError::failed("").with_status(answer.status))));
+        return Err(failed(
+            format!("HTTP {}", answer.status),
+            Some(ExchangeError::failed("").with_status(answer.status)),
+        ));
     }
     let endpoint = serde_json::from_slice::<serde_json::Value>(&answer.body)
         .ok()
@@ -490,7 +440,10 @@ mod tests {
 
     /// A token endpoint on loopback: answers each request with the next
     /// canned response (the last one repeats), after `delay`, and counts them.
-    async fn provider(responses: Vec<(u16, &'static str, &'static str)>, delay: Duration) -> (String, Arc<AtomicUsize>) {
+    async fn provider(
+        responses: Vec<(u16, &'static str, &'static str)>,
+        delay: Duration,
+    ) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
         let count = Arc::new(AtomicUsize::new(0));
@@ -513,7 +466,11 @@ mod tests {
                         let Some(head_end) = text.find("\r\n\r\n") else { continue };
                         let length = text[..head_end]
                             .lines()
-                            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .find_map(|line| {
+                                line.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
                             .unwrap_or(0);
                         if read < head_end + 4 + length {
                             continue;
@@ -537,7 +494,9 @@ mod tests {
     fn engine(url: &str, extra: &str) -> Engine {
         let engine = Engine::new(Box::leak(Box::new(Generations::new())));
         engine
-            .configure(Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"secret-value","retryDelayMs":10{extra}}}"#)))
+            .configure(Some(&format!(
+                r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"secret-value","retryDelayMs":10{extra}}}"#
+            )))
             .unwrap();
         engine
     }
@@ -579,7 +538,8 @@ mod tests {
     async fn concurrent_callers_share_one_request_and_from_cache_false_does_not_join() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
         let engine = engine(&url, "");
-        let calls: Vec<_> = (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), || None).unwrap())).collect();
+        let calls: Vec<_> =
+            (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), || None).unwrap())).collect();
         let forced = tokio::spawn(engine.exchange(request("u", false), || None).unwrap());
         for call in calls {
             assert!(call.await.unwrap().outcome.is_ok());
@@ -605,10 +565,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_retry_after_throttles_the_key_without_more_requests() {
-        let (url, count) = provider(vec![(429, "retry-after: 60\r\n", r#"{"error":"temporarily_unavailable"}"#)], Duration::ZERO).await;
+        let (url, count) =
+            provider(vec![(429, "retry-after: 60\r\n", r#"{"error":"temporarily_unavailable"}"#)], Duration::ZERO)
+                .await;
         let engine = engine(&url, "");
         let first = run(&engine, request("u", true)).await.outcome.unwrap_err();
-        assert_eq!((first.status, first.retry_after_secs(), first.retryable, first.throttled), (Some(429), Some(60), true, false));
+        assert_eq!(
+            (first.status, first.retry_after_secs(), first.retryable, first.throttled),
+            (Some(429), Some(60), true, false)
+        );
         let second = run(&engine, request("u", true)).await.outcome.unwrap_err();
         assert!(second.throttled);
         assert_eq!(count.load(Ordering::SeqCst), 1);
@@ -630,7 +595,8 @@ mod tests {
 
     #[tokio::test]
     async fn errors_never_carry_the_assertion_or_the_secret() {
-        let body = r#"{"error":"invalid_grant","error_description":"AADSTS50013: assertion-value-123 with secret-value"}"#;
+        let body =
+            r#"{"error":"invalid_grant","error_description":"AADSTS50013: assertion-value-123 with secret-value"}"#;
         let (url, _) = provider(vec![(400, "", body)], Duration::ZERO).await;
         let engine = engine(&url, "");
         let err = run(&engine, request("u", true)).await.outcome.unwrap_err();

@@ -50,7 +50,8 @@ pub struct ExchangeError {
     pub status: Option<u16>,
     /// `ETIMEDOUT`, `ECONNRESET`, … for transport failures; the OAuth `error` otherwise.
     pub code: Option<String>,
-    pub oauth: Option<OAuthErrorBody>,
+    /// Boxed: it is rare, and every `Result` carrying this error stays small.
+    pub oauth: Option<Box<OAuthErrorBody>>,
     /// How long the provider asked us to wait (`Retry-After`).
     pub retry_after: Option<std::time::Duration>,
     /// True when this rejection came from a remembered throttle, without a request.
@@ -98,7 +99,7 @@ impl ExchangeError {
         };
         ExchangeError {
             code: Some(body.error.clone()),
-            oauth: Some(body),
+            oauth: Some(Box::new(body)),
             ..ExchangeError::failed(message).with_status(status)
         }
     }
@@ -199,7 +200,8 @@ mod tests {
 
     #[test]
     fn oauth_message_without_description_is_the_error_code() {
-        let err = ExchangeError::from_oauth(401, OAuthErrorBody { error: "invalid_client".into(), ..Default::default() });
+        let err =
+            ExchangeError::from_oauth(401, OAuthErrorBody { error: "invalid_client".into(), ..Default::default() });
         assert_eq!(err.message, "invalid_client");
     }
 

@@ -121,7 +121,9 @@ pub fn parse_failure(status: u16, content_type: Option<&str>, body: &[u8]) -> Ex
         .with_status(status);
     }
     let what = match content_type {
-        Some(kind) if !kind.is_empty() => format!("{} bytes of {}", body.len(), kind.split(';').next().unwrap_or(kind).trim()),
+        Some(kind) if !kind.is_empty() => {
+            format!("{} bytes of {}", body.len(), kind.split(';').next().unwrap_or(kind).trim())
+        }
         _ => format!("{} bytes", body.len()),
     };
     ExchangeError::failed(format!(
@@ -237,7 +239,9 @@ mod tests {
 
     #[test]
     fn success_without_token_is_an_empty_response() {
-        for body in [r#"{"expires_in":3600}"#, r#"{"access_token":""}"#, r#"{"access_token":null}"#, r#"{"access_token":5}"#] {
+        for body in
+            [r#"{"expires_in":3600}"#, r#"{"access_token":""}"#, r#"{"access_token":null}"#, r#"{"access_token":5}"#]
+        {
             let err = parse_success(200, body.as_bytes()).unwrap_err();
             assert_eq!(err.reason, FailureReason::EmptyExchangeResponse, "{body}");
             assert_eq!(err.message, EMPTY_RESPONSE_MESSAGE);
@@ -293,7 +297,8 @@ mod tests {
 
     #[test]
     fn error_in_a_2xx_body_is_an_error() {
-        let err = parse_success(200, br#"{"error":"invalid_scope","error_description":"AADSTS70011: bad"}"#).unwrap_err();
+        let err =
+            parse_success(200, br#"{"error":"invalid_scope","error_description":"AADSTS70011: bad"}"#).unwrap_err();
         assert_eq!(err.message, "invalid_scope: AADSTS70011: bad");
     }
 }

@@ -27,7 +27,10 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-static CLIENTS: LazyLock<Mutex<Vec<(Option<Url>, Client)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+/// Clients by the proxy they go through (`None`: the environment's).
+type ClientsByProxy = Vec<(Option<Url>, Client)>;
+
+static CLIENTS: LazyLock<Mutex<ClientsByProxy>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 /// The client for a proxy setting. Kept across `configure()` calls so that
 /// pooled connections survive a re-configuration with the same proxy.
@@ -69,10 +72,7 @@ fn extra_ca_certificates() -> Vec<reqwest::Certificate> {
     let Some(path) = std::env::var_os("NODE_EXTRA_CA_CERTS").filter(|path| !path.is_empty()) else {
         return Vec::new();
     };
-    std::fs::read(path)
-        .ok()
-        .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok())
-        .unwrap_or_default()
+    std::fs::read(path).ok().and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok()).unwrap_or_default()
 }
 
 /// `POST` of a form body, whole answer read, within `timeout`.
@@ -148,8 +148,12 @@ fn too_large(url: &Url, what: &str, status: u16) -> ExchangeError {
 }
 
 fn timed_out(url: &Url, what: &str, timeout: Duration) -> ExchangeError {
-    ExchangeError::failed(format!("{what} to {} timed out after {} ms (ETIMEDOUT)", printable(url), timeout.as_millis()))
-        .with_code("ETIMEDOUT")
+    ExchangeError::failed(format!(
+        "{what} to {} timed out after {} ms (ETIMEDOUT)",
+        printable(url),
+        timeout.as_millis()
+    ))
+    .with_code("ETIMEDOUT")
 }
 
 fn printable(url: &Url) -> String {
@@ -200,7 +204,10 @@ fn classify(err: &reqwest::Error) -> (Option<&'static str>, String) {
     }
     let all = texts.join(" | ");
     if all.contains(PROXY_AUTH_REQUIRED) {
-        return (None, format!("the proxy refused the tunnel: {PROXY_AUTH_REQUIRED} (HTTP 407; check the proxy's credentials)"));
+        return (
+            None,
+            format!("the proxy refused the tunnel: {PROXY_AUTH_REQUIRED} (HTTP 407; check the proxy's credentials)"),
+        );
     }
     if all.contains("tunnel error") {
         return (None, format!("the proxy could not open a tunnel ({innermost})"));

@@ -7,11 +7,13 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod flight;
 pub mod generations;
 pub mod grant;
 pub mod http;
 pub mod retry;
+pub mod runtime;
 pub mod stats;
 pub mod throttle;
 

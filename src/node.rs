@@ -142,7 +142,7 @@ pub struct ExchangeOutcome {
 }
 
 fn failure(err: &ExchangeError) -> Failure {
-    let oauth = err.oauth.clone().unwrap_or_default();
+    let oauth = err.oauth.as_deref().cloned().unwrap_or_default();
     Failure {
         message: err.message.clone(),
         reason: err.reason.as_str().to_owned(),
@@ -226,13 +226,12 @@ thread_local! {
 /// Registers `callback(id, outcome)`, through which this thread's exchanges finish.
 #[napi(catch_unwind)]
 pub fn on_completion(callback: Function<'_, FnArgs<(u32, ExchangeOutcome)>, ()>) -> Result<()> {
-    let completions = callback
-        .build_threadsafe_function::<Completion>()
-        .weak::<true>()
-        .callee_handled::<false>()
-        .build_callback(|context: ThreadsafeCallContext<Completion>| {
-            Ok(FnArgs::from((context.value.id, outcome(context.value.exchanged))))
-        })?;
+    let completions =
+        callback.build_threadsafe_function::<Completion>().weak::<true>().callee_handled::<false>().build_callback(
+            |context: ThreadsafeCallContext<Completion>| {
+                Ok(FnArgs::from((context.value.id, outcome(context.value.exchanged))))
+            },
+        )?;
     COMPLETIONS.with(|slot| *slot.borrow_mut() = Some(Arc::new(Mutex::new(completions))));
     Ok(())
 }
@@ -265,7 +264,8 @@ pub fn exchange(
         return Err(Error::new(Status::GenericFailure, "obo-native: onCompletion was not called on this thread"));
     };
     let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, log };
-    let env = move || openid_env.map(|env| Box::new(move |name: &str| env.var(name)) as Box<dyn Fn(&str) -> Option<String>>);
+    let env =
+        move || openid_env.map(|env| Box::new(move |name: &str| env.var(name)) as Box<dyn Fn(&str) -> Option<String>>);
     match Engine::global().exchange(request, env) {
         Ok(exchange) => {
             Engine::spawn(exchange, move |exchanged| {
@@ -294,7 +294,14 @@ pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
     let hint = Box::into_raw(Box::new(mirror));
     let mut value = ptr::null_mut();
     let status = unsafe {
-        sys::napi_create_external_arraybuffer(env.raw(), data.cast(), length, Some(release_mirror), hint.cast(), &mut value)
+        sys::napi_create_external_arraybuffer(
+            env.raw(),
+            data.cast(),
+            length,
+            Some(release_mirror),
+            hint.cast(),
+            &mut value,
+        )
     };
     if status != sys::Status::napi_ok {
         let mirror = unsafe { Box::from_raw(hint) };

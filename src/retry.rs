@@ -10,8 +10,14 @@ use crate::error::ExchangeError;
 pub const RETRYABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
 pub const RETRYABLE_CODES: [&str; 4] = ["ETIMEDOUT", "ECONNRESET", "EAI_AGAIN", "ENOTFOUND"];
 /// OAuth errors that another identical request cannot fix.
-pub const NEVER_RETRIED: [&str; 6] =
-    ["invalid_grant", "interaction_required", "invalid_client", "invalid_scope", "unauthorized_client", "consent_required"];
+pub const NEVER_RETRIED: [&str; 6] = [
+    "invalid_grant",
+    "interaction_required",
+    "invalid_client",
+    "invalid_scope",
+    "unauthorized_client",
+    "consent_required",
+];
 /// Phrases the JavaScript service treated as transient.
 const TRANSIENT_PHRASES: [&str; 6] =
     ["timeout", "timed out", "socket hang up", "temporarily unavailable", "too many requests", "service unavailable"];
@@ -87,11 +93,7 @@ mod tests {
     use crate::error::OAuthErrorBody;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_retries: 1,
-            retry_delay: Duration::from_millis(300),
-            max_retry_after: Duration::from_secs(5),
-        }
+        RetryPolicy { max_retries: 1, retry_delay: Duration::from_millis(300), max_retry_after: Duration::from_secs(5) }
     }
 
     fn status(code: u16) -> ExchangeError {
@@ -122,7 +124,10 @@ mod tests {
             let err = ExchangeError::from_oauth(503, OAuthErrorBody { error: error.into(), ..Default::default() });
             assert!(!is_retryable(&err), "{error}");
         }
-        let err = ExchangeError::from_oauth(400, OAuthErrorBody { error: "temporarily_unavailable".into(), ..Default::default() });
+        let err = ExchangeError::from_oauth(
+            400,
+            OAuthErrorBody { error: "temporarily_unavailable".into(), ..Default::default() },
+        );
         assert!(is_retryable(&err));
     }
 
