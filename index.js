@@ -218,8 +218,15 @@ function describe(value) {
 const pendingCalls = new Map();
 let nextCallId = 0;
 
-/** Called by the addon, on this thread, when an exchange it started finishes. */
-function complete(id, outcome) {
+/**
+ * Called by the addon, on this thread, with a log event of an exchange as it
+ * happens, or with its outcome when it finishes.
+ */
+function complete(id, outcome, event) {
+  if (outcome === undefined || outcome === null) {
+    if (event && logger !== null) log(event.level, event.message);
+    return;
+  }
   const settle = pendingCalls.get(id);
   pendingCalls.delete(id);
   if (pendingCalls.size === 0) native.holdLoop(false);
@@ -243,9 +250,6 @@ function startExchange(openidId, scopes, accessToken, fromCache) {
  */
 async function exchangeNatively(openidId, scopes, accessToken, fromCache) {
   const outcome = await startExchange(openidId, scopes, accessToken, fromCache);
-  if (outcome.events !== undefined && logger !== null) {
-    for (const event of outcome.events) log(event.level, event.message);
-  }
   if (outcome.failure) throw toError(outcome.failure);
   return {
     access_token: outcome.accessToken,

@@ -50,6 +50,20 @@ describe('logging', () => {
     expect(all).not.toContain(ctx.idp.clientSecret);
   });
 
+  it('delivers each event as it happens: a retry is logged while the call still waits', async () => {
+    const { logger, lines } = recordingLogger();
+    obo.configure(optionsFor(ctx.idp, { logger, retryDelayMs: 800 }));
+    ctx.idp.enqueue({ status: 503, body: '' });
+    let settled = false;
+    const call = obo.exchangeOboToken({ openidId: 'live' }, ASSERTION, 'api://live').finally(() => {
+      settled = true;
+    });
+    await until(() => lines.some((line) => /retrying in 800 ms/.test(line.message)));
+    expect(settled).toBe(false);
+    await call;
+    expect(lines.at(-1).message).toMatch(/OBO token exchange successful for user live/);
+  });
+
   it('logs nothing without a logger, and survives a logger that throws', async () => {
     const { logger, lines } = recordingLogger();
     obo.setLogger(logger);

@@ -47,8 +47,8 @@ pub struct ExchangeRequest {
     pub scopes: String,
     pub assertion: String,
     pub from_cache: bool,
-    /// Whether to collect [`Event`]s.
-    pub log: bool,
+    /// Where this call's log events go.
+    pub events: Events,
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -58,7 +58,7 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("scopes", &self.scopes)
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
-            .field("log", &self.log)
+            .field("events", &self.events)
             .finish()
     }
 }
@@ -175,7 +175,8 @@ impl Engine {
         let engine = self.clone();
         let epoch = self.0.generations.epoch();
         Ok(async move {
-            let mut events = Events::new(request.log);
+            let mut request = request;
+            let mut events = std::mem::replace(&mut request.events, Events::Off);
             let outcome = engine.exchange_with(setup, &request, epoch, &mut events).await;
             match &outcome {
                 Ok(token) => events.push(Level::Debug, || {
@@ -507,7 +508,7 @@ mod tests {
             scopes: "api://s".into(),
             assertion: "assertion-value-123".into(),
             from_cache,
-            log: true,
+            events: Events::Collect(Vec::new()),
         }
     }
 

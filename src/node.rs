@@ -17,8 +17,9 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi_derive::napi;
 use parking_lot::Mutex;
 
-use crate::engine::{Engine, ExchangeRequest, Exchanged};
+use crate::engine::{Engine, ExchangeRequest, Outcome};
 use crate::error::ExchangeError;
+use crate::events::{Event, Events};
 use crate::generations::Mirror;
 
 #[napi(object)]
@@ -137,8 +138,6 @@ pub struct ExchangeOutcome {
     pub access_token: Option<String>,
     pub expires_in: Option<u32>,
     pub failure: Option<Failure>,
-    /// Log lines, when asked for.
-    pub events: Option<Vec<LogEvent>>,
 }
 
 fn failure(err: &ExchangeError) -> Failure {
@@ -162,22 +161,14 @@ fn failure(err: &ExchangeError) -> Failure {
     }
 }
 
-fn outcome(exchanged: Exchanged) -> ExchangeOutcome {
-    let events = (!exchanged.events.is_empty()).then(|| {
-        exchanged
-            .events
-            .into_iter()
-            .map(|event| LogEvent { level: event.level.as_str().to_owned(), message: event.message })
-            .collect()
-    });
-    match exchanged.outcome {
+fn outcome(result: Outcome) -> ExchangeOutcome {
+    match result {
         Ok(token) => ExchangeOutcome {
             access_token: Some(token.access_token.to_string()),
             expires_in: Some(token.expires_in as u32),
             failure: None,
-            events,
         },
-        Err(err) => ExchangeOutcome { access_token: None, expires_in: None, failure: Some(failure(&err)), events },
+        Err(err) => ExchangeOutcome { access_token: None, expires_in: None, failure: Some(failure(&err)) },
     }
 }
 
@@ -209,31 +200,47 @@ impl OpenIdEnv {
     }
 }
 
-/// A finished exchange on its way to the thread that asked for it.
-pub struct Completion {
-    id: u32,
-    exchanged: Exchanged,
+/// News of an exchange on its way to the thread that asked for it: a log
+/// event as it happens, then the outcome.
+pub enum Completion {
+    Log { id: u32, event: Event },
+    Done { id: u32, outcome: Outcome },
 }
 
+/// `(id, outcome, event)`: exactly one of the last two is set.
+type CompletionArgs = FnArgs<(u32, Option<ExchangeOutcome>, Option<LogEvent>)>;
+
 /// Weak: it keeps the event loop alive only while `hold_loop(true)` says so.
-type CompletionFn = ThreadsafeFunction<Completion, (), FnArgs<(u32, ExchangeOutcome)>, Status, false, true>;
+type CompletionFn = ThreadsafeFunction<Completion, (), CompletionArgs, Status, false, true>;
 
 thread_local! {
     /// This JavaScript thread's completion function.
     static COMPLETIONS: RefCell<Option<Arc<Mutex<CompletionFn>>>> = const { RefCell::new(None) };
 }
 
-/// Registers `callback(id, outcome)`, through which this thread's exchanges finish.
+/// Registers `callback(id, outcome, event)`, through which this thread's
+/// exchanges report their log events and finish.
 #[napi(catch_unwind)]
-pub fn on_completion(callback: Function<'_, FnArgs<(u32, ExchangeOutcome)>, ()>) -> Result<()> {
+pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<()> {
     let completions =
         callback.build_threadsafe_function::<Completion>().weak::<true>().callee_handled::<false>().build_callback(
             |context: ThreadsafeCallContext<Completion>| {
-                Ok(FnArgs::from((context.value.id, outcome(context.value.exchanged))))
+                Ok(FnArgs::from(match context.value {
+                    Completion::Done { id, outcome: result } => (id, Some(outcome(result)), None),
+                    Completion::Log { id, event } => {
+                        (id, None, Some(LogEvent { level: event.level.as_str().to_owned(), message: event.message }))
+                    }
+                }))
             },
         )?;
     COMPLETIONS.with(|slot| *slot.borrow_mut() = Some(Arc::new(Mutex::new(completions))));
     Ok(())
+}
+
+/// Sends news of an exchange to its thread. Fails only when the thread is
+/// gone (a terminated worker): nobody is waiting then.
+fn report(completions: &Mutex<CompletionFn>, news: Completion) {
+    completions.lock().call(news, ThreadsafeFunctionCallMode::NonBlocking);
 }
 
 /// Keeps the event loop alive (`true`) while this thread has exchanges under way.
@@ -263,18 +270,23 @@ pub fn exchange(
     let Some(completions) = COMPLETIONS.with(|slot| slot.borrow().clone()) else {
         return Err(Error::new(Status::GenericFailure, "obo-native: onCompletion was not called on this thread"));
     };
-    let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, log };
+    let events = if log {
+        let completions = completions.clone();
+        Events::Stream(Box::new(move |event| report(&completions, Completion::Log { id, event })))
+    } else {
+        Events::Off
+    };
+    let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, events };
     let env =
         move || openid_env.map(|env| Box::new(move |name: &str| env.var(name)) as Box<dyn Fn(&str) -> Option<String>>);
     match Engine::global().exchange(request, env) {
         Ok(exchange) => {
             Engine::spawn(exchange, move |exchanged| {
-                // Fails only when the thread is gone (a terminated worker): nobody is waiting.
-                completions.lock().call(Completion { id, exchanged }, ThreadsafeFunctionCallMode::NonBlocking);
+                report(&completions, Completion::Done { id, outcome: exchanged.outcome })
             });
             Ok(None)
         }
-        Err(err) => Ok(Some(outcome(Exchanged { outcome: Err(err), events: Vec::new() }))),
+        Err(err) => Ok(Some(outcome(Err(err)))),
     }
 }
 
