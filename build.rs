@@ -1,1 +1,5 @@
-fn main() { if std::env::var_os("CARGO_FEATURE_NODE").is_some() { napi_build::setup(); } }
+fn main() {
+    if std::env::var_os("CARGO_FEATURE_NODE").is_some() {
+        napi_build::setup();
+    }
+}
