@@ -30,7 +30,7 @@ const generations = view ? new Uint32Array(view) : null;
 let memo = new Map();
 let memoSize = 0;
 let unreportedHits = 0;
-/** This thread's logger, or null: nothing is logged, and no event is collected. */
+/** This thread's logger, or null: nothing is logged, and the addon produces no event. */
 let logger = null;
 
 const LOGGER_METHODS = ['debug', 'info', 'warn', 'error'];
@@ -229,18 +229,19 @@ function complete(id, outcome, event) {
   }
   const settle = pendingCalls.get(id);
   pendingCalls.delete(id);
-  if (pendingCalls.size === 0) native.holdLoop(false);
+  if (pendingCalls.size === 0) native.holdLoop(channel, false);
   if (settle !== undefined) settle(outcome);
 }
-native.onCompletion(complete);
+/** This module's channel for the news of its exchanges (an opaque native handle). */
+const channel = native.onCompletion(complete);
 
 /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
 function startExchange(openidId, scopes, accessToken, fromCache) {
   const id = (nextCallId = (nextCallId + 1) >>> 0);
   const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
-  const immediate = native.exchange(id, openidId, scopes, accessToken, fromCache, env, logger !== null);
+  const immediate = native.exchange(channel, id, openidId, scopes, accessToken, fromCache, env, logger !== null);
   if (immediate !== null) return immediate;
-  if (pendingCalls.size === 0) native.holdLoop(true);
+  if (pendingCalls.size === 0) native.holdLoop(channel, true);
   return new Promise((resolve) => pendingCalls.set(id, resolve));
 }
 

@@ -3,11 +3,10 @@
 //! belong to the caller's realm.
 //!
 //! Finished exchanges reach their JavaScript thread through one threadsafe
-//! function per thread, made once (a promise per call would create and tear
-//! down a threadsafe function per call), and completions that finish together
-//! are delivered in one wake-up of the event loop.
+//! function per facade instance, made once (a promise per call would create
+//! and tear down a threadsafe function per call), and completions that finish
+//! together are delivered in one wake-up of the event loop.
 
-use std::cell::RefCell;
 use std::ptr;
 use std::sync::Arc;
 
@@ -213,15 +212,14 @@ type CompletionArgs = FnArgs<(u32, Option<ExchangeOutcome>, Option<LogEvent>)>;
 /// Weak: it keeps the event loop alive only while `hold_loop(true)` says so.
 type CompletionFn = ThreadsafeFunction<Completion, (), CompletionArgs, Status, false, true>;
 
-thread_local! {
-    /// This JavaScript thread's completion function.
-    static COMPLETIONS: RefCell<Option<Arc<Mutex<CompletionFn>>>> = const { RefCell::new(None) };
-}
+/// A JavaScript thread's channel for the news of its exchanges; JavaScript
+/// holds it as an opaque handle and passes it back with each call.
+pub struct CompletionChannel(Arc<Mutex<CompletionFn>>);
 
-/// Registers `callback(id, outcome, event)`, through which this thread's
-/// exchanges report their log events and finish.
+/// Makes a channel through which `callback(id, outcome, event)` hears of the
+/// exchanges started with it: their log events as they happen, then their outcome.
 #[napi(catch_unwind)]
-pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<()> {
+pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<External<CompletionChannel>> {
     let completions =
         callback.build_threadsafe_function::<Completion>().weak::<true>().callee_handled::<false>().build_callback(
             |context: ThreadsafeCallContext<Completion>| {
@@ -233,8 +231,7 @@ pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<()> {
                 }))
             },
         )?;
-    COMPLETIONS.with(|slot| *slot.borrow_mut() = Some(Arc::new(Mutex::new(completions))));
-    Ok(())
+    Ok(External::new(CompletionChannel(Arc::new(Mutex::new(completions)))))
 }
 
 /// Sends news of an exchange to its thread. Fails only when the thread is
@@ -243,22 +240,25 @@ fn report(completions: &Mutex<CompletionFn>, news: Completion) {
     completions.lock().call(news, ThreadsafeFunctionCallMode::NonBlocking);
 }
 
-/// Keeps the event loop alive (`true`) while this thread has exchanges under way.
+/// Keeps the event loop alive (`true`) while the channel's thread has exchanges under way.
 #[napi(catch_unwind)]
 #[allow(deprecated)] // `refer`/`unref` are napi_ref/unref_threadsafe_function, which is what is meant here
-pub fn hold_loop(env: &Env, hold: bool) -> Result<()> {
-    COMPLETIONS.with(|slot| match &*slot.borrow() {
-        Some(completions) if hold => completions.lock().refer(env),
-        Some(completions) => completions.lock().unref(env),
-        None => Ok(()),
-    })
+pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -> Result<()> {
+    let mut completions = channel.0.lock();
+    if hold {
+        completions.refer(env)
+    } else {
+        completions.unref(env)
+    }
 }
 
-/// Starts an exchange (cache and in-flight checks included) that finishes
-/// through this thread's completion function with `id`. A call that cannot
-/// start (no configuration) returns its outcome at once instead.
+/// Starts an exchange (cache and in-flight checks included) that reports
+/// through `channel` with `id`. A call that cannot start (no configuration)
+/// returns its outcome at once instead.
 #[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
+    channel: &External<CompletionChannel>,
     id: u32,
     openid_id: String,
     scopes: String,
@@ -267,9 +267,7 @@ pub fn exchange(
     openid_env: Option<OpenIdEnv>,
     log: bool,
 ) -> Result<Option<ExchangeOutcome>> {
-    let Some(completions) = COMPLETIONS.with(|slot| slot.borrow().clone()) else {
-        return Err(Error::new(Status::GenericFailure, "obo-native: onCompletion was not called on this thread"));
-    };
+    let completions = channel.0.clone();
     let events = if log {
         let completions = completions.clone();
         Events::Stream(Box::new(move |event| report(&completions, Completion::Log { id, event })))
