@@ -87,6 +87,9 @@ impl fmt::Debug for Config {
     }
 }
 
+/// A view of the environment: the value of a variable, by name.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// A URL fit to print: user name and password removed.
 pub fn without_credentials(url: &Url) -> Url {
     let mut url = url.clone();

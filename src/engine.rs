@@ -12,9 +12,9 @@ use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
 use crate::cache::{CacheKey, CachedToken, Hit, TokenCache};
-use crate::config::{Config, EndpointSource};
+use crate::config::{Config, EndpointSource, EnvLookup};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
-use crate::events::{Event, Events, Level};
+use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
@@ -34,12 +34,6 @@ pub struct Token {
 }
 
 pub type Outcome = Result<Token, Arc<ExchangeError>>;
-
-/// What one call learned: its outcome, and its events when asked for.
-pub struct Exchanged {
-    pub outcome: Outcome,
-    pub events: Vec<Event>,
-}
 
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
@@ -169,8 +163,8 @@ impl Engine {
     pub fn exchange(
         &self,
         request: ExchangeRequest,
-        env: impl FnOnce() -> Option<Box<dyn Fn(&str) -> Option<String>>>,
-    ) -> Result<impl Future<Output = Exchanged> + Send + 'static, Arc<ExchangeError>> {
+        env: Option<EnvLookup<'_>>,
+    ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
         let setup = self.setup(env)?;
         let engine = self.clone();
         let epoch = self.0.generations.epoch();
@@ -187,29 +181,25 @@ impl Engine {
                 }),
                 Err(err) => events.push(Level::Error, || format!("OBO token exchange failed: {}", err.message)),
             }
-            Exchanged { outcome, events: events.into_vec() }
+            outcome
         })
     }
 
     /// Runs an exchange on the process's runtime and hands its outcome to
     /// `done`, whatever happens to it (a panic becomes an error).
     pub fn spawn(
-        exchange: impl Future<Output = Exchanged> + Send + 'static,
-        done: impl FnOnce(Exchanged) + Send + 'static,
+        exchange: impl Future<Output = Outcome> + Send + 'static,
+        done: impl FnOnce(Outcome) + Send + 'static,
     ) {
-        runtime::spawn_settled(exchange, done, |()| Exchanged {
-            outcome: Err(Arc::new(ExchangeError::failed(
+        runtime::spawn_settled(exchange, done, |()| {
+            Err(Arc::new(ExchangeError::failed(
                 "obo-native: the exchange failed unexpectedly (an internal error; please report it)",
-            ))),
-            events: Vec::new(),
+            )))
         });
     }
 
     /// `env` gives the caller's view of the environment, when it was sent.
-    fn setup(
-        &self,
-        env: impl FnOnce() -> Option<Box<dyn Fn(&str) -> Option<String>>>,
-    ) -> Result<Arc<Setup>, Arc<ExchangeError>> {
+    fn setup(&self, env: Option<EnvLookup<'_>>) -> Result<Arc<Setup>, Arc<ExchangeError>> {
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*self.0.slot.read() {
             return Ok(setup.clone());
         }
@@ -222,8 +212,8 @@ impl Engine {
         };
         // Not sent: another thread returned to the environment after this one
         // looked; the process's own environment is the best view there is.
-        let env = env().unwrap_or_else(|| Box::new(|name: &str| std::env::var(name).ok()));
-        let config = match Config::from_env(env) {
+        let process_env = |name: &str| std::env::var(name).ok();
+        let config = match Config::from_env(env.unwrap_or(&process_env)) {
             Ok(Some(config)) => config,
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
@@ -434,6 +424,7 @@ async fn discover(client: &Client, issuer: &Url, timeout: std::time::Duration) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Event;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -508,12 +499,18 @@ mod tests {
             scopes: "api://s".into(),
             assertion: "assertion-value-123".into(),
             from_cache,
-            events: Events::Collect(Vec::new()),
+            events: Events::Off,
         }
     }
 
-    async fn run(engine: &Engine, request: ExchangeRequest) -> Exchanged {
-        engine.exchange(request, || None).unwrap().await
+    /// An exchange run to its end, with the events it streamed.
+    async fn run(engine: &Engine, mut request: ExchangeRequest) -> (Outcome, Vec<Event>) {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        request.events = Events::Stream(Box::new(move |event| sink.lock().push(event)));
+        let outcome = engine.exchange(request, None).unwrap().await;
+        let events = std::mem::take(&mut *seen.lock());
+        (outcome, events)
     }
 
     const TOKEN: &str = r#"{"access_token":"tok","expires_in":"1800","token_type":"Bearer"}"#;
@@ -522,14 +519,14 @@ mod tests {
     async fn a_token_is_fetched_once_then_served_from_the_cache() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
         let engine = engine(&url, "");
-        let first = run(&engine, request("u", true)).await.outcome.unwrap();
+        let first = run(&engine, request("u", true)).await.0.unwrap();
         assert_eq!(first, Token { access_token: Arc::from("tok"), expires_in: 1800 });
         let hit = engine.lookup("u", "api://s").unwrap();
         assert_eq!(hit.expires_in, 1800);
         assert_eq!(&*hit.access_token, "tok");
         let again = run(&engine, request("u", true)).await;
-        assert_eq!(again.outcome.unwrap().access_token.as_ref(), "tok");
-        assert!(again.events.iter().any(|event| event.message.contains("Using cached OBO token")));
+        assert_eq!(again.0.unwrap().access_token.as_ref(), "tok");
+        assert!(again.1.iter().any(|event| event.message.contains("Using cached OBO token")));
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let stats = engine.stats();
         assert_eq!((stats.cache_hits, stats.cache_misses, stats.exchanges, stats.cache_size), (2, 1, 1, 1));
@@ -539,13 +536,12 @@ mod tests {
     async fn concurrent_callers_share_one_request_and_from_cache_false_does_not_join() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
         let engine = engine(&url, "");
-        let calls: Vec<_> =
-            (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), || None).unwrap())).collect();
-        let forced = tokio::spawn(engine.exchange(request("u", false), || None).unwrap());
+        let calls: Vec<_> = (0..20).map(|_| tokio::spawn(engine.exchange(request("u", true), None).unwrap())).collect();
+        let forced = tokio::spawn(engine.exchange(request("u", false), None).unwrap());
         for call in calls {
-            assert!(call.await.unwrap().outcome.is_ok());
+            assert!(call.await.unwrap().is_ok());
         }
-        assert!(forced.await.unwrap().outcome.is_ok());
+        assert!(forced.await.unwrap().is_ok());
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert_eq!(engine.stats().coalesced, 19);
         assert_eq!(engine.stats().in_flight, 0);
@@ -555,13 +551,13 @@ mod tests {
     async fn a_transient_failure_is_retried_and_the_events_say_so() {
         let (url, count) = provider(vec![(503, "", r#"{}"#), (200, "", TOKEN)], Duration::ZERO).await;
         let engine = engine(&url, "");
-        let exchanged = run(&engine, request("u", true)).await;
-        assert!(exchanged.outcome.is_ok());
+        let (outcome, events) = run(&engine, request("u", true)).await;
+        assert!(outcome.is_ok());
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert_eq!(engine.stats().retries, 1);
-        let warn = exchanged.events.iter().find(|event| event.level == Level::Warn).unwrap();
+        let warn = events.iter().find(|event| event.level == Level::Warn).unwrap();
         assert!(warn.message.starts_with("[OboTokenService] Transient OBO token exchange failure, retrying in 10 ms"));
-        assert!(exchanged.events.iter().all(|event| !event.message.contains("assertion-value-123")));
+        assert!(events.iter().all(|event| !event.message.contains("assertion-value-123")));
     }
 
     #[tokio::test]
@@ -570,12 +566,12 @@ mod tests {
             provider(vec![(429, "retry-after: 60\r\n", r#"{"error":"temporarily_unavailable"}"#)], Duration::ZERO)
                 .await;
         let engine = engine(&url, "");
-        let first = run(&engine, request("u", true)).await.outcome.unwrap_err();
+        let first = run(&engine, request("u", true)).await.0.unwrap_err();
         assert_eq!(
             (first.status, first.retry_after_secs(), first.retryable, first.throttled),
             (Some(429), Some(60), true, false)
         );
-        let second = run(&engine, request("u", true)).await.outcome.unwrap_err();
+        let second = run(&engine, request("u", true)).await.0.unwrap_err();
         assert!(second.throttled);
         assert_eq!(count.load(Ordering::SeqCst), 1);
         engine.clear_cache();
@@ -587,10 +583,10 @@ mod tests {
     async fn a_token_arriving_after_clear_cache_is_not_cached() {
         let (url, _) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
         let engine = engine(&url, "");
-        let pending = tokio::spawn(engine.exchange(request("u", true), || None).unwrap());
+        let pending = tokio::spawn(engine.exchange(request("u", true), None).unwrap());
         tokio::time::sleep(Duration::from_millis(30)).await;
         engine.clear_cache();
-        assert!(pending.await.unwrap().outcome.is_ok());
+        assert!(pending.await.unwrap().is_ok());
         assert!(engine.lookup("u", "api://s").is_none());
     }
 
@@ -600,7 +596,7 @@ mod tests {
             r#"{"error":"invalid_grant","error_description":"AADSTS50013: assertion-value-123 with secret-value"}"#;
         let (url, _) = provider(vec![(400, "", body)], Duration::ZERO).await;
         let engine = engine(&url, "");
-        let err = run(&engine, request("u", true)).await.outcome.unwrap_err();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
         let text = format!("{err:?}");
         assert!(!text.contains("assertion-value-123") && !text.contains("secret-value"), "{text}");
     }
@@ -610,13 +606,13 @@ mod tests {
         let (sender, receiver) = std::sync::mpsc::channel();
         Engine::spawn(async { panic!("boom") }, move |exchanged| sender.send(exchanged).unwrap());
         let exchanged = receiver.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(exchanged.outcome.unwrap_err().message.contains("internal error"));
+        assert!(exchanged.unwrap_err().message.contains("internal error"));
     }
 
     #[test]
     fn without_configuration_the_exchange_is_refused_at_once() {
         let engine = Engine::new(Box::leak(Box::new(Generations::new())));
-        let Err(err) = engine.exchange(request("u", true), || None) else { panic!("no configuration") };
+        let Err(err) = engine.exchange(request("u", true), None) else { panic!("no configuration") };
         assert_eq!(err.message, CONFIG_UNAVAILABLE);
         assert_eq!(err.reason, FailureReason::ConfigUnavailable);
     }

@@ -27,40 +27,26 @@ pub struct Event {
 }
 
 /// Where a call's events go: nowhere (its thread has no logger: the message
-/// is not even formatted), into a list handed over with the outcome, or to a
-/// sink that delivers each one as it happens.
+/// is not even formatted), or to a sink that delivers each one as it happens.
 pub enum Events {
     Off,
-    Collect(Vec<Event>),
     Stream(Box<dyn Fn(Event) + Send + Sync>),
 }
 
 impl Events {
     pub fn push(&mut self, level: Level, message: impl FnOnce() -> String) {
-        let event = || Event { level, message: format!("[OboTokenService] {}", message()) };
-        match self {
-            Events::Off => {}
-            Events::Collect(events) => events.push(event()),
-            Events::Stream(sink) => sink(event()),
-        }
-    }
-
-    /// The collected events (none when off or streamed).
-    pub fn into_vec(self) -> Vec<Event> {
-        match self {
-            Events::Collect(events) => events,
-            Events::Off | Events::Stream(_) => Vec::new(),
+        if let Events::Stream(sink) = self {
+            sink(Event { level, message: format!("[OboTokenService] {}", message()) });
         }
     }
 }
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Events::Off => f.write_str("Events::Off"),
-            Events::Collect(events) => f.debug_tuple("Events::Collect").field(events).finish(),
-            Events::Stream(_) => f.write_str("Events::Stream"),
-        }
+        f.write_str(match self {
+            Events::Off => "Events::Off",
+            Events::Stream(_) => "Events::Stream",
+        })
     }
 }
 
@@ -72,10 +58,6 @@ mod tests {
     fn nothing_is_formatted_without_a_logger() {
         let mut quiet = Events::Off;
         quiet.push(Level::Warn, || unreachable!("formatted without a logger"));
-        assert!(quiet.into_vec().is_empty());
-        let mut loud = Events::Collect(Vec::new());
-        loud.push(Level::Debug, || "hello".into());
-        assert_eq!(loud.into_vec(), vec![Event { level: Level::Debug, message: "[OboTokenService] hello".into() }]);
     }
 
     #[test]
@@ -86,7 +68,6 @@ mod tests {
         events.push(Level::Warn, || "one".into());
         assert_eq!(seen.lock().len(), 1);
         events.push(Level::Error, || "two".into());
-        assert_eq!(seen.lock()[1].message, "[OboTokenService] two");
-        assert!(events.into_vec().is_empty());
+        assert_eq!(seen.lock()[1], Event { level: Level::Error, message: "[OboTokenService] two".into() });
     }
 }

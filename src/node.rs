@@ -16,6 +16,7 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi_derive::napi;
 use parking_lot::Mutex;
 
+use crate::config::EnvLookup;
 use crate::engine::{Engine, ExchangeRequest, Outcome};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
@@ -275,13 +276,11 @@ pub fn exchange(
         Events::Off
     };
     let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, events };
-    let env =
-        move || openid_env.map(|env| Box::new(move |name: &str| env.var(name)) as Box<dyn Fn(&str) -> Option<String>>);
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
     match Engine::global().exchange(request, env) {
         Ok(exchange) => {
-            Engine::spawn(exchange, move |exchanged| {
-                report(&completions, Completion::Done { id, outcome: exchanged.outcome })
-            });
+            Engine::spawn(exchange, move |outcome| report(&completions, Completion::Done { id, outcome }));
             Ok(None)
         }
         Err(err) => Ok(Some(outcome(Err(err)))),
