@@ -121,7 +121,7 @@ impl TokenCache {
 
     /// Stores a token, keeping at most `capacity` entries, unless `still_current`
     /// says (under the write lock) that the cache was emptied since the exchange
-    /// began. Returns the stamp of the stored entry.
+    /// began. Returns whether the token was stored.
     pub fn insert(
         &self,
         key: CacheKey,
@@ -129,28 +129,29 @@ impl TokenCache {
         capacity: usize,
         now: Instant,
         still_current: impl FnOnce() -> bool,
-    ) -> Option<Stamp> {
+    ) -> bool {
         let _write = self.writes.lock();
         if !still_current() {
-            return None;
+            return false;
         }
-        if !self.entries.contains_key(key.as_str()) && self.entries.len() >= capacity.max(1) {
-            self.make_room(capacity.max(1), now);
+        let capacity = capacity.max(1);
+        if !self.entries.contains_key(key.as_str()) && self.entries.len() >= capacity {
+            self.make_room(capacity, now);
         }
-        let key_text = key.as_str().to_owned();
+        let slot = Generations::slot_of(key.as_str());
         self.entries.insert(key, token);
-        self.generations.bump_key(&key_text);
-        Some(self.generations.stamp(&key_text))
+        self.generations.bump_slot(slot);
+        true
     }
 
     /// Drops expired entries first; if that is not enough, the entries nearest
     /// expiry, down to 90 % of capacity so that the scan is paid once per many inserts.
     fn make_room(&self, capacity: usize, now: Instant) {
-        let mut removed = Vec::new();
+        let mut changed_slots = Vec::new();
         self.entries.retain(|key, token| {
             let keep = now < token.serve_until;
             if !keep {
-                removed.push(key.as_str().to_owned());
+                changed_slots.push(Generations::slot_of(key.as_str()));
             }
             keep
         });
@@ -162,11 +163,11 @@ impl TokenCache {
             by_expiry.select_nth_unstable_by_key(excess - 1, |(serve_until, _)| *serve_until);
             for (_, key) in by_expiry.into_iter().take(excess) {
                 self.entries.remove(key.as_str());
-                removed.push(key.as_str().to_owned());
+                changed_slots.push(Generations::slot_of(key.as_str()));
             }
         }
-        for key in removed {
-            self.generations.bump_key(&key);
+        for slot in changed_slots {
+            self.generations.bump_slot(slot);
         }
     }
 
@@ -255,7 +256,7 @@ mod tests {
     fn an_outdated_insert_is_dropped() {
         let cache = cache();
         let t0 = Instant::now();
-        assert!(cache.insert(CacheKey::new("u", "s"), token("x", 60, t0), 10, t0, || false).is_none());
+        assert!(!cache.insert(CacheKey::new("u", "s"), token("x", 60, t0), 10, t0, || false));
         assert!(cache.is_empty());
     }
 
@@ -264,10 +265,12 @@ mod tests {
         let cache = cache();
         let t0 = Instant::now();
         let key = CacheKey::new("u", "s");
-        let first = cache.insert(key.clone(), token("a", 60, t0), 10, t0, || true).unwrap();
-        assert_eq!(cache.get(key.as_str(), t0).unwrap().stamp, first);
-        let second = cache.insert(key.clone(), token("b", 60, t0), 10, t0, || true).unwrap();
+        assert!(cache.insert(key.clone(), token("a", 60, t0), 10, t0, || true));
+        let first = cache.get(key.as_str(), t0).unwrap().stamp;
+        assert!(cache.insert(key.clone(), token("b", 60, t0), 10, t0, || true));
+        let second = cache.get(key.as_str(), t0).unwrap().stamp;
         assert_ne!(first, second);
+        assert_eq!(first.slot, second.slot);
         cache.clear();
         assert!(cache.get(key.as_str(), t0).is_none());
     }

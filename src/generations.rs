@@ -86,8 +86,9 @@ impl Generations {
         self.canonical[0].load(Ordering::Acquire)
     }
 
-    pub fn bump_key(&self, key: &str) {
-        self.bump(Self::slot_of(key) as usize);
+    /// Marks every key of `slot` as changed (the slot from [`Generations::slot_of`]).
+    pub fn bump_slot(&self, slot: u32) {
+        self.bump(slot as usize);
     }
 
     pub fn bump_epoch(&self) {
@@ -147,7 +148,7 @@ mod tests {
         let generations = Generations::new();
         let early = generations.mirror();
         let before = generations.stamp("3:abcscope");
-        generations.bump_key("3:abcscope");
+        generations.bump_slot(Generations::slot_of("3:abcscope"));
         let after = generations.stamp("3:abcscope");
         assert_eq!(before.slot, after.slot);
         assert_ne!(before.generation, after.generation);
