@@ -57,9 +57,13 @@ function findHostLogger() {
   return undefined;
 }
 
-if (typeof obo.setLogger === 'function') {
-  const logger = findHostLogger();
-  if (logger) obo.setLogger(logger);
+const hostLogger = findHostLogger();
+if (hostLogger) {
+  try {
+    obo.setLogger(hostLogger);
+  } catch {
+    // not a logger with debug/info/warn/error: log nothing rather than fail the host's start-up
+  }
 }
 
 const { exchangeOboToken, getGraphApiToken } = obo;

@@ -114,7 +114,10 @@ describe('obo-native/librechat, configured from LibreChat\'s environment', () =>
 });
 
 describe('obo-native/librechat uses the host\'s @librechat/data-schemas logger', () => {
-  /** A host application on disk; `logger: false` → a data-schemas without a logger, `'throw'` → one that fails to load. */
+  /**
+   * A host application on disk; `logger: false` → a data-schemas without a logger, `'throw'` → one that
+   * fails to load, `'partial'` → a logger without debug/warn/error.
+   */
   function makeHost(name, { logger = true } = {}) {
     const host = path.join(tmp, name);
     const pkg = path.join(host, 'node_modules', '@librechat', 'data-schemas');
@@ -124,7 +127,9 @@ describe('obo-native/librechat uses the host\'s @librechat/data-schemas logger',
     const body =
       logger === 'throw'
         ? "throw new Error('data-schemas failed to load');\n"
-        : logger
+        : logger === 'partial'
+          ? "module.exports = { logger: { info: (message) => process.stderr.write(String(message) + '\\n') } };\n"
+          : logger
           ? [
               "const write = (level) => (message, ...meta) => process.stderr.write(JSON.stringify({ level, message: String(message) }) + '\\n');",
               "module.exports = { logger: { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') } };",
@@ -215,11 +220,17 @@ describe('obo-native/librechat uses the host\'s @librechat/data-schemas logger',
     expect(run.logs.length).toBeGreaterThan(0);
   });
 
-  it('logs nothing when the host has no @librechat/data-schemas, or it has no logger, or it fails to load', async () => {
+  it('logs nothing when the host has no @librechat/data-schemas, or it has no logger, or it fails to load, or its logger lacks methods', async () => {
     idp.setResponder((req) => (req.form.scope === 'api://bad' ? faults.invalidScope() : undefined));
     const bare = path.join(tmp, 'host-bare');
     fs.mkdirSync(bare, { recursive: true });
-    for (const cwd of [bare, makeHost('host-no-logger', { logger: false }), makeHost('host-throws', { logger: 'throw' })]) {
+    const hosts = [
+      bare,
+      makeHost('host-no-logger', { logger: false }),
+      makeHost('host-throws', { logger: 'throw' }),
+      makeHost('host-partial-logger', { logger: 'partial' }),
+    ];
+    for (const cwd of hosts) {
       idp.reset();
       idp.setResponder((req) => (req.form.scope === 'api://bad' ? faults.invalidScope() : undefined));
       const run = await runNode(['-e', SCRIPT], { cwd });
