@@ -204,21 +204,22 @@ async function startMockIdp(options = {}) {
     return send(200, answer);
   };
 
+  /** The 401 Entra answers a client that fails to authenticate, or null when it passes. */
   function checkClient(headers, form) {
     if (clientSecret === null) return null;
-    const invalid = faults.badClientSecret();
+    return clientAuthenticates(headers, form) ? null : faults.badClientSecret();
+  }
+
+  function clientAuthenticates(headers, form) {
     const authorization = headers.authorization || '';
     if (authorization.startsWith('Basic ')) {
       const [id, secret] = Buffer.from(authorization.slice(6), 'base64')
         .toString('utf8')
         .split(':')
         .map((part) => decodeURIComponent(part.replace(/\+/g, ' ')));
-      return id === clientId && secret === clientSecret ? null : invalid;
+      return id === clientId && secret === clientSecret;
     }
-    if (form.client_secret !== undefined) {
-      return form.client_id === clientId && form.client_secret === clientSecret ? null : invalid;
-    }
-    return invalid;
+    return form.client_secret !== undefined && form.client_id === clientId && form.client_secret === clientSecret;
   }
 
   const server = options.tls ? https.createServer(options.tls, handler) : http.createServer(handler);
