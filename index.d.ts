@@ -108,3 +108,6 @@ export declare function setLogger(logger: Logger | null): void
 export declare function clearCache(): void
 
 export declare function stats(): OboStats
+
+/** The token endpoint in use: configured, or discovered from the issuer by an exchange; `null` before discovery. */
+export declare function tokenEndpoint(): string | null

@@ -373,6 +373,14 @@ function clearCache() {
   forgetMemo();
 }
 
+/**
+ * The token endpoint in use: the configured one, or the one discovered from
+ * the issuer by an exchange; null before discovery.
+ */
+function tokenEndpoint() {
+  return native.tokenEndpoint();
+}
+
 /** Counters since the package was loaded, for the whole process. */
 function stats() {
   const counters = native.stats(unreportedHits);
@@ -390,4 +398,4 @@ function stats() {
   };
 }
 
-module.exports = { exchangeOboToken, getGraphApiToken, configure, setLogger, clearCache, stats };
+module.exports = { exchangeOboToken, getGraphApiToken, configure, setLogger, clearCache, stats, tokenEndpoint };

@@ -122,6 +122,7 @@ describe('obo-native exchange: success', () => {
     expect(result.stdout).toMatch(/✔ On-Behalf-Of exchange succeeded/);
     expect(result.stdout).toContain(`Token endpoint   ${idp.tokenEndpoint}`);
     expect(result.stdout).toContain(`(discovered from ${idp.issuer})`);
+    expect(idp.discoveryRequests()).toHaveLength(1);
     expect(result.stdout).toMatch(/Client\s+mock-client-id \(client_secret_basic\)/);
     expect(result.stdout).toMatch(/Time\s+[\d.]+ (µs|ms|s) \(OpenID discovery and token request\)/);
     expect(result.stdout).toMatch(/expires_in\s+3600 s \(until \d{4}-\d\d-\d\dT/);

@@ -547,11 +547,14 @@ describe('configuration', () => {
   it('discovers the token endpoint from the issuer once, and does not remember a failed discovery', async () => {
     configure({ issuer: ctx.idp.issuer, clientId: ctx.idp.clientId, clientSecret: ctx.idp.clientSecret, retryDelayMs: 10 });
     ctx.idp.failDiscovery(2);
+    expect(obo.tokenEndpoint()).toBeNull();
     await expect(exchangeOboToken(user, 'a', 'api://one')).rejects.toMatchObject({
       message: expect.stringMatching(/^OpenID configuration not available: discovery at .* failed/),
       retryable: true,
     });
+    expect(obo.tokenEndpoint()).toBeNull();
     await exchangeOboToken(user, 'a', 'api://one');
+    expect(obo.tokenEndpoint()).toBe(ctx.idp.tokenEndpoint);
     await exchangeOboToken(user, 'a', 'api://two');
     expect(ctx.idp.discoveryRequests()).toHaveLength(3);
     expect(ctx.idp.tokenRequests()).toHaveLength(2);

@@ -232,25 +232,6 @@ function reachable(url, timeoutMs = 1500) {
   });
 }
 
-/**
- * The token endpoint the addon will discover from `issuer`, fetched here for
- * display only (the exchange itself discovers it natively). Best effort:
- * skipped behind a proxy, undefined on any failure.
- */
-async function discoverForDisplay(issuer, proxied) {
-  if (proxied || typeof fetch !== 'function') return undefined;
-  try {
-    const url = new URL(issuer);
-    url.pathname = `${url.pathname.replace(/\/+$/, '')}/.well-known/openid-configuration`;
-    const answer = await fetch(url, { signal: AbortSignal.timeout(5000), redirect: 'error' });
-    if (!answer.ok) return undefined;
-    const document = await answer.json();
-    return typeof document.token_endpoint === 'string' ? document.token_endpoint : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The message without Entra's trailing "Trace ID: … Correlation ID: … Timestamp: …" (shown apart). */
 function shortMessage(message) {
   return String(message).replace(/\s*Trace ID:[\s\S]*$/, '').trim();
@@ -321,14 +302,6 @@ async function exchange(argv) {
 
   const proxy = proxyFor(s, s.tokenEndpoint || s.issuer);
   const shownProxy = proxy ? `${withoutCredentials(proxy.url)}` : undefined;
-  const discovered = s.issuer ? await discoverForDisplay(s.issuer, Boolean(proxy)) : undefined;
-  const endpointText = s.tokenEndpoint
-    ? s.tokenEndpoint
-    : discovered
-      ? `${discovered}\n(discovered from ${s.issuer})`
-      : `discovered from ${s.issuer}`;
-  const endpointJson = s.tokenEndpoint || discovered || null;
-
   const started = performance.now();
   let token;
   let failure;
@@ -338,6 +311,13 @@ async function exchange(argv) {
     failure = err;
   }
   const elapsedMs = performance.now() - started;
+  // The endpoint the exchange used (null when discovery itself failed).
+  const endpointUsed = obo.tokenEndpoint();
+  const endpointText = s.tokenEndpoint
+    ? s.tokenEndpoint
+    : endpointUsed
+      ? `${endpointUsed}\n(discovered from ${s.issuer})`
+      : `discovered from ${s.issuer}`;
   const timeText = `${duration(elapsedMs)}${s.issuer ? ' (OpenID discovery and token request)' : ''}`;
   const common = [
     ['Token endpoint', endpointText],
@@ -347,7 +327,7 @@ async function exchange(argv) {
     ['Time', timeText],
   ];
   const base = {
-    tokenEndpoint: endpointJson,
+    tokenEndpoint: endpointUsed,
     issuer: s.issuer || null,
     clientId: s.clientId,
     authMethod: s.authMethod,
@@ -400,7 +380,7 @@ async function exchange(argv) {
     clientId: s.clientId,
     scope: s.scope,
     issuer: s.issuer,
-    tokenEndpoint: s.tokenEndpoint || discovered,
+    tokenEndpoint: endpointUsed,
     authMethod: s.authMethod,
     proxy: shownProxy,
   };

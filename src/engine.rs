@@ -141,6 +141,17 @@ impl Engine {
         self.0.throttles.clear();
     }
 
+    /// The token endpoint of the configuration in force: configured, or
+    /// discovered by an exchange; `None` before discovery.
+    pub fn token_endpoint(&self) -> Option<String> {
+        match &*self.0.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => {
+                setup.endpoint.get().map(Url::to_string)
+            }
+            ConfigSlot::FromEnv(None) => None,
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         self.0.counters.snapshot(self.0.cache.len())
     }
@@ -607,6 +618,34 @@ mod tests {
         Engine::spawn(async { panic!("boom") }, move |exchanged| sender.send(exchanged).unwrap());
         let exchanged = receiver.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(exchanged.unwrap_err().message.contains("internal error"));
+    }
+
+    #[tokio::test]
+    async fn the_token_endpoint_in_use_is_known_once_discovered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}/tenant/v2.0", listener.local_addr().unwrap());
+        let token_endpoint = format!("http://{}/tenant/oauth2/v2.0/token", listener.local_addr().unwrap());
+        let document = format!(r#"{{"token_endpoint":"{token_endpoint}"}}"#);
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = vec![0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{document}", document.len());
+            let _ = socket.write_all(answer.as_bytes()).await;
+        });
+        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        engine.configure(Some(&format!(r#"{{"issuer":"{issuer}","clientId":"a","clientSecret":"b"}}"#))).unwrap();
+        assert_eq!(engine.token_endpoint(), None);
+        let _ = run(&engine, request("u", true)).await;
+        assert_eq!(engine.token_endpoint().as_deref(), Some(token_endpoint.as_str()));
+        engine
+            .configure(Some(
+                r#"{"tokenEndpoint":"https://login.example.com/t/token","clientId":"a","clientSecret":"b"}"#,
+            ))
+            .unwrap();
+        assert_eq!(engine.token_endpoint().as_deref(), Some("https://login.example.com/t/token"));
+        engine.configure(None).unwrap();
+        assert_eq!(engine.token_endpoint(), None);
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub fn clear_cache() {
     Engine::global().clear_cache();
 }
 
+/// The token endpoint in use: configured, or discovered; `null` before discovery.
+#[napi(catch_unwind)]
+pub fn token_endpoint() -> Option<String> {
+    Engine::global().token_endpoint()
+}
+
 #[napi(object)]
 pub struct NativeStats {
     pub cache_hits: f64,
