@@ -32,14 +32,14 @@ async function main(argv) {
   const [command, ...rest] = argv;
   switch (command) {
     case 'exchange':
-      return require('./lib/exchange.js').exchange(rest);
+      return require('./cli/exchange.js').exchange(rest);
     case 'demo':
       if (rest.includes('--help') || rest.includes('-h')) {
         process.stdout.write('Usage: obo-native demo\n\nRuns the embedded mock identity provider on loopback and shows what obo-native does.\n');
         return 0;
       }
       if (rest.length > 0) return usage(`demo takes no arguments (got ${rest[0]})`);
-      return require('./lib/demo.js').demo();
+      return require('./cli/demo.js').demo();
     case undefined:
     case 'help':
     case '--help':

@@ -1,7 +1,24 @@
-/** The signed-in user; only `openidId` (the OpenID subject) is read. */
+/** The signed-in user; only `openidId`, `tenantId` and `openidIssuer` are read. */
 export interface OboUser {
+  /** The OpenID subject. */
   openidId?: string | null
+  tenantId?: string | null
+  openidIssuer?: string | null
   [key: string]: unknown
+}
+
+/**
+ * Who the exchange is for, as LibreChat builds it from the request; each field
+ * wins over the user's. Values are trimmed; blank ones count as absent.
+ */
+export interface OboIdentityContext {
+  appUserId?: string | null
+  /** The OpenID subject (else `user.openidId`). */
+  openidSubject?: string | null
+  /** Else `user.tenantId`, else `'no-tenant'`. */
+  tenantId?: string | null
+  /** Else `user.openidIssuer`, else `'no-issuer'`; trailing `/` and `/.well-known/openid-configuration` are dropped. */
+  openidIssuer?: string | null
 }
 
 /** What an exchange resolves with, as LibreChat's OboTokenService returns it. */
@@ -12,6 +29,12 @@ export interface OboToken {
   expires_in: number
   /** The requested scopes, as given. */
   scope: string
+}
+
+/** The result of a call made with an identity context: also the absolute expiry. */
+export interface OboTokenWithExpiry extends OboToken {
+  /** When the token expires, in ms since the Unix epoch (the original expiry on a cache hit). */
+  expires_at: number
 }
 
 /** Any object with these methods: winston, pino, console. */
@@ -86,18 +109,38 @@ export interface OboError extends Error {
   throttled?: boolean
 }
 
+/**
+ * `fromCache` is read by truthiness, as LibreChat's service reads it: `false`,
+ * `null`, `0` and `''` bypass the cache and the in-flight exchanges.
+ */
 export declare function exchangeOboToken(
   user: OboUser | null | undefined,
   accessToken: string,
   scopes: string,
-  fromCache?: boolean,
+  fromCache: boolean | null | undefined,
+  identityContext: OboIdentityContext,
+): Promise<OboTokenWithExpiry>
+export declare function exchangeOboToken(
+  user: OboUser | null | undefined,
+  accessToken: string,
+  scopes: string,
+  fromCache?: boolean | null,
+  identityContext?: OboIdentityContext | null,
 ): Promise<OboToken>
 
 export declare function getGraphApiToken(
   user: OboUser | null | undefined,
   accessToken: string,
   scopes: string,
-  fromCache?: boolean,
+  fromCache: boolean | null | undefined,
+  identityContext: OboIdentityContext,
+): Promise<OboTokenWithExpiry>
+export declare function getGraphApiToken(
+  user: OboUser | null | undefined,
+  accessToken: string,
+  scopes: string,
+  fromCache?: boolean | null,
+  identityContext?: OboIdentityContext | null,
 ): Promise<OboToken>
 
 export declare function configure(options: ConfigureOptions | null): void
@@ -111,3 +154,19 @@ export declare function stats(): OboStats
 
 /** The token endpoint in use: configured, or discovered from the issuer by an exchange; `null` before discovery. */
 export declare function tokenEndpoint(): string | null
+
+/** Helpers for tests of code that uses this package (LibreChat's own among them). */
+export declare const __internals: {
+  /**
+   * LibreChat's cache key: `tenant\x1fissuer\x1fsubject\x1fscopes\x1fsha256hex(assertion)`,
+   * or `null` without a subject.
+   */
+  buildOboCacheKey(input: {
+    user?: OboUser | null
+    accessToken?: string | null
+    scopes?: string | null
+    identityContext?: OboIdentityContext | null
+  }): string | null
+  /** What the calling thread's memo of hot tokens holds. */
+  memoStats(): { entries: number; subjects: number }
+}

@@ -9,29 +9,32 @@
  * checked against generation counters the addon keeps current in memory this
  * thread can read, so a memo hit costs no call into Rust.
  */
+const { createHash } = require('node:crypto');
 const native = require('./binding.js');
+const { resolveIdentity, describe } = require('./lib/identity.js');
+const { Memo } = require('./lib/memo.js');
 
 const GRAPH_PREFIX = 'Graph token acquisition failed: ';
+const UNAUTHENTICATED = 'User must be authenticated via OpenID to perform OBO token exchange';
 /** Memo entries per thread; past this the memo starts again (the native cache is unaffected). */
 const MEMO_LIMIT = 10_000;
 /** Memo hits are reported to the native counters in batches of this size. */
 const HIT_BATCH = 4096;
 
-const now = () => performance.now();
 const lacksSurrogates =
   typeof String.prototype.isWellFormed === 'function'
     ? (text) => text.isWellFormed()
     : (text) => !/\p{Surrogate}/u.test(text);
 
 const view = native.generationsView();
-/** This thread's copy of the native cache's generation counters, or null (memo off). */
-const generations = view ? new Uint32Array(view) : null;
-/** openidId → scopes → { token, granted, serveUntil, expiresAt, epoch, slot, generation } */
-let memo = new Map();
-let memoSize = 0;
+/** This thread's memo, or null where the runtime has no external buffers (the memo is then off). */
+const memo = view ? new Memo(new Uint32Array(view), MEMO_LIMIT) : null;
+const generations = memo === null ? null : memo.generations;
 let unreportedHits = 0;
 /** This thread's logger, or null: nothing is logged, and the addon produces no event. */
 let logger = null;
+/** The identity of the call under way; reused, so the hot path allocates nothing for it. */
+const identity = { subject: '', tenant: '', issuer: '', error: undefined };
 
 const LOGGER_METHODS = ['debug', 'info', 'warn', 'error'];
 
@@ -50,21 +53,21 @@ function checkLogger(candidate, where) {
 }
 
 /** A logger that throws must not break an exchange. */
-function log(level, message) {
+function log(level, message, error) {
   try {
-    logger[level](message);
+    if (error === undefined) logger[level](message);
+    else logger[level](message, error);
   } catch {
     // the host's logger failed; the exchange goes on
   }
 }
 
-function logHit(openidId, scopes) {
-  log('debug', `[OboTokenService] Using cached OBO token for user ${openidId} and scopes ${scopes}`);
+function logHit(subject) {
+  log('debug', `[OboTokenService] Using cached token for user: ${subject}`);
 }
 
 function forgetMemo() {
-  memo = new Map();
-  memoSize = 0;
+  if (memo !== null) memo.clear();
 }
 
 function countHit() {
@@ -74,51 +77,21 @@ function countHit() {
   }
 }
 
-function fromMemo(openidId, scopes) {
-  const byScopes = memo.get(openidId);
-  if (byScopes === undefined) return undefined;
-  const entry = byScopes.get(scopes);
-  if (entry === undefined) return undefined;
-  const at = now();
-  if (
-    generations[0] !== entry.epoch ||
-    generations[entry.slot] !== entry.generation ||
-    at >= entry.serveUntil
-  ) {
-    byScopes.delete(scopes);
-    memoSize--;
-    return undefined;
-  }
-  countHit();
-  if (logger !== null) logHit(openidId, scopes);
-  const left = Math.ceil((entry.expiresAt - at) / 1000);
-  return {
-    access_token: entry.token,
-    token_type: 'Bearer',
-    expires_in: left < entry.granted ? left : entry.granted,
-    scope: scopes,
-  };
+/** The result callers read; `expires_at` only for callers that pass an identity context. */
+function tokenResult(accessToken, expiresIn, scopes, expiresAt, withExpiry) {
+  return withExpiry
+    ? { access_token: accessToken, token_type: 'Bearer', expires_in: expiresIn, expires_at: expiresAt, scope: scopes }
+    : { access_token: accessToken, token_type: 'Bearer', expires_in: expiresIn, scope: scopes };
 }
 
-function remember(openidId, scopes, hit) {
-  if (generations === null) return;
-  if (memoSize >= MEMO_LIMIT) forgetMemo();
-  let byScopes = memo.get(openidId);
-  if (byScopes === undefined) {
-    byScopes = new Map();
-    memo.set(openidId, byScopes);
-  }
-  const at = now();
-  if (!byScopes.has(scopes)) memoSize++;
-  byScopes.set(scopes, {
-    token: hit.accessToken,
-    granted: hit.granted,
-    serveUntil: at + hit.serveForMs,
-    expiresAt: at + hit.expiresAfterMs,
-    epoch: hit.epoch,
-    slot: hit.slot,
-    generation: hit.generation,
-  });
+function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
+  const at = Date.now();
+  const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at);
+  if (entry === undefined) return undefined;
+  countHit();
+  if (logger !== null) logHit(subject);
+  const left = Math.ceil((entry.expiresAt - at) / 1000);
+  return tokenResult(entry.token, left < entry.granted ? left : entry.granted, scopes, entry.expiresAt, withExpiry);
 }
 
 /**
@@ -165,20 +138,13 @@ function toError(failure) {
 }
 
 /**
- * The checks of the JavaScript service, in its order and with its messages;
- * values of the wrong type are a TypeError naming the argument.
- * Returns an error to reject with, or undefined.
+ * The checks of the JavaScript service, with its messages; values of the
+ * wrong type are a TypeError naming the argument. Reads the identity resolved
+ * for this call. Returns an error to reject with, or undefined.
  */
-function checkArguments(openidId, user, accessToken, scopes, fromCache) {
-  if (user !== null && user !== undefined && typeof user !== 'object' && typeof user !== 'function') {
-    return new TypeError(`exchangeOboToken: user must be an object with an openidId, not ${describe(user)}`);
-  }
-  if (openidId === undefined || openidId === null || openidId === '') {
-    return new Error('User must be authenticated via OpenID to perform OBO token exchange');
-  }
-  if (typeof openidId !== 'string') {
-    return new TypeError(`exchangeOboToken: user.openidId must be a string, not ${describe(openidId)}`);
-  }
+function checkArguments(accessToken, scopes) {
+  if (identity.error !== undefined) return identity.error;
+  if (identity.subject === '') return new Error(UNAUTHENTICATED);
   if (!accessToken) return new Error('Access token is required for OBO exchange');
   if (typeof accessToken !== 'string') {
     return new TypeError(`exchangeOboToken: accessToken must be a string, not ${describe(accessToken)}`);
@@ -187,16 +153,15 @@ function checkArguments(openidId, user, accessToken, scopes, fromCache) {
   if (typeof scopes !== 'string') {
     return new TypeError(`exchangeOboToken: scopes must be a string, not ${describe(scopes)}`);
   }
-  if (typeof fromCache !== 'boolean') {
-    return new TypeError(`exchangeOboToken: fromCache must be a boolean, not ${describe(fromCache)}`);
-  }
   return undefined;
 }
 
 /** Text that cannot be sent as UTF-8 without loss would make keys collide. */
-function checkEncodable(openidId, accessToken, scopes) {
+function checkEncodable(accessToken, scopes) {
   for (const [name, text] of [
-    ['user.openidId', openidId],
+    ['the OpenID subject', identity.subject],
+    ['the tenant', identity.tenant],
+    ['the issuer', identity.issuer],
     ['scopes', scopes],
     ['accessToken', accessToken],
   ]) {
@@ -205,13 +170,6 @@ function checkEncodable(openidId, accessToken, scopes) {
     }
   }
   return undefined;
-}
-
-function describe(value) {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  const type = typeof value;
-  return type === 'object' ? 'an object' : type === 'undefined' ? 'undefined' : `a ${type}`;
 }
 
 /** Resolvers of this thread's exchanges under way, by call id. */
@@ -224,7 +182,7 @@ let nextCallId = 0;
  */
 function complete(id, outcome, event) {
   if (outcome === undefined || outcome === null) {
-    if (event && logger !== null) log(event.level, event.message);
+    if (event && logger !== null) log(event.level, event.message, event.failure ? toError(event.failure) : undefined);
     return;
   }
   const settle = pendingCalls.get(id);
@@ -236,10 +194,21 @@ function complete(id, outcome, event) {
 const channel = native.onCompletion(complete);
 
 /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
-function startExchange(openidId, scopes, accessToken, fromCache) {
+function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache) {
   const id = (nextCallId = (nextCallId + 1) >>> 0);
   const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
-  const immediate = native.exchange(channel, id, openidId, scopes, accessToken, fromCache, env, logger !== null);
+  const immediate = native.exchange(
+    channel,
+    id,
+    tenant,
+    issuer,
+    subject,
+    scopes,
+    accessToken,
+    fromCache,
+    env,
+    logger !== null,
+  );
   if (immediate !== null) return immediate;
   if (pendingCalls.size === 0) native.holdLoop(channel, true);
   return new Promise((resolve) => pendingCalls.set(id, resolve));
@@ -249,58 +218,50 @@ function startExchange(openidId, scopes, accessToken, fromCache) {
  * The miss path. `async` so that the promise belongs to this module's realm
  * (the caller's), as the JavaScript service's did.
  */
-async function exchangeNatively(openidId, scopes, accessToken, fromCache) {
-  const outcome = await startExchange(openidId, scopes, accessToken, fromCache);
+async function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry) {
+  const outcome = await startExchange(tenant, issuer, subject, scopes, accessToken, fromCache);
   if (outcome.failure) throw toError(outcome.failure);
-  return {
-    access_token: outcome.accessToken,
-    token_type: 'Bearer',
-    expires_in: outcome.expiresIn,
-    scope: scopes,
-  };
+  return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
 }
 
 /**
- * Exchanges `accessToken` for a token scoped to `scopes`, on behalf of `user`.
- * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, scope: string}>}
+ * Exchanges `accessToken` for a token scoped to `scopes`, on behalf of the
+ * user `identityContext` (else `user`) names.
+ * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at?: number, scope: string}>}
  */
-function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
-  let openidId;
+function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityContext = undefined) {
+  const withExpiry = identityContext !== undefined && identityContext !== null;
   try {
-    openidId = user === null || user === undefined ? undefined : user.openidId;
+    resolveIdentity(user, identityContext, identity);
   } catch (err) {
     return Promise.reject(err);
   }
+  const { subject, tenant, issuer } = identity;
   // Every argument is valid when the memo can answer, so the checks below can wait.
   if (
-    fromCache === true &&
-    generations !== null &&
-    typeof openidId === 'string' &&
+    fromCache &&
+    memo !== null &&
+    subject !== '' &&
     typeof scopes === 'string' &&
     typeof accessToken === 'string' &&
-    accessToken !== ''
+    accessToken !== '' &&
+    identity.error === undefined
   ) {
-    const hit = fromMemo(openidId, scopes);
+    const hit = fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry);
     if (hit !== undefined) return Promise.resolve(hit);
   }
-  const invalid = checkArguments(openidId, user, accessToken, scopes, fromCache) ||
-    checkEncodable(openidId, accessToken, scopes);
+  const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
   if (invalid) return Promise.reject(invalid);
   try {
     if (fromCache) {
-      const hit = native.lookup(openidId, scopes);
+      const hit = native.lookup(tenant, issuer, subject, scopes, accessToken);
       if (hit) {
-        remember(openidId, scopes, hit);
-        if (logger !== null) logHit(openidId, scopes);
-        return Promise.resolve({
-          access_token: hit.accessToken,
-          token_type: 'Bearer',
-          expires_in: hit.expiresIn,
-          scope: scopes,
-        });
+        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, hit);
+        if (logger !== null) logHit(subject);
+        return Promise.resolve(tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, withExpiry));
       }
     }
-    return exchangeNatively(openidId, scopes, accessToken, fromCache);
+    return exchangeNatively(tenant, issuer, subject, scopes, accessToken, Boolean(fromCache), withExpiry);
   } catch (err) {
     return Promise.reject(err);
   }
@@ -310,9 +271,9 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
  * The same exchange, for Microsoft Graph; a failure rejects with
  * `Graph token acquisition failed: <cause>` and the cause as `cause`.
  */
-async function getGraphApiToken(user, accessToken, scopes, fromCache = true) {
+async function getGraphApiToken(user, accessToken, scopes, fromCache = true, identityContext = undefined) {
   try {
-    return await exchangeOboToken(user, accessToken, scopes, fromCache);
+    return await exchangeOboToken(user, accessToken, scopes, fromCache, identityContext);
   } catch (cause) {
     const message = cause && typeof cause.message === 'string' ? cause.message : String(cause);
     const err = new Error(GRAPH_PREFIX + message, { cause });
@@ -398,4 +359,35 @@ function stats() {
   };
 }
 
-module.exports = { exchangeOboToken, getGraphApiToken, configure, setLogger, clearCache, stats, tokenEndpoint };
+/**
+ * LibreChat's cache key for a call: `tenant␟issuer␟subject␟scopes␟sha256hex(assertion)`,
+ * or null without a subject. Exported so that LibreChat's own tests can
+ * compute keys; the package keys by a digest of the same five parts.
+ */
+function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
+  const resolved = resolveIdentity(user, identityContext, { subject: '', tenant: '', issuer: '', error: undefined });
+  if (resolved.error !== undefined) throw resolved.error;
+  if (resolved.subject === '') return null;
+  const digest = createHash('sha256')
+    .update(typeof accessToken === 'string' ? accessToken : String(accessToken ?? ''))
+    .digest('hex');
+  return [resolved.tenant, resolved.issuer, resolved.subject, scopes, digest].join('\x1f');
+}
+
+/** For tests: what this thread's memo holds. */
+function memoStats() {
+  return memo === null ? { entries: 0, subjects: 0 } : { entries: memo.size, subjects: memo.subjects };
+}
+
+const __internals = { buildOboCacheKey, memoStats };
+
+module.exports = {
+  exchangeOboToken,
+  getGraphApiToken,
+  configure,
+  setLogger,
+  clearCache,
+  stats,
+  tokenEndpoint,
+  __internals,
+};

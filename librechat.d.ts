@@ -10,5 +10,5 @@
  * module.exports = require('obo-native/librechat');
  * ```
  */
-export { exchangeOboToken, getGraphApiToken } from './index.js'
-export type { OboToken, OboUser, OboError } from './index.js'
+export { exchangeOboToken, getGraphApiToken, __internals } from './index.js'
+export type { OboToken, OboTokenWithExpiry, OboUser, OboIdentityContext, OboError } from './index.js'

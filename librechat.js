@@ -66,6 +66,6 @@ if (hostLogger) {
   }
 }
 
-const { exchangeOboToken, getGraphApiToken } = obo;
+const { exchangeOboToken, getGraphApiToken, __internals } = obo;
 
-module.exports = { exchangeOboToken, getGraphApiToken };
+module.exports = { exchangeOboToken, getGraphApiToken, __internals };

@@ -56,9 +56,10 @@ function useLibreChatEnv() {
 
 describe('obo-native/librechat exports', () => {
   it('exports exchangeOboToken and getGraphApiToken, the package\'s own functions', () => {
-    expect(Object.keys(librechat).sort()).toEqual(['exchangeOboToken', 'getGraphApiToken']);
+    expect(Object.keys(librechat).sort()).toEqual(['__internals', 'exchangeOboToken', 'getGraphApiToken']);
     expect(librechat.exchangeOboToken).toBe(obo.exchangeOboToken);
     expect(librechat.getGraphApiToken).toBe(obo.getGraphApiToken);
+    expect(librechat.__internals.buildOboCacheKey).toBe(obo.__internals.buildOboCacheKey);
     // (user, accessToken, scopes, fromCache = true): three declared parameters, as in LibreChat.
     expect(librechat.exchangeOboToken.length).toBe(3);
     expect(librechat.getGraphApiToken.length).toBe(3);

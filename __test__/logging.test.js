@@ -9,7 +9,9 @@ const ASSERTION = 'eyJ0eXAiOiJKV1QifQ.logging-assertion-payload.signature-part';
 function recordingLogger() {
   const lines = [];
   const logger = {};
-  for (const level of ['debug', 'info', 'warn', 'error']) logger[level] = (message) => lines.push({ level, message });
+  for (const level of ['debug', 'info', 'warn', 'error']) {
+    logger[level] = (message, error) => lines.push({ level, message, error });
+  }
   return { logger, lines };
 }
 
@@ -34,17 +36,27 @@ describe('logging', () => {
     await settle(obo.exchangeOboToken(user, ASSERTION, 'api://bad'));
 
     const messages = lines.map((line) => `${line.level} ${line.message}`);
+    // LibreChat's five lines, word for word, with the subject as the user id.
+    expect(messages.slice(0, 4)).toEqual([
+      'debug [OboTokenService] Requesting new OBO token for user: log-user, scopes: api://log',
+      'warn [OboTokenService] Transient OBO exchange failure for user: log-user, retrying once',
+      'debug [OboTokenService] Successfully obtained and cached OBO token for user: log-user',
+      'debug [OboTokenService] Using cached token for user: log-user',
+    ]);
     const expectLine = (pattern) => expect(messages).toEqual(expect.arrayContaining([expect.stringMatching(pattern)]));
-    expectLine(/^debug \[OboTokenService\] Performing OBO token exchange for user log-user with scopes: api:\/\/log$/);
-    expectLine(/^warn \[OboTokenService\] Transient OBO token exchange failure, retrying in 20 ms: .*HTTP 503/);
-    expectLine(/^debug \[OboTokenService\] OBO token exchange successful for user log-user \(expires in 3600 s\)$/);
-    expectLine(/^debug \[OboTokenService\] Using cached OBO token for user log-user and scopes api:\/\/log$/);
-    expectLine(/^debug \[OboTokenService\] Joining in-flight OBO token exchange for user log-user and scopes api:\/\/join$/);
-    expectLine(/^warn \[OboTokenService\] The identity provider throttled user log-user and scopes api:\/\/busy for 30 s$/);
-    expectLine(/^warn \[OboTokenService\] OBO token requests for user log-user and scopes api:\/\/busy are throttled/);
-    expectLine(/^error \[OboTokenService\] OBO token exchange failed: invalid_grant: AADSTS50013/);
+    expectLine(/^debug \[OboTokenService\] Joining in-flight OBO exchange for user: log-user$/);
+    expectLine(/^warn \[OboTokenService\] Identity provider throttled OBO exchange for user: log-user, scopes: api:\/\/busy, for 30 s$/);
+    expectLine(/^warn \[OboTokenService\] Refusing throttled OBO exchange for user: log-user, scopes: api:\/\/busy, for \d+ s more$/);
+    expectLine(/^error \[OboTokenService\] OBO exchange failed for user: log-user, scopes: api:\/\/bad: invalid_grant: AADSTS50013/);
+    // The retry warning carries the error as its second argument, as upstream's does.
+    const retry = lines.find((line) => /retrying once/.test(line.message));
+    expect(retry.error).toBeInstanceOf(Error);
+    expect(retry.error).toMatchObject({ status: 503, retryable: true });
+    const failure = lines.find((line) => line.level === 'error' && /api:\/\/bad/.test(line.message));
+    expect(failure.error).toMatchObject({ error: 'invalid_grant', oboFailureReason: 'exchange_failed' });
+    expect(lines.filter((line) => line.level === 'debug' && line.error !== undefined)).toHaveLength(0);
     expect(lines.filter((line) => /Using cached/.test(line.message))).toHaveLength(2);
-    const all = messages.join('\n');
+    const all = [...messages, ...lines.flatMap((line) => textsOf(line.error))].join('\n');
     expect(all).not.toContain(ASSERTION);
     expect(all).not.toContain(first.access_token);
     expect(all).not.toContain(ctx.idp.clientSecret);
@@ -52,16 +64,20 @@ describe('logging', () => {
 
   it('delivers each event as it happens: a retry is logged while the call still waits', async () => {
     const { logger, lines } = recordingLogger();
-    obo.configure(optionsFor(ctx.idp, { logger, retryDelayMs: 800 }));
+    obo.configure(optionsFor(ctx.idp, { logger }));
     ctx.idp.enqueue({ status: 503, body: '' });
+    ctx.idp.enqueue({ hold: true });
     let settled = false;
     const call = obo.exchangeOboToken({ openidId: 'live' }, ASSERTION, 'api://live').finally(() => {
       settled = true;
     });
-    await until(() => lines.some((line) => /retrying in 800 ms/.test(line.message)));
+    // The retry is held at the provider, so the call cannot have settled yet.
+    await until(() => lines.some((line) => /retrying once/.test(line.message)));
     expect(settled).toBe(false);
+    await until(() => ctx.idp.heldCount() === 1);
+    ctx.idp.release();
     await call;
-    expect(lines.at(-1).message).toMatch(/OBO token exchange successful for user live/);
+    expect(lines.at(-1).message).toBe('[OboTokenService] Successfully obtained and cached OBO token for user: live');
   });
 
   it('logs nothing without a logger, and survives a logger that throws', async () => {

@@ -5,20 +5,21 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
-use crate::cache::{CacheKey, CachedToken, Hit, TokenCache};
-use crate::config::{Config, EndpointSource, EnvLookup};
+use crate::cache::{wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
+use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
+use crate::key::Identity;
 use crate::retry::{self, Next, RetryPolicy};
 use crate::runtime;
 use crate::stats::{Counters, InFlight, Stats};
@@ -31,13 +32,21 @@ pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
 pub struct Token {
     pub access_token: Arc<str>,
     pub expires_in: u64,
+    /// Absolute expiry, ms since the Unix epoch, as computed when the token arrived.
+    pub expires_at_ms: u64,
+}
+
+impl From<Hit> for Token {
+    fn from(hit: Hit) -> Token {
+        Token { access_token: hit.access_token, expires_in: hit.expires_in, expires_at_ms: hit.expires_at_ms }
+    }
 }
 
 pub type Outcome = Result<Token, Arc<ExchangeError>>;
 
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
-    pub openid_id: String,
+    pub identity: Identity,
     pub scopes: String,
     pub assertion: String,
     pub from_cache: bool,
@@ -48,7 +57,7 @@ pub struct ExchangeRequest {
 impl std::fmt::Debug for ExchangeRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExchangeRequest")
-            .field("openid_id", &self.openid_id)
+            .field("identity", &self.identity)
             .field("scopes", &self.scopes)
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
@@ -62,7 +71,6 @@ struct Setup {
     config: Config,
     client: Client,
     endpoint: OnceCell<Url>,
-    flights: Arc<FlightMap<Outcome>>,
 }
 
 impl Setup {
@@ -72,7 +80,7 @@ impl Setup {
             EndpointSource::TokenEndpoint(url) => OnceCell::new_with(Some(url.clone())),
             EndpointSource::Issuer(_) => OnceCell::new(),
         };
-        Ok(Arc::new(Setup { config, client, endpoint, flights: FlightMap::new() }))
+        Ok(Arc::new(Setup { config, client, endpoint }))
     }
 }
 
@@ -82,10 +90,22 @@ enum ConfigSlot {
     Configured(Arc<Setup>),
 }
 
+/// What an exchange runs under, read together under the slot's lock: a
+/// `configure()` replaces the setup and moves the epoch under the write lock,
+/// so a token from the old client can never be stored under the new epoch.
+struct Footing {
+    setup: Arc<Setup>,
+    epoch: u32,
+    flights: Arc<FlightMap<Outcome>>,
+}
+
 struct Inner {
     slot: RwLock<ConfigSlot>,
     cache: TokenCache,
     throttles: Throttles,
+    /// Replaced by `clearCache()`/`configure()`: a call made after them starts
+    /// its own exchange instead of joining one begun before.
+    flights: RwLock<Arc<FlightMap<Outcome>>>,
     counters: Counters,
     generations: &'static Generations,
 }
@@ -102,6 +122,7 @@ impl Engine {
             slot: RwLock::new(ConfigSlot::FromEnv(None)),
             cache: TokenCache::new(generations),
             throttles: Throttles::default(),
+            flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
             generations,
         }))
@@ -117,7 +138,7 @@ impl Engine {
     }
 
     /// Replaces the configuration (`None`: back to the environment) and
-    /// forgets every token and throttle.
+    /// forgets every token, throttle and flight.
     pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
         let slot = match options_json {
             None => ConfigSlot::FromEnv(None),
@@ -128,15 +149,19 @@ impl Engine {
             }
         };
         let env_needed = matches!(slot, ConfigSlot::FromEnv(None));
-        *self.0.slot.write() = slot;
+        let mut current = self.0.slot.write();
+        *current = slot;
         self.0.generations.set_env_needed(env_needed);
+        // Still under the slot's lock: see `Footing`.
         self.clear_cache();
         Ok(())
     }
 
-    /// Forgets every token and throttle. Exchanges under way finish, but
-    /// what they bring is not cached.
+    /// Forgets every token and throttle, and lets calls from now on start
+    /// their own exchanges. Exchanges under way still answer the callers they
+    /// have, but what they bring is not cached.
     pub fn clear_cache(&self) {
+        *self.0.flights.write() = FlightMap::new();
         self.0.cache.clear();
         self.0.throttles.clear();
     }
@@ -162,8 +187,8 @@ impl Engine {
     }
 
     /// A cached token, without any exchange: the synchronous fast path.
-    pub fn lookup(&self, openid_id: &str, scopes: &str) -> Option<Hit> {
-        let hit = self.0.cache.get(CacheKey::new(openid_id, scopes).as_str(), Instant::now())?;
+    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str) -> Option<Hit> {
+        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion), wall_clock_ms())?;
         Counters::bump(&self.0.counters.cache_hits);
         Some(hit)
     }
@@ -176,21 +201,25 @@ impl Engine {
         request: ExchangeRequest,
         env: Option<EnvLookup<'_>>,
     ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
-        let setup = self.setup(env)?;
+        let footing = self.footing(env)?;
         let engine = self.clone();
-        let epoch = self.0.generations.epoch();
         Ok(async move {
             let mut request = request;
             let mut events = std::mem::replace(&mut request.events, Events::Off);
-            let outcome = engine.exchange_with(setup, &request, epoch, &mut events).await;
-            match &outcome {
-                Ok(token) => events.push(Level::Debug, || {
-                    format!(
-                        "OBO token exchange successful for user {} (expires in {} s)",
-                        request.openid_id, token.expires_in
-                    )
-                }),
-                Err(err) => events.push(Level::Error, || format!("OBO token exchange failed: {}", err.message)),
+            let outcome = engine.exchange_with(footing, &request, &mut events).await;
+            if let Err(err) = &outcome {
+                if !err.throttled {
+                    events.push_error(
+                        Level::Error,
+                        || {
+                            format!(
+                                "OBO exchange failed for user: {}, scopes: {}: {}",
+                                request.identity.subject, request.scopes, err.message
+                            )
+                        },
+                        || ExchangeError::clone(err),
+                    );
+                }
             }
             outcome
         })
@@ -209,10 +238,16 @@ impl Engine {
         });
     }
 
-    /// `env` gives the caller's view of the environment, when it was sent.
-    fn setup(&self, env: Option<EnvLookup<'_>>) -> Result<Arc<Setup>, Arc<ExchangeError>> {
-        if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*self.0.slot.read() {
-            return Ok(setup.clone());
+    /// The setup, epoch and flights a call runs under.
+    fn footing(&self, env: Option<EnvLookup<'_>>) -> Result<Footing, Arc<ExchangeError>> {
+        let inner = &self.0;
+        let footing = |setup: &Arc<Setup>| Footing {
+            setup: setup.clone(),
+            epoch: inner.generations.epoch(),
+            flights: inner.flights.read().clone(),
+        };
+        if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*inner.slot.read() {
+            return Ok(footing(setup));
         }
         let unavailable = |why: Option<String>| {
             let message = match why {
@@ -230,32 +265,26 @@ impl Engine {
             Err(err) => return Err(unavailable(Some(err.message))),
         };
         let setup = Setup::new(config).map_err(|why| unavailable(Some(why)))?;
-        let mut slot = self.0.slot.write();
+        let mut slot = inner.slot.write();
         match &mut *slot {
-            ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(existing.clone()),
+            ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),
             ConfigSlot::FromEnv(empty) => {
                 *empty = Some(setup.clone());
-                self.0.generations.set_env_needed(false);
-                Ok(setup)
+                inner.generations.set_env_needed(false);
+                Ok(footing(&setup))
             }
         }
     }
 
-    async fn exchange_with(
-        &self,
-        setup: Arc<Setup>,
-        request: &ExchangeRequest,
-        epoch: u32,
-        events: &mut Events,
-    ) -> Outcome {
+    async fn exchange_with(&self, footing: Footing, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        let key = CacheKey::new(&request.openid_id, &request.scopes);
-        let who = || format!("user {} and scopes {}", request.openid_id, request.scopes);
+        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion);
+        let user = &request.identity.subject;
         if request.from_cache {
-            if let Some(hit) = inner.cache.get(key.as_str(), Instant::now()) {
+            if let Some(hit) = inner.cache.get(&key, wall_clock_ms()) {
                 Counters::bump(&inner.counters.cache_hits);
-                events.push(Level::Debug, || format!("Using cached OBO token for {}", who()));
-                return Ok(Token { access_token: hit.access_token, expires_in: hit.expires_in });
+                events.push(Level::Debug, || format!("Using cached token for user: {user}"));
+                return Ok(hit.into());
             }
             Counters::bump(&inner.counters.cache_misses);
         }
@@ -263,20 +292,20 @@ impl Engine {
             Counters::bump(&inner.counters.throttled);
             events.push(Level::Warn, || {
                 format!(
-                    "OBO token requests for {} are throttled for {} s more",
-                    who(),
+                    "Refusing throttled OBO exchange for user: {user}, scopes: {}, for {} s more",
+                    request.scopes,
                     refusal.retry_after_secs().unwrap_or(0)
                 )
             });
             return Err(Arc::new(refusal));
         }
         if !request.from_cache {
-            return self.run(&setup, &key, request, epoch, events).await;
+            return self.run(&footing, &key, request, events).await;
         }
-        match setup.flights.join_or_lead(&key) {
+        match footing.flights.join_or_lead(&key) {
             Role::Follower(follower) => {
                 Counters::bump(&inner.counters.coalesced);
-                events.push(Level::Debug, || format!("Joining in-flight OBO token exchange for {}", who()));
+                events.push(Level::Debug, || format!("Joining in-flight OBO exchange for user: {user}"));
                 follower.result().await.unwrap_or_else(|| {
                     Err(Arc::new(ExchangeError::failed("The OBO exchange this call was waiting for was abandoned")))
                 })
@@ -284,9 +313,9 @@ impl Engine {
             Role::Leader(flight) => {
                 // A leader that finished between our cache miss and our
                 // taking its slot has stored its token: use it.
-                let outcome = match inner.cache.get(key.as_str(), Instant::now()) {
-                    Some(hit) => Ok(Token { access_token: hit.access_token, expires_in: hit.expires_in }),
-                    None => self.run(&setup, &key, request, epoch, events).await,
+                let outcome = match inner.cache.get(&key, wall_clock_ms()) {
+                    Some(hit) => Ok(hit.into()),
+                    None => self.run(&footing, &key, request, events).await,
                 };
                 flight.complete(outcome.clone());
                 outcome
@@ -295,18 +324,12 @@ impl Engine {
     }
 
     /// One exchange with the provider, retries included.
-    async fn run(
-        &self,
-        setup: &Setup,
-        key: &CacheKey,
-        request: &ExchangeRequest,
-        epoch: u32,
-        events: &mut Events,
-    ) -> Outcome {
+    async fn run(&self, footing: &Footing, key: &CacheKey, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        events.push(Level::Debug, || {
-            format!("Performing OBO token exchange for user {} with scopes: {}", request.openid_id, request.scopes)
-        });
+        let setup = &footing.setup;
+        let epoch = footing.epoch;
+        let user = &request.identity.subject;
+        events.push(Level::Debug, || format!("Requesting new OBO token for user: {user}, scopes: {}", request.scopes));
         let _in_flight = InFlight::enter(&inner.counters.in_flight);
         Counters::bump(&inner.counters.exchanges);
         let config = &setup.config;
@@ -319,8 +342,7 @@ impl Engine {
                 inner.throttles.remember(key, Instant::now() + wait, err.clone());
                 events.push(Level::Warn, || {
                     format!(
-                        "The identity provider throttled user {} and scopes {} for {} s",
-                        request.openid_id,
+                        "Identity provider throttled OBO exchange for user: {user}, scopes: {}, for {} s",
                         request.scopes,
                         err.retry_after_secs().unwrap_or(0)
                     )
@@ -338,19 +360,26 @@ impl Engine {
         let mut retries_done = 0;
         loop {
             match self.attempt(setup, request).await {
-                Ok(response) => return Ok(self.store(config, key, response, epoch)),
+                Ok(response) => {
+                    let token = self.store(config, key, response, epoch);
+                    events.push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
+                    return Ok(token);
+                }
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
                     match policy.next(retries_done, &err) {
                         Next::Retry(wait) => {
-                            events.push(Level::Warn, || {
-                                format!(
-                                    "Transient OBO token exchange failure, retrying in {} ms: {}",
-                                    wait.as_millis(),
-                                    crate::error::redact(&err.message, &secrets)
-                                )
-                            });
                             retries_done += 1;
+                            events.push_error(
+                                Level::Warn,
+                                || match config.max_retries {
+                                    1 => format!("Transient OBO exchange failure for user: {user}, retrying once"),
+                                    most => format!(
+                                        "Transient OBO exchange failure for user: {user}, retrying ({retries_done} of {most})"
+                                    ),
+                                },
+                                || err.clone().redacted(&secrets),
+                            );
                             Counters::bump(&inner.counters.retries);
                             tokio::time::sleep(wait).await;
                         }
@@ -362,8 +391,24 @@ impl Engine {
     }
 
     /// One request; discovery first when the endpoint is not known yet, so
-    /// that a transient discovery failure is retried like any other.
+    /// that a transient discovery failure is retried like any other. The
+    /// attempt as a whole, discovery included, ends after `timeoutMs`.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+        let timeout = setup.config.timeout;
+        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, request)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let what = match setup.endpoint.get() {
+                    Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
+                    None => "OpenID discovery request".to_owned(),
+                };
+                Err(ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
+                    .with_code("ETIMEDOUT"))
+            }
+        }
+    }
+
+    async fn attempt_unbounded(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
         let endpoint = &self.endpoint(setup).await?;
         let config = &setup.config;
         let auth = ClientAuth {
@@ -385,12 +430,13 @@ impl Engine {
     }
 
     fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
-        let now = Instant::now();
+        let now_ms = wall_clock_ms();
         let access_token: Arc<str> = Arc::from(response.access_token);
-        let token = CachedToken::new(access_token.clone(), response.expires_in, now, config.expiry_skew);
+        let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
+        let expires_at_ms = token.expires_at_ms;
         let generations = self.0.generations;
-        self.0.cache.insert(key.clone(), token, config.max_cache_entries, now, || generations.epoch() == epoch);
-        Token { access_token, expires_in: response.expires_in }
+        self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);
+        Token { access_token, expires_in: response.expires_in, expires_at_ms }
     }
 
     /// The token endpoint: configured, or discovered once per configuration.
@@ -404,7 +450,7 @@ impl Engine {
 }
 
 /// `{issuer}/.well-known/openid-configuration` → `token_endpoint`.
-async fn discover(client: &Client, issuer: &Url, timeout: std::time::Duration) -> Result<Url, ExchangeError> {
+async fn discover(client: &Client, issuer: &Url, timeout: Duration) -> Result<Url, ExchangeError> {
     let mut document = issuer.clone();
     let path = format!("{}/.well-known/openid-configuration", issuer.path().trim_end_matches('/'));
     document.set_path(&path);
@@ -447,6 +493,19 @@ mod tests {
         responses: Vec<(u16, &'static str, &'static str)>,
         delay: Duration,
     ) -> (String, Arc<AtomicUsize>) {
+        let (url, count, _) = gated_provider(responses, delay, None).await;
+        (url, count)
+    }
+
+    /// Like [`provider`]; with a gate, each answer waits for a permit, and
+    /// `received` is told of each request as it arrives.
+    async fn gated_provider(
+        responses: Vec<(u16, &'static str, &'static str)>,
+        delay: Duration,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> (String, Arc<AtomicUsize>, Arc<tokio::sync::Notify>) {
+        let received = Arc::new(tokio::sync::Notify::new());
+        let told = received.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
         let count = Arc::new(AtomicUsize::new(0));
@@ -456,6 +515,8 @@ mod tests {
                 let Ok((mut socket, _)) = listener.accept().await else { return };
                 let seen = seen.clone();
                 let responses = responses.clone();
+                let gate = gate.clone();
+                let told = told.clone();
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 64 * 1024];
                     let mut read = 0;
@@ -479,7 +540,11 @@ mod tests {
                             continue;
                         }
                         let index = seen.fetch_add(1, Ordering::SeqCst);
+                        told.notify_one();
                         let (status, extra, body) = responses[index.min(responses.len() - 1)];
+                        if let Some(gate) = &gate {
+                            gate.acquire().await.unwrap().forget();
+                        }
                         tokio::time::sleep(delay).await;
                         let answer = format!(
                             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
@@ -491,7 +556,7 @@ mod tests {
                 });
             }
         });
-        (url, count)
+        (url, count, received)
     }
 
     fn engine(url: &str, extra: &str) -> Engine {
@@ -504,14 +569,26 @@ mod tests {
         engine
     }
 
+    fn identity(user: &str) -> Identity {
+        Identity::new("no-tenant", "no-issuer", user)
+    }
+
     fn request(user: &str, from_cache: bool) -> ExchangeRequest {
+        request_for(identity(user), "assertion-value-123", from_cache)
+    }
+
+    fn request_for(identity: Identity, assertion: &str, from_cache: bool) -> ExchangeRequest {
         ExchangeRequest {
-            openid_id: user.into(),
+            identity,
             scopes: "api://s".into(),
-            assertion: "assertion-value-123".into(),
+            assertion: assertion.into(),
             from_cache,
             events: Events::Off,
         }
+    }
+
+    fn lookup(engine: &Engine, user: &str) -> Option<Hit> {
+        engine.lookup(&identity(user), "api://s", "assertion-value-123")
     }
 
     /// An exchange run to its end, with the events it streamed.
@@ -530,14 +607,26 @@ mod tests {
     async fn a_token_is_fetched_once_then_served_from_the_cache() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
         let engine = engine(&url, "");
-        let first = run(&engine, request("u", true)).await.0.unwrap();
-        assert_eq!(first, Token { access_token: Arc::from("tok"), expires_in: 1800 });
-        let hit = engine.lookup("u", "api://s").unwrap();
+        let before = wall_clock_ms();
+        let (first, events) = run(&engine, request("u", true)).await;
+        let first = first.unwrap();
+        assert_eq!((first.access_token.as_ref(), first.expires_in), ("tok", 1800));
+        assert!((before + 1_800_000..=wall_clock_ms() + 1_800_000).contains(&first.expires_at_ms));
+        let messages: Vec<_> = events.iter().map(|event| (event.level, event.message.as_str())).collect();
+        assert_eq!(
+            messages,
+            [
+                (Level::Debug, "[OboTokenService] Requesting new OBO token for user: u, scopes: api://s"),
+                (Level::Debug, "[OboTokenService] Successfully obtained and cached OBO token for user: u"),
+            ]
+        );
+        let hit = lookup(&engine, "u").unwrap();
         assert_eq!(hit.expires_in, 1800);
+        assert_eq!(hit.expires_at_ms, first.expires_at_ms);
         assert_eq!(&*hit.access_token, "tok");
         let again = run(&engine, request("u", true)).await;
-        assert_eq!(again.0.unwrap().access_token.as_ref(), "tok");
-        assert!(again.1.iter().any(|event| event.message.contains("Using cached OBO token")));
+        assert_eq!(again.0.unwrap().expires_at_ms, first.expires_at_ms);
+        assert_eq!(again.1[0].message, "[OboTokenService] Using cached token for user: u");
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let stats = engine.stats();
         assert_eq!((stats.cache_hits, stats.cache_misses, stats.exchanges, stats.cache_size), (2, 1, 1, 1));
@@ -567,8 +656,9 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert_eq!(engine.stats().retries, 1);
         let warn = events.iter().find(|event| event.level == Level::Warn).unwrap();
-        assert!(warn.message.starts_with("[OboTokenService] Transient OBO token exchange failure, retrying in 10 ms"));
-        assert!(events.iter().all(|event| !event.message.contains("assertion-value-123")));
+        assert_eq!(warn.message, "[OboTokenService] Transient OBO exchange failure for user: u, retrying once");
+        assert_eq!(warn.error.as_ref().unwrap().status, Some(503));
+        assert!(events.iter().all(|event| !format!("{event:?}").contains("assertion-value-123")));
     }
 
     #[tokio::test]
@@ -592,13 +682,129 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_arriving_after_clear_cache_is_not_cached() {
-        let (url, _) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (url, _, received) = gated_provider(vec![(200, "", TOKEN)], Duration::ZERO, Some(gate.clone())).await;
         let engine = engine(&url, "");
         let pending = tokio::spawn(engine.exchange(request("u", true), None).unwrap());
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        received.notified().await;
         engine.clear_cache();
+        gate.add_permits(1);
         assert!(pending.await.unwrap().is_ok());
-        assert!(engine.lookup("u", "api://s").is_none());
+        assert!(lookup(&engine, "u").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_call_after_clear_cache_starts_its_own_exchange() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (url, count, received) = gated_provider(vec![(200, "", TOKEN)], Duration::ZERO, Some(gate.clone())).await;
+        let engine = engine(&url, "");
+        let before = tokio::spawn(engine.exchange(request("u", true), None).unwrap());
+        received.notified().await;
+        engine.clear_cache();
+        let after = tokio::spawn(engine.exchange(request("u", true), None).unwrap());
+        received.notified().await;
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(engine.stats().coalesced, 0);
+        gate.add_permits(2);
+        assert!(before.await.unwrap().is_ok() && after.await.unwrap().is_ok());
+        // The exchange begun after the clear is the one the cache keeps.
+        assert!(lookup(&engine, "u").is_some());
+    }
+
+    #[tokio::test]
+    async fn identities_and_assertions_each_get_their_own_token_and_flight() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (url, count, received) = gated_provider(vec![(200, "", TOKEN)], Duration::ZERO, Some(gate.clone())).await;
+        let engine = engine(&url, "");
+        let calls = [
+            request_for(Identity::new("tenant-a", "https://issuer.example.com", "shared-sub"), "access-token-old", true),
+            request_for(Identity::new("tenant-b", "https://issuer.example.com", "shared-sub"), "access-token-old", true),
+            request_for(Identity::new("tenant-a", "https://issuer-b.example.com", "shared-sub"), "access-token-old", true),
+            request_for(Identity::new("tenant-a", "https://issuer.example.com", "shared-sub"), "access-token-new", true),
+        ];
+        let pending: Vec<_> = calls.into_iter().map(|call| tokio::spawn(engine.exchange(call, None).unwrap())).collect();
+        while count.load(Ordering::SeqCst) < 4 {
+            received.notified().await;
+        }
+        assert_eq!(engine.stats().coalesced, 0);
+        gate.add_permits(4);
+        for call in pending {
+            assert!(call.await.unwrap().is_ok());
+        }
+        let old = Identity::new("tenant-a", "https://issuer.example.com", "shared-sub");
+        assert!(engine.lookup(&old, "api://s", "access-token-old").is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-new").is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-other").is_none());
+        assert_eq!(engine.stats().cache_size, 4);
+    }
+
+    #[test]
+    fn a_configuration_and_its_epoch_are_read_together() {
+        let engine = engine("http://127.0.0.1:9/token", "");
+        let configs = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"];
+        let configure = |url: &str| {
+            engine
+                .configure(Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"s"}}"#)))
+                .unwrap()
+        };
+        configure(configs[0]);
+        let writer = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for round in 0..2000 {
+                    let url = configs[round % 2];
+                    engine
+                        .configure(Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"s"}}"#)))
+                        .unwrap();
+                }
+            })
+        };
+        // Each configure() moves the epoch once: a footing whose epoch is
+        // newer than its setup would let the old client's token in.
+        let mut seen = std::collections::HashMap::new();
+        while !writer.is_finished() {
+            let footing = engine.footing(None).unwrap();
+            let endpoint = footing.setup.endpoint.get().unwrap().to_string();
+            if let Some(previous) = seen.insert(footing.epoch, endpoint.clone()) {
+                assert_eq!(previous, endpoint, "epoch {} seen with two configurations", footing.epoch);
+            }
+        }
+        writer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_attempt_with_discovery_ends_within_its_timeout() {
+        // Discovery and the token request each take 60 % of the budget.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let document = format!(r#"{{"token_endpoint":"{base}/token"}}"#);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let document = document.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 8192];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(600)).await;
+                        let body = if buffer.starts_with(b"GET") { document.as_str() } else { TOKEN };
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                    }
+                });
+            }
+        });
+        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        engine
+            .configure(Some(&format!(
+                r#"{{"issuer":"{base}","clientId":"a","clientSecret":"b","timeoutMs":1000,"maxRetries":0}}"#
+            )))
+            .unwrap();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("ETIMEDOUT"), "{}", err.message);
+        assert!(err.message.contains("timed out after 1000 ms"), "{}", err.message);
     }
 
     #[tokio::test]

@@ -2,6 +2,10 @@
 //! existing log searches keep working. A call collects them only when its
 //! thread has a logger; they never hold a token or a secret.
 
+use std::sync::Arc;
+
+use crate::error::ExchangeError;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Debug,
@@ -20,10 +24,13 @@ impl Level {
 }
 
 /// One log line.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub level: Level,
     pub message: String,
+    /// The error a warning or failure is about, logged as the second argument
+    /// as LibreChat's service does (already redacted).
+    pub error: Option<Arc<ExchangeError>>,
 }
 
 /// Where a call's events go: nowhere (its thread has no logger: the message
@@ -36,7 +43,15 @@ pub enum Events {
 impl Events {
     pub fn push(&mut self, level: Level, message: impl FnOnce() -> String) {
         if let Events::Stream(sink) = self {
-            sink(Event { level, message: format!("[OboTokenService] {}", message()) });
+            sink(Event { level, message: format!("[OboTokenService] {}", message()), error: None });
+        }
+    }
+
+    /// An event with the error it is about.
+    pub fn push_error(&mut self, level: Level, message: impl FnOnce() -> String, error: impl FnOnce() -> ExchangeError) {
+        if let Events::Stream(sink) = self {
+            let error = Some(Arc::new(error()));
+            sink(Event { level, message: format!("[OboTokenService] {}", message()), error });
         }
     }
 }
@@ -58,6 +73,7 @@ mod tests {
     fn nothing_is_formatted_without_a_logger() {
         let mut quiet = Events::Off;
         quiet.push(Level::Warn, || unreachable!("formatted without a logger"));
+        quiet.push_error(Level::Warn, || unreachable!("formatted"), || unreachable!("built without a logger"));
     }
 
     #[test]
@@ -68,6 +84,8 @@ mod tests {
         events.push(Level::Warn, || "one".into());
         assert_eq!(seen.lock().len(), 1);
         events.push(Level::Error, || "two".into());
-        assert_eq!(seen.lock()[1], Event { level: Level::Error, message: "[OboTokenService] two".into() });
+        assert_eq!(seen.lock()[1], Event { level: Level::Error, message: "[OboTokenService] two".into(), error: None });
+        events.push_error(Level::Warn, || "three".into(), || ExchangeError::failed("why"));
+        assert_eq!(seen.lock()[2].error.as_ref().unwrap().message, "why");
     }
 }

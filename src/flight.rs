@@ -49,13 +49,13 @@ impl<T: Clone> FlightMap<T> {
     }
 
     pub fn join_or_lead(self: &Arc<Self>, key: &CacheKey) -> Role<T> {
-        match self.flights.entry(key.clone()) {
+        match self.flights.entry(*key) {
             Entry::Occupied(flight) => Role::Follower(Follower(flight.get().1.clone())),
             Entry::Vacant(slot) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (sender, receiver) = watch::channel(None);
                 slot.insert((id, receiver));
-                Role::Leader(FlightGuard { map: self.clone(), key: key.clone(), id, sender })
+                Role::Leader(FlightGuard { map: self.clone(), key: *key, id, sender })
             }
         }
     }
@@ -85,11 +85,12 @@ impl<T> Drop for FlightGuard<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::test_key;
 
     #[tokio::test]
     async fn followers_get_the_leaders_result_and_the_slot_is_freed() {
         let map = FlightMap::<u32>::new();
-        let key = CacheKey::new("u", "s");
+        let key = test_key("u", "s");
         let Role::Leader(guard) = map.join_or_lead(&key) else { panic!("first caller leads") };
         let followers: Vec<_> = (0..10)
             .map(|_| match map.join_or_lead(&key) {
@@ -109,7 +110,7 @@ mod tests {
     #[tokio::test]
     async fn a_vanished_leader_releases_its_followers() {
         let map = FlightMap::<u32>::new();
-        let key = CacheKey::new("u", "s");
+        let key = test_key("u", "s");
         let guard = map.join_or_lead(&key);
         let Role::Follower(follower) = map.join_or_lead(&key) else { panic!() };
         drop(guard);
@@ -120,14 +121,14 @@ mod tests {
     #[tokio::test]
     async fn different_keys_do_not_share() {
         let map = FlightMap::<u32>::new();
-        let _a = map.join_or_lead(&CacheKey::new("u", "a"));
-        assert!(matches!(map.join_or_lead(&CacheKey::new("u", "b")), Role::Leader(_)));
+        let _a = map.join_or_lead(&test_key("u", "a"));
+        assert!(matches!(map.join_or_lead(&test_key("u", "b")), Role::Leader(_)));
     }
 
     #[tokio::test]
     async fn a_late_guard_does_not_free_a_newer_flight() {
         let map = FlightMap::<u32>::new();
-        let key = CacheKey::new("u", "s");
+        let key = test_key("u", "s");
         let Role::Leader(first) = map.join_or_lead(&key) else { panic!() };
         map.flights.remove(&key);
         let Role::Leader(_second) = map.join_or_lead(&key) else { panic!() };

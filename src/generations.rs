@@ -67,13 +67,13 @@ impl Generations {
 
     /// The slot (1..=BUCKETS) of a cache key. Fixed hash keys: every thread
     /// must agree on it.
-    pub fn slot_of(key: &str) -> u32 {
+    pub fn slot_of(key: &[u8]) -> u32 {
         let mut hasher = DefaultHasher::new();
-        hasher.write(key.as_bytes());
+        hasher.write(key);
         1 + (hasher.finish() as usize & (BUCKETS - 1)) as u32
     }
 
-    pub fn stamp(&self, key: &str) -> Stamp {
+    pub fn stamp(&self, key: &[u8]) -> Stamp {
         let slot = Self::slot_of(key);
         Stamp {
             epoch: self.canonical[0].load(Ordering::Acquire),
@@ -147,9 +147,9 @@ mod tests {
     fn a_bump_changes_the_stamp_of_that_key_and_every_mirror() {
         let generations = Generations::new();
         let early = generations.mirror();
-        let before = generations.stamp("3:abcscope");
-        generations.bump_slot(Generations::slot_of("3:abcscope"));
-        let after = generations.stamp("3:abcscope");
+        let before = generations.stamp(b"3:abcscope");
+        generations.bump_slot(Generations::slot_of(b"3:abcscope"));
+        let after = generations.stamp(b"3:abcscope");
         assert_eq!(before.slot, after.slot);
         assert_ne!(before.generation, after.generation);
         assert_eq!(before.epoch, after.epoch);
@@ -158,7 +158,7 @@ mod tests {
             assert_eq!(mirror.get(after.slot), after.generation);
         }
         generations.bump_epoch();
-        assert_ne!(generations.stamp("3:abcscope").epoch, after.epoch);
+        assert_ne!(generations.stamp(b"3:abcscope").epoch, after.epoch);
         assert_eq!(early.get(0), generations.epoch());
         generations.release(&early);
         assert_eq!(generations.mirrors(), 1);
@@ -175,7 +175,7 @@ mod tests {
     fn slots_are_in_range_and_spread() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..1000 {
-            let slot = Generations::slot_of(&format!("user{i}:scope"));
+            let slot = Generations::slot_of(format!("user{i}:scope").as_bytes());
             assert!((1..=BUCKETS as u32).contains(&slot));
             seen.insert(slot);
         }

@@ -66,8 +66,9 @@ pub struct TokenResponse {
     pub expires_in: u64,
 }
 
-/// `expires_in` as a whole number of seconds: numbers and numeric strings,
-/// fractions floored, capped at a day; missing, negative or not a number → 3600.
+/// `expires_in` as LibreChat's service reads it: numbers and numeric strings,
+/// floored, at least one second (so zero or a negative lifetime is one second,
+/// never an hour), capped at a day; missing or not a number → 3600.
 pub fn normalize_expires_in(value: Option<&Value>) -> u64 {
     let seconds = match value {
         Some(Value::Number(number)) => number.as_f64(),
@@ -75,7 +76,7 @@ pub fn normalize_expires_in(value: Option<&Value>) -> u64 {
         _ => None,
     };
     match seconds {
-        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => (seconds.floor() as u64).min(MAX_EXPIRES_IN),
+        Some(seconds) if seconds.is_finite() => (seconds.floor().max(1.0) as u64).min(MAX_EXPIRES_IN),
         _ => DEFAULT_EXPIRES_IN,
     }
 }
@@ -222,8 +223,12 @@ mod tests {
             (json!("1800"), 1800),
             (json!(" 90 "), 90),
             (json!(99.9), 99),
-            (json!(0), 0),
-            (json!(-5), DEFAULT_EXPIRES_IN),
+            (json!(0), 1),
+            (json!(0.5), 1),
+            (json!(-5), 1),
+            (json!("-30"), 1),
+            (json!(""), DEFAULT_EXPIRES_IN),
+            (json!("Infinity"), DEFAULT_EXPIRES_IN),
             (json!("NaN"), DEFAULT_EXPIRES_IN),
             (json!("abc"), DEFAULT_EXPIRES_IN),
             (json!(1e12), MAX_EXPIRES_IN),

@@ -12,6 +12,7 @@ pub mod flight;
 pub mod generations;
 pub mod grant;
 pub mod http;
+pub mod key;
 pub mod retry;
 pub mod runtime;
 pub mod stats;

@@ -21,6 +21,7 @@ use crate::engine::{Engine, ExchangeRequest, Outcome};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::Mirror;
+use crate::key::Identity;
 
 #[napi(object)]
 pub struct ConfigFailure {
@@ -91,23 +92,24 @@ pub struct LookupHit {
     pub access_token: String,
     pub expires_in: u32,
     pub granted: u32,
-    pub serve_for_ms: f64,
-    pub expires_after_ms: f64,
+    /// Wall clock, ms since the Unix epoch.
+    pub serve_until_ms: f64,
+    pub expires_at_ms: f64,
     pub epoch: u32,
     pub slot: u32,
     pub generation: u32,
 }
 
-/// A cached token, synchronously, or nothing.
+/// A cached token, synchronously, or nothing. The identity is normalised by the facade.
 #[napi(catch_unwind)]
-pub fn lookup(openid_id: String, scopes: String) -> Option<LookupHit> {
-    let hit = Engine::global().lookup(&openid_id, &scopes)?;
+pub fn lookup(tenant: String, issuer: String, subject: String, scopes: String, assertion: String) -> Option<LookupHit> {
+    let hit = Engine::global().lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
     Some(LookupHit {
         access_token: hit.access_token.to_string(),
         expires_in: hit.expires_in as u32,
         granted: hit.granted_secs as u32,
-        serve_for_ms: hit.serve_for.as_secs_f64() * 1000.0,
-        expires_after_ms: hit.expires_after.as_secs_f64() * 1000.0,
+        serve_until_ms: hit.serve_until_ms as f64,
+        expires_at_ms: hit.expires_at_ms as f64,
         epoch: hit.stamp.epoch,
         slot: hit.stamp.slot,
         generation: hit.stamp.generation,
@@ -137,12 +139,15 @@ pub struct Failure {
 pub struct LogEvent {
     pub level: String,
     pub message: String,
+    /// The error the event is about, logged as the second argument.
+    pub failure: Option<Failure>,
 }
 
 #[napi(object)]
 pub struct ExchangeOutcome {
     pub access_token: Option<String>,
     pub expires_in: Option<u32>,
+    pub expires_at_ms: Option<f64>,
     pub failure: Option<Failure>,
 }
 
@@ -172,9 +177,15 @@ fn outcome(result: Outcome) -> ExchangeOutcome {
         Ok(token) => ExchangeOutcome {
             access_token: Some(token.access_token.to_string()),
             expires_in: Some(token.expires_in as u32),
+            expires_at_ms: Some(token.expires_at_ms as f64),
             failure: None,
         },
-        Err(err) => ExchangeOutcome { access_token: None, expires_in: None, failure: Some(failure(&err)) },
+        Err(err) => ExchangeOutcome {
+            access_token: None,
+            expires_in: None,
+            expires_at_ms: None,
+            failure: Some(failure(&err)),
+        },
     }
 }
 
@@ -232,9 +243,15 @@ pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<Exter
             |context: ThreadsafeCallContext<Completion>| {
                 Ok(FnArgs::from(match context.value {
                     Completion::Done { id, outcome: result } => (id, Some(outcome(result)), None),
-                    Completion::Log { id, event } => {
-                        (id, None, Some(LogEvent { level: event.level.as_str().to_owned(), message: event.message }))
-                    }
+                    Completion::Log { id, event } => (
+                        id,
+                        None,
+                        Some(LogEvent {
+                            level: event.level.as_str().to_owned(),
+                            message: event.message,
+                            failure: event.error.as_deref().map(failure),
+                        }),
+                    ),
                 }))
             },
         )?;
@@ -267,7 +284,9 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
 pub fn exchange(
     channel: &External<CompletionChannel>,
     id: u32,
-    openid_id: String,
+    tenant: String,
+    issuer: String,
+    subject: String,
     scopes: String,
     assertion: String,
     from_cache: bool,
@@ -281,7 +300,7 @@ pub fn exchange(
     } else {
         Events::Off
     };
-    let request = ExchangeRequest { openid_id, scopes, assertion, from_cache, events };
+    let request = ExchangeRequest { identity: Identity { tenant, issuer, subject }, scopes, assertion, from_cache, events };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
     match Engine::global().exchange(request, env) {

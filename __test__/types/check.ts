@@ -12,7 +12,8 @@ import {
   clearCache,
   stats,
 } from 'obo-native'
-import type { OboToken, ConfigureOptions, OboStats, OboError, OboUser, Logger } from 'obo-native'
+import type { OboToken, OboTokenWithExpiry, OboIdentityContext, ConfigureOptions, OboStats, OboError, OboUser, Logger } from 'obo-native'
+import { __internals } from 'obo-native'
 import * as librechat from 'obo-native/librechat'
 import { startMockIdp, faults, mintToken, GRANT_TYPE } from 'obo-native/testing'
 import type { MockIdp, MockFault, MockRequest } from 'obo-native/testing'
@@ -28,7 +29,7 @@ type Exchange = typeof exchangeOboToken
 assertType<Equal<ReturnType<Exchange>, Promise<OboToken>>>()
 assertType<Equal<Parameters<Exchange>[1], string>>()
 assertType<Equal<Parameters<Exchange>[2], string>>()
-assertType<Equal<Parameters<Exchange>[3], boolean | undefined>>()
+assertType<Equal<Parameters<Exchange>[3], boolean | null | undefined>>()
 
 async function uses(): Promise<void> {
   const user: OboUser = { openidId: 'oidc-sub-123', email: 'user@example.com', name: 'User' }
@@ -44,6 +45,19 @@ async function uses(): Promise<void> {
   // A LibreChat user document: any object with an openidId.
   const libreChatUser = { _id: 'x', openidId: 'sub', provider: 'openid', role: 'USER' }
   await exchangeOboToken(libreChatUser, 'access-token', 'api://mcp/Read')
+
+  // ---- today's LibreChat: the identity context, and expires_at in the result ----
+  const context: OboIdentityContext = { openidSubject: 'sub', tenantId: 'tenant-a', openidIssuer: 'https://issuer-a.example.com' }
+  const withExpiry: OboTokenWithExpiry = await exchangeOboToken(user, 'access-token', 'api://mcp/Read', true, context)
+  const expiresAt: number = withExpiry.expires_at
+  await exchangeOboToken({ openidId: 'sub', tenantId: 't', openidIssuer: 'https://i' }, 'access-token', 'api://mcp/Read', null)
+  await getGraphApiToken(user, 'access-token', 'https://graph.microsoft.com/.default', true, context)
+  const key: string | null = __internals.buildOboCacheKey({ user, accessToken: 'a', scopes: 's', identityContext: context })
+  const sameKey: string | null = librechat.__internals.buildOboCacheKey({ user, accessToken: 'a', scopes: 's' })
+  // @ts-expect-error a four-argument call's result has no expires_at
+  token.expires_at
+  // @ts-expect-error tenantId is a string
+  await exchangeOboToken(user, 'access-token', 'api://mcp/Read', true, { tenantId: 42 })
 
   // @ts-expect-error scopes are required
   await exchangeOboToken(user, 'access-token')

@@ -1,0 +1,87 @@
+'use strict';
+/**
+ * A thread's memo of hot tokens, so that a cache hit costs no call into Rust
+ * and no string conversion. It only mirrors what the native cache holds: each
+ * entry records the generation counters it was made under (an epoch that moves
+ * on `configure`/`clearCache`, and a per-bucket generation that moves when
+ * Rust replaces or evicts an entry), and is valid while both are unchanged and
+ * its serve-until time (wall clock) is ahead.
+ *
+ * Entries are found by subject and scopes; an entry answers only a call with
+ * the same tenant, issuer and assertion. The assertion is compared with the
+ * caller's string (a reference to the string the memo was filled with, never
+ * copied or sent anywhere): hashing it in JavaScript would cost microseconds
+ * per call, and the native cache keys by its SHA-256. A call with a rotated
+ * assertion or another tenant goes to the native cache, which keys by all of
+ * them, and its hit replaces the entry.
+ */
+class Memo {
+  /**
+   * @param {Uint32Array} generations the counters Rust keeps current for this thread
+   * @param {number} limit entries at most; past it the memo starts again
+   */
+  constructor(generations, limit) {
+    this.generations = generations;
+    this.limit = limit;
+    /** subject → scopes → entry */
+    this.bySubject = new Map();
+    this.size = 0;
+  }
+
+  /** The valid entry for this call, or undefined. Stale entries are dropped. */
+  get(subject, scopes, tenant, issuer, assertion, now) {
+    const byScopes = this.bySubject.get(subject);
+    if (byScopes === undefined) return undefined;
+    const entry = byScopes.get(scopes);
+    if (entry === undefined) return undefined;
+    const generations = this.generations;
+    if (generations[0] !== entry.epoch || generations[entry.slot] !== entry.generation || now >= entry.serveUntil) {
+      this.drop(subject, byScopes, scopes);
+      return undefined;
+    }
+    if (entry.assertion !== assertion || entry.tenant !== tenant || entry.issuer !== issuer) return undefined;
+    return entry;
+  }
+
+  /** Remembers a native hit for this call. */
+  remember(subject, scopes, tenant, issuer, assertion, hit) {
+    if (this.size >= this.limit) this.clear();
+    let byScopes = this.bySubject.get(subject);
+    if (byScopes === undefined) {
+      byScopes = new Map();
+      this.bySubject.set(subject, byScopes);
+    }
+    if (!byScopes.has(scopes)) this.size++;
+    byScopes.set(scopes, {
+      tenant,
+      issuer,
+      assertion,
+      token: hit.accessToken,
+      granted: hit.granted,
+      serveUntil: hit.serveUntilMs,
+      expiresAt: hit.expiresAtMs,
+      epoch: hit.epoch,
+      slot: hit.slot,
+      generation: hit.generation,
+    });
+  }
+
+  /** Drops one entry, and its subject's map when that was the last one. */
+  drop(subject, byScopes, scopes) {
+    byScopes.delete(scopes);
+    this.size--;
+    if (byScopes.size === 0) this.bySubject.delete(subject);
+  }
+
+  clear() {
+    this.bySubject = new Map();
+    this.size = 0;
+  }
+
+  /** Subjects with at least one entry (each has one). */
+  get subjects() {
+    return this.bySubject.size;
+  }
+}
+
+module.exports = { Memo };
