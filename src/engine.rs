@@ -259,7 +259,7 @@ impl Engine {
             }
             Counters::bump(&inner.counters.cache_misses);
         }
-        if let Some(refusal) = inner.throttles.check(&key, Instant::now()) {
+        if let Some(refusal) = inner.throttles.check(&key, crate::throttle::wall_clock_ms()) {
             Counters::bump(&inner.counters.throttled);
             events.push(Level::Warn, || {
                 format!(
@@ -316,7 +316,8 @@ impl Engine {
             let err = Arc::new(err.redacted(&secrets));
             // The provider said when to come back: no request for this key before then.
             if let Some(wait) = err.retry_after {
-                inner.throttles.remember(key, Instant::now() + wait, err.clone());
+                let until_ms = crate::throttle::wall_clock_ms().saturating_add(wait.as_millis() as u64);
+                inner.throttles.remember(key, until_ms, err.clone(), || inner.generations.epoch() == epoch);
                 events.push(Level::Warn, || {
                     format!(
                         "The identity provider throttled user {} and scopes {} for {} s",
