@@ -4,7 +4,8 @@
 //!
 //! Ends are wall-clock times (milliseconds since the Unix epoch), as the
 //! provider means them and as another process sharing throttles would read
-//! them.
+//! them. The map is bounded: expired entries are swept as it grows, and past
+//! [`MAX_THROTTLED_KEYS`] the throttles nearest their end make room.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,19 +16,55 @@ use parking_lot::Mutex;
 use crate::cache::CacheKey;
 use crate::error::ExchangeError;
 
+/// The most keys remembered at once. A throttle forgotten early costs one
+/// request that the provider answers with another 429.
+pub const MAX_THROTTLED_KEYS: usize = 10_000;
+
+/// Below this size the map is not swept: a scan would cost more than it frees.
+const MIN_SWEEP_AT: usize = 64;
+
 /// Milliseconds since the Unix epoch, now.
 pub fn wall_clock_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
-#[derive(Default)]
 pub struct Throttles {
-    until: DashMap<CacheKey, (u64, Arc<ExchangeError>)>,
-    /// Taken by `remember` and `clear`, so that they are ordered.
-    writes: Mutex<()>,
+    until: DashMap<CacheKey, Throttle>,
+    /// Taken by every write but the removal of an expired entry, so that
+    /// `remember` and `clear` are ordered and the bound is exact.
+    writes: Mutex<Writes>,
+    capacity: usize,
+}
+
+struct Throttle {
+    until_ms: u64,
+    /// Insertion order: among throttles ending together, the oldest make room first.
+    order: u64,
+    error: Arc<ExchangeError>,
+}
+
+struct Writes {
+    /// The size at which the next insert first sweeps expired entries.
+    sweep_at: usize,
+    inserted: u64,
+}
+
+impl Default for Throttles {
+    fn default() -> Self {
+        Throttles::with_capacity(MAX_THROTTLED_KEYS)
+    }
 }
 
 impl Throttles {
+    pub fn with_capacity(capacity: usize) -> Throttles {
+        let capacity = capacity.max(1);
+        Throttles {
+            until: DashMap::new(),
+            writes: Mutex::new(Writes { sweep_at: MIN_SWEEP_AT.min(capacity), inserted: 0 }),
+            capacity,
+        }
+    }
+
     /// Refuses `key` until `until_ms` (wall clock), unless `still_current`
     /// says, under the lock `clear` takes, that the throttles were cleared
     /// since the exchange that learned it began. Returns whether it was kept.
@@ -38,25 +75,47 @@ impl Throttles {
         error: Arc<ExchangeError>,
         still_current: impl FnOnce() -> bool,
     ) -> bool {
-        let _write = self.writes.lock();
+        let mut writes = self.writes.lock();
         if !still_current() {
             return false;
         }
-        self.until.insert(key.clone(), (until_ms, error));
+        if !self.until.contains_key(key.as_str()) && self.until.len() >= writes.sweep_at {
+            self.make_room(&mut writes, wall_clock_ms());
+        }
+        writes.inserted += 1;
+        self.until.insert(key.clone(), Throttle { until_ms, order: writes.inserted, error });
         true
+    }
+
+    /// Drops expired entries; if the map is still full, the throttles nearest
+    /// their end, down to 90 % of capacity so that the scan is paid once per
+    /// many inserts. The next sweep waits until the map has doubled.
+    fn make_room(&self, writes: &mut Writes, now_ms: u64) {
+        self.until.retain(|_, throttle| now_ms < throttle.until_ms);
+        let target = self.capacity - self.capacity / 10 - 1;
+        if self.until.len() >= self.capacity {
+            let mut by_end: Vec<((u64, u64), CacheKey)> =
+                self.until.iter().map(|entry| ((entry.until_ms, entry.order), entry.key().clone())).collect();
+            let excess = by_end.len() - target;
+            by_end.select_nth_unstable_by_key(excess - 1, |(end, _)| *end);
+            for (_, key) in by_end.into_iter().take(excess) {
+                self.until.remove(key.as_str());
+            }
+        }
+        writes.sweep_at = (self.until.len() * 2).max(MIN_SWEEP_AT).min(self.capacity);
     }
 
     /// The error to answer with, if `key` is throttled at `now_ms` (wall
     /// clock): the provider's, with the time left and `throttled` set.
     pub fn check(&self, key: &CacheKey, now_ms: u64) -> Option<ExchangeError> {
         let entry = self.until.get(key.as_str())?;
-        let (until, error) = entry.value();
-        if now_ms >= *until {
+        let until = entry.until_ms;
+        if now_ms >= until {
             drop(entry);
-            self.until.remove_if(key.as_str(), |_, (until, _)| now_ms >= *until);
+            self.until.remove_if(key.as_str(), |_, throttle| now_ms >= throttle.until_ms);
             return None;
         }
-        let mut error = ExchangeError::clone(error);
+        let mut error = ExchangeError::clone(&entry.error);
         error.retryable = true;
         error.throttled = true;
         error.retry_after = Some(Duration::from_millis(until - now_ms));
@@ -64,8 +123,9 @@ impl Throttles {
     }
 
     pub fn clear(&self) {
-        let _write = self.writes.lock();
+        let mut writes = self.writes.lock();
         self.until.clear();
+        writes.sweep_at = MIN_SWEEP_AT.min(self.capacity);
     }
 
     pub fn len(&self) -> usize {
@@ -153,5 +213,37 @@ mod tests {
             .filter(|(key, began)| *began != last && throttles.check(key, now).is_some())
             .collect();
         assert!(stale.is_empty(), "{} throttles of an older epoch survived a clear", stale.len());
+    }
+
+    #[test]
+    fn a_hundred_thousand_throttled_keys_stay_bounded_and_the_newest_are_refused() {
+        let throttles = Throttles::default();
+        let now = wall_clock_ms();
+        let keys = 100_000;
+        // Throttles that all end together: the oldest make room first.
+        let until = now + 60_000;
+        for i in 0..keys {
+            throttles.remember(&CacheKey::new(&format!("user-{i}"), "s"), until, throttled(), || true);
+            assert!(throttles.len() <= MAX_THROTTLED_KEYS);
+        }
+        for i in keys - 100..keys {
+            let key = CacheKey::new(&format!("user-{i}"), "s");
+            assert!(throttles.check(&key, now).is_some_and(|refusal| refusal.throttled), "user-{i}");
+        }
+        assert!(throttles.check(&CacheKey::new("user-0", "s"), now).is_none());
+    }
+
+    #[test]
+    fn expired_throttles_are_swept_as_new_ones_arrive() {
+        let throttles = Throttles::default();
+        let past = wall_clock_ms() - 1;
+        for i in 0..1_000 {
+            throttles.remember(&CacheKey::new(&format!("gone-{i}"), "s"), past, throttled(), || true);
+        }
+        // Sweeps run each time the map doubles: expired entries never pile up past that.
+        assert!(throttles.len() < 2 * MIN_SWEEP_AT, "{} expired entries kept", throttles.len());
+        let live = wall_clock_ms() + 60_000;
+        throttles.remember(&CacheKey::new("live", "s"), live, throttled(), || true);
+        assert!(throttles.check(&CacheKey::new("live", "s"), wall_clock_ms()).is_some());
     }
 }
