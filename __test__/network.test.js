@@ -1,7 +1,8 @@
 'use strict';
 /**
- * The network edge of the addon: TLS trust (NODE_EXTRA_CA_CERTS), proxies
- * (explicit, PROXY in env mode, HTTP_PROXY/NO_PROXY), no redirects, DNS
+ * The network edge of the addon: TLS trust (Mozilla's roots, the system's,
+ * NODE_EXTRA_CA_CERTS; no system bundle), proxies (explicit, PROXY in env
+ * mode, HTTPS_PROXY/NO_PROXY; never for loopback), no redirects, DNS
  * failures, timeouts, connection resets, process exit and worker termination
  * with requests in flight.
  *
@@ -89,6 +90,24 @@ function makeCertificates(dir) {
     key: fs.readFileSync(path.join(dir, 'server.key')),
     cert: fs.readFileSync(path.join(dir, 'server.pem')),
   };
+}
+
+/**
+ * A certificate for 127.0.0.1 whose issuer is named exactly as ISRG Root X1,
+ * one of Mozilla's roots, but signed by a key of ours. A client that trusts
+ * Mozilla's roots finds that root and rejects the signature (BadSignature);
+ * one that does not rejects an unknown issuer (UnknownIssuer).
+ */
+function forgeUnderMozillaRootName(dir) {
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  run('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', 'forged-root.key');
+  // The real root's subject, byte for byte, with our key.
+  run('x509', '-in', path.join(FIXTURES, 'isrg-root-x1.pem'), '-signkey', 'forged-root.key', '-out', 'forged-root.pem');
+  run('req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'forged.key', '-out', 'forged.csr', '-subj', '/CN=127.0.0.1');
+  run('x509', '-req', '-in', 'forged.csr', '-CA', 'forged-root.pem', '-CAkey', 'forged-root.key',
+    '-set_serial', `0x${crypto.randomBytes(8).toString('hex')}`,
+    '-days', '2', '-extfile', 'server.ext', '-out', 'forged.pem');
+  return { key: fs.readFileSync(path.join(dir, 'forged.key')), cert: fs.readFileSync(path.join(dir, 'forged.pem')) };
 }
 
 /** Where the proxy sends a target host: PROXIED_HOST only. */
@@ -241,6 +260,7 @@ let tmp;
 let certs;
 let idp; // http
 let tlsIdp; // https, certificate from the throwaway CA
+let forgedIdp; // https, certificate claiming a Mozilla root as issuer
 let proxy;
 
 beforeAll(async () => {
@@ -248,18 +268,20 @@ beforeAll(async () => {
   certs = makeCertificates(tmp);
   idp = await startMockIdp();
   tlsIdp = await startMockIdp({ tls: { key: certs.key, cert: certs.cert } });
+  forgedIdp = await startMockIdp({ tls: forgeUnderMozillaRootName(tmp) });
   proxy = await startProxy();
 });
 
 beforeEach(() => {
   idp.reset();
   tlsIdp.reset();
+  forgedIdp.reset();
   proxy.reset();
   configure(optionsFor(idp));
 });
 
 afterAll(async () => {
-  await Promise.all([idp && idp.close(), tlsIdp && tlsIdp.close(), proxy && proxy.close()]);
+  await Promise.all([idp, tlsIdp, forgedIdp, proxy].filter(Boolean).map((server) => server.close()));
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -310,6 +332,48 @@ describe('TLS trust', () => {
     expectToken(value.results[0].value.access_token, tlsIdp, assertion, 'api://tls/.default');
     expect(tlsIdp.tokenRequests()).toHaveLength(1);
     expect(result.code).toBe(0);
+  });
+
+  describe('without a usable system CA bundle (child processes)', () => {
+    /** The system store as rustls reads it: SSL_CERT_FILE and SSL_CERT_DIR. */
+    function bareSystem(bundle) {
+      const dir = fs.mkdtempSync(path.join(tmp, 'no-ca-'));
+      const file = path.join(dir, 'bundle.pem');
+      if (bundle !== undefined) fs.writeFileSync(file, bundle);
+      return { SSL_CERT_FILE: file, SSL_CERT_DIR: dir };
+    }
+    const exchangeIn = async (where, env, provider, label) => {
+      const assertion = assertionFor(label);
+      const result = await runChild({
+        where,
+        script: path.join(FIXTURES, 'exchange-child.js'),
+        env,
+        spec: { options: optionsFor(provider), calls: [{ user: 'bare-user', assertion, scope: 'api://bare/.default' }] },
+      });
+      return { assertion, outcome: reportOf(result).value.results[0] };
+    };
+
+    it("trusts Mozilla's roots: a forged certificate under a Mozilla root's name is a bad signature, not an unknown issuer", async () => {
+      const { outcome } = await exchangeIn('forged under Mozilla root', bareSystem(), forgedIdp, 'tls-forged');
+      expect(outcome.error).toMatchObject({ code: 'CERT_UNTRUSTED', retryable: false });
+      expect(outcome.error.message).toMatch(/BadSignature/);
+      expect(forgedIdp.tokenRequests()).toHaveLength(0);
+    });
+
+    it('builds a client and trusts NODE_EXTRA_CA_CERTS when there is no bundle at all', async () => {
+      const env = { ...bareSystem(), NODE_EXTRA_CA_CERTS: certs.caPath };
+      const { assertion, outcome } = await exchangeIn('no CA bundle', env, tlsIdp, 'tls-no-bundle');
+      expect(outcome.error).toBeUndefined();
+      expectToken(outcome.value.access_token, tlsIdp, assertion, 'api://bare/.default');
+    });
+
+    it('builds a client when the bundle holds no usable certificate', async () => {
+      const broken = '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n';
+      const env = { ...bareSystem(broken), NODE_EXTRA_CA_CERTS: certs.caPath };
+      const { assertion, outcome } = await exchangeIn('broken CA bundle', env, tlsIdp, 'tls-broken-bundle');
+      expect(outcome.error).toBeUndefined();
+      expectToken(outcome.value.access_token, tlsIdp, assertion, 'api://bare/.default');
+    });
   });
 });
 

@@ -55,7 +55,19 @@ pub fn client_for(proxy: Option<&Url>) -> Result<Client, String> {
     Ok(client)
 }
 
+/// A system store whose certificates are all unusable makes reqwest refuse to
+/// build; Mozilla's roots and `NODE_EXTRA_CA_CERTS` are enough without it.
 fn build_client(proxy: Option<&Url>) -> Result<Client, String> {
+    if let Ok(client) = client_builder(proxy)?.build() {
+        return Ok(client);
+    }
+    client_builder(proxy)?
+        .tls_built_in_native_certs(false)
+        .build()
+        .map_err(|why| format!("the HTTP client could not be built: {why}"))
+}
+
+fn client_builder(proxy: Option<&Url>) -> Result<reqwest::ClientBuilder, String> {
     let mut builder = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
@@ -74,7 +86,7 @@ fn build_client(proxy: Option<&Url>) -> Result<Client, String> {
     for certificate in extra_ca_certificates() {
         builder = builder.add_root_certificate(certificate);
     }
-    builder.build().map_err(|why| format!("the HTTP client could not be built: {why}"))
+    Ok(builder)
 }
 
 /// Hosts never proxied: `NO_PROXY` (or `no_proxy`) and loopback.
