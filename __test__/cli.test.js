@@ -417,7 +417,10 @@ describe('obo-native exchange: TLS and proxies', () => {
 
   it('explains a proxy that cannot be reached', async () => {
     const port = await closedPort();
-    const result = await run(exchangeArgs(), { env: { PROXY: `http://user:proxy-password-1234@127.0.0.1:${port}` } });
+    // Loopback is never proxied: the provider is named by a host only a proxy could resolve.
+    const result = await run(exchangeArgs('--token-endpoint', 'https://login.proxied.test/tenant/oauth2/v2.0/token'), {
+      env: { PROXY: `http://user:proxy-password-1234@127.0.0.1:${port}` },
+    });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(new RegExp(`Proxy\\s+http://127\\.0\\.0\\.1:${port} \\(PROXY\\)`));
     expect(result.stderr).toMatch(/Proxy: the request through .* failed \(ECONNREFUSED\)/);
@@ -429,7 +432,8 @@ describe('obo-native exchange: TLS and proxies', () => {
   it('explains a proxy that requires authentication (HTTP 407)', async () => {
     const proxy = await startAuthProxy();
     try {
-      const result = await run(['exchange', '--token-endpoint', idp.tokenEndpoint, '--scope', SCOPE, '--assertion-file', assertionFile], {
+      const endpoint = 'https://login.proxied.test/tenant/oauth2/v2.0/token';
+      const result = await run(['exchange', '--token-endpoint', endpoint, '--scope', SCOPE, '--assertion-file', assertionFile], {
         env: { PROXY: proxy.url },
       });
       expect(result.code).toBe(1);
@@ -447,7 +451,8 @@ describe('obo-native exchange: TLS and proxies', () => {
     const tlsIdp = await startMockIdp({ clientSecret: SECRET, tls: { key: certs.key, cert: certs.cert } });
     const proxy = await startAuthProxy();
     try {
-      const result = await run(['exchange', '--token-endpoint', tlsIdp.tokenEndpoint, '--scope', SCOPE, '--assertion-file', assertionFile], {
+      const endpoint = tlsIdp.tokenEndpoint.replace('//127.0.0.1:', '//login.proxied.test:');
+      const result = await run(['exchange', '--token-endpoint', endpoint, '--scope', SCOPE, '--assertion-file', assertionFile], {
         env: { PROXY: proxy.url, NODE_EXTRA_CA_CERTS: certs.caPath },
       });
       expect(result.code).toBe(1);

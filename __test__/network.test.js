@@ -1,13 +1,17 @@
 'use strict';
 /**
- * The network edge of the addon: TLS trust (NODE_EXTRA_CA_CERTS), proxies
- * (explicit, PROXY in env mode, HTTP_PROXY/NO_PROXY), no redirects, DNS
+ * The network edge of the addon: TLS trust (Mozilla's roots, the system's,
+ * NODE_EXTRA_CA_CERTS; no system bundle), proxies (explicit, PROXY in env
+ * mode, HTTPS_PROXY/NO_PROXY; never for loopback), no redirects, DNS
  * failures, timeouts, connection resets, process exit and worker termination
  * with requests in flight.
  *
- * Workplace rule: all traffic stays on loopback. The proxy below refuses any
- * other target; the DNS cases run in their own network and mount namespaces
- * with a private resolv.conf pointing at a responder on 127.0.0.1:53.
+ * Workplace rule: all traffic stays on loopback. Loopback endpoints are never
+ * proxied, so the proxy cases address the provider as PROXIED_HOST, a name
+ * only the test's proxy resolves (to 127.0.0.1); it refuses any other target.
+ * A case that must reach that name directly runs in its own mount namespace
+ * with a private /etc/hosts. The DNS cases run in their own network and mount
+ * namespaces with a private resolv.conf pointing at a responder on 127.0.0.1:53.
  *
  * What Rust reads from the real process environment (NODE_EXTRA_CA_CERTS,
  * HTTP(S)_PROXY, NO_PROXY) is set for child processes only: jest gives this
@@ -30,6 +34,11 @@ const FIXTURES = path.join(__dirname, 'fixtures', 'net');
 const PROXY_USER = 'user';
 const PROXY_PASSWORD = 'pa55w0rd-secret';
 const UNKNOWN_HOST = 'login.nonexistent.example';
+/** The provider's name behind the proxy: not loopback, and resolved by nobody but the proxy (or a private hosts file). */
+const PROXIED_HOST = 'idp.proxied.test';
+
+/** `url` with the provider addressed by PROXIED_HOST instead of 127.0.0.1. */
+const proxied = (url) => url.replace('//127.0.0.1:', `//${PROXIED_HOST}:`);
 
 /** Every error this file produced (in this process or in a child), checked for secrets in afterAll. */
 const collected = [];
@@ -66,7 +75,7 @@ function makeCertificates(dir) {
   fs.writeFileSync(
     path.join(dir, 'server.ext'),
     [
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      `subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:${PROXIED_HOST}`,
       'basicConstraints=critical,CA:FALSE',
       'keyUsage=critical,digitalSignature',
       'extendedKeyUsage=serverAuth',
@@ -83,13 +92,30 @@ function makeCertificates(dir) {
   };
 }
 
-const isLoopback = (host) =>
-  host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+/**
+ * A certificate for 127.0.0.1 whose issuer is named exactly as ISRG Root X1,
+ * one of Mozilla's roots, but signed by a key of ours. A client that trusts
+ * Mozilla's roots finds that root and rejects the signature (BadSignature);
+ * one that does not rejects an unknown issuer (UnknownIssuer).
+ */
+function forgeUnderMozillaRootName(dir) {
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  run('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', 'forged-root.key');
+  // The real root's subject, byte for byte, with our key.
+  run('x509', '-in', path.join(FIXTURES, 'isrg-root-x1.pem'), '-signkey', 'forged-root.key', '-out', 'forged-root.pem');
+  run('req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'forged.key', '-out', 'forged.csr', '-subj', '/CN=127.0.0.1');
+  run('x509', '-req', '-in', 'forged.csr', '-CA', 'forged-root.pem', '-CAkey', 'forged-root.key',
+    '-set_serial', `0x${crypto.randomBytes(8).toString('hex')}`,
+    '-days', '2', '-extfile', 'server.ext', '-out', 'forged.pem');
+  return { key: fs.readFileSync(path.join(dir, 'forged.key')), cert: fs.readFileSync(path.join(dir, 'forged.pem')) };
+}
+
+/** Where the proxy sends a target host: PROXIED_HOST only. */
+const upstreamOf = (host) => (host.toLowerCase() === PROXIED_HOST ? '127.0.0.1' : null);
 
 /**
- * A forward proxy on loopback: absolute-form requests are forwarded, CONNECT
- * is tunnelled; only loopback targets. `seen` records every request;
- * `requireAuth = true` answers 407 to everything.
+ * A forward proxy on loopback: CONNECT is tunnelled, only to PROXIED_HOST.
+ * `seen` records every request; `requireAuth = true` answers 407 to everything.
  */
 async function startProxy() {
   const seen = [];
@@ -99,6 +125,8 @@ async function startProxy() {
     socket.on('close', () => sockets.delete(socket));
   };
   const proxy = { seen, requireAuth: false };
+  // Plain http is allowed only to loopback, which is never proxied: a request
+  // in absolute form reaching this proxy is a bug, recorded and refused.
   const server = http.createServer((req, res) => {
     seen.push({ method: req.method, url: req.url, headers: req.headers });
     if (proxy.requireAuth) {
@@ -106,34 +134,7 @@ async function startProxy() {
       res.end('Proxy Authentication Required');
       return;
     }
-    let target;
-    try {
-      target = new URL(req.url);
-    } catch {
-      res.writeHead(400).end();
-      return;
-    }
-    if (target.protocol !== 'http:' || !isLoopback(target.hostname)) {
-      res.writeHead(403).end();
-      return;
-    }
-    const headers = { ...req.headers };
-    delete headers['proxy-authorization'];
-    delete headers['proxy-connection'];
-    const upstream = http.request({
-      host: target.hostname.replace(/^\[|\]$/g, ''),
-      port: target.port || 80,
-      method: req.method,
-      path: target.pathname + target.search,
-      headers,
-    });
-    upstream.on('socket', track);
-    upstream.on('response', (answer) => {
-      res.writeHead(answer.statusCode, answer.headers);
-      answer.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
+    res.writeHead(403).end();
   });
   server.on('connection', track);
   server.on('connect', (req, socket, head) => {
@@ -145,11 +146,12 @@ async function startProxy() {
       return;
     }
     const match = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(req.url);
-    if (!match || !isLoopback(match[1])) {
+    const upstreamHost = match && upstreamOf(match[1]);
+    if (!upstreamHost) {
       socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    const upstream = net.connect({ host: match[1].replace(/^\[|\]$/g, ''), port: Number(match[2]) }, () => {
+    const upstream = net.connect({ host: upstreamHost, port: Number(match[2]) }, () => {
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length) upstream.write(head);
       upstream.pipe(socket);
@@ -258,6 +260,7 @@ let tmp;
 let certs;
 let idp; // http
 let tlsIdp; // https, certificate from the throwaway CA
+let forgedIdp; // https, certificate claiming a Mozilla root as issuer
 let proxy;
 
 beforeAll(async () => {
@@ -265,18 +268,20 @@ beforeAll(async () => {
   certs = makeCertificates(tmp);
   idp = await startMockIdp();
   tlsIdp = await startMockIdp({ tls: { key: certs.key, cert: certs.cert } });
+  forgedIdp = await startMockIdp({ tls: forgeUnderMozillaRootName(tmp) });
   proxy = await startProxy();
 });
 
 beforeEach(() => {
   idp.reset();
   tlsIdp.reset();
+  forgedIdp.reset();
   proxy.reset();
   configure(optionsFor(idp));
 });
 
 afterAll(async () => {
-  await Promise.all([idp && idp.close(), tlsIdp && tlsIdp.close(), proxy && proxy.close()]);
+  await Promise.all([idp, tlsIdp, forgedIdp, proxy].filter(Boolean).map((server) => server.close()));
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -328,41 +333,189 @@ describe('TLS trust', () => {
     expect(tlsIdp.tokenRequests()).toHaveLength(1);
     expect(result.code).toBe(0);
   });
+
+  describe('without a usable system CA bundle (child processes)', () => {
+    /** The system store as rustls reads it: SSL_CERT_FILE and SSL_CERT_DIR. */
+    function bareSystem(bundle) {
+      const dir = fs.mkdtempSync(path.join(tmp, 'no-ca-'));
+      const file = path.join(dir, 'bundle.pem');
+      if (bundle !== undefined) fs.writeFileSync(file, bundle);
+      return { SSL_CERT_FILE: file, SSL_CERT_DIR: dir };
+    }
+    const exchangeIn = async (where, env, provider, label) => {
+      const assertion = assertionFor(label);
+      const result = await runChild({
+        where,
+        script: path.join(FIXTURES, 'exchange-child.js'),
+        env,
+        spec: { options: optionsFor(provider), calls: [{ user: 'bare-user', assertion, scope: 'api://bare/.default' }] },
+      });
+      return { assertion, outcome: reportOf(result).value.results[0] };
+    };
+
+    it("trusts Mozilla's roots: a forged certificate under a Mozilla root's name is a bad signature, not an unknown issuer", async () => {
+      const { outcome } = await exchangeIn('forged under Mozilla root', bareSystem(), forgedIdp, 'tls-forged');
+      expect(outcome.error).toMatchObject({ code: 'CERT_UNTRUSTED', retryable: false });
+      expect(outcome.error.message).toMatch(/BadSignature/);
+      expect(forgedIdp.tokenRequests()).toHaveLength(0);
+    });
+
+    it('builds a client and trusts NODE_EXTRA_CA_CERTS when there is no bundle at all', async () => {
+      const env = { ...bareSystem(), NODE_EXTRA_CA_CERTS: certs.caPath };
+      const { assertion, outcome } = await exchangeIn('no CA bundle', env, tlsIdp, 'tls-no-bundle');
+      expect(outcome.error).toBeUndefined();
+      expectToken(outcome.value.access_token, tlsIdp, assertion, 'api://bare/.default');
+    });
+
+    it('builds a client when the bundle holds no usable certificate', async () => {
+      const broken = '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n';
+      const env = { ...bareSystem(broken), NODE_EXTRA_CA_CERTS: certs.caPath };
+      const { assertion, outcome } = await exchangeIn('broken CA bundle', env, tlsIdp, 'tls-broken-bundle');
+      expect(outcome.error).toBeUndefined();
+      expectToken(outcome.value.access_token, tlsIdp, assertion, 'api://bare/.default');
+    });
+  });
 });
 
-describe('proxies', () => {
-  it('sends an absolute-form request through the configured proxy', async () => {
-    configure(optionsFor(idp, { proxy: proxy.url }));
-    const assertion = assertionFor('proxy-explicit');
-    const { value, error } = await attempt(
-      exchangeOboToken({ openidId: 'proxy-user' }, assertion, 'api://proxy/.default'),
-      'explicit proxy',
-    );
-    expect(error).toBeUndefined();
-    expectToken(value.access_token, idp, assertion, 'api://proxy/.default');
-    expect(proxy.seen).toEqual([expect.objectContaining({ method: 'POST', url: idp.tokenEndpoint })]);
-    expect(idp.tokenRequests()).toHaveLength(1);
-  });
+describe('proxies (https through CONNECT to PROXIED_HOST, a name only the proxy resolves)', () => {
+  const script = path.join(FIXTURES, 'exchange-child.js');
+  const tokenEndpoint = () => proxied(tlsIdp.tokenEndpoint);
+  const tunnelled = () => expect.objectContaining({ method: 'CONNECT', url: `${PROXIED_HOST}:${tlsIdp.port}` });
 
   it('tunnels https through the configured proxy with CONNECT (child process)', async () => {
     const assertion = assertionFor('proxy-connect');
     const result = await runChild({
       where: 'proxy connect',
-      script: path.join(FIXTURES, 'exchange-child.js'),
+      script,
       env: { NODE_EXTRA_CA_CERTS: certs.caPath },
       spec: {
-        options: optionsFor(tlsIdp, { proxy: proxy.url }),
+        options: optionsFor(tlsIdp, { tokenEndpoint: tokenEndpoint(), proxy: proxy.url }),
         calls: [{ user: 'proxy-user', assertion, scope: 'api://proxy/.default' }],
       },
     });
     const { value } = reportOf(result);
     expect(value.results[0].error).toBeUndefined();
     expectToken(value.results[0].value.access_token, tlsIdp, assertion, 'api://proxy/.default');
-    expect(proxy.seen).toEqual([expect.objectContaining({ method: 'CONNECT', url: `127.0.0.1:${tlsIdp.port}` })]);
+    expect(proxy.seen).toEqual([tunnelled()]);
     expect(tlsIdp.tokenRequests()).toHaveLength(1);
   });
 
-  it('uses PROXY in env mode for both discovery and the token request', async () => {
+  it('uses PROXY in env mode for both discovery and the token request (child process)', async () => {
+    const { discoveryDocument } = tlsIdp;
+    // The provider names itself by PROXIED_HOST, as one behind a proxy would.
+    tlsIdp.discoveryDocument = () => {
+      const document = discoveryDocument();
+      return { ...document, issuer: proxied(document.issuer), token_endpoint: proxied(document.token_endpoint) };
+    };
+    const assertion = assertionFor('proxy-env');
+    let result;
+    try {
+      result = await runChild({
+        where: 'env proxy',
+        script,
+        env: {
+          NODE_EXTRA_CA_CERTS: certs.caPath,
+          OPENID_ISSUER: proxied(tlsIdp.issuer),
+          OPENID_CLIENT_ID: tlsIdp.clientId,
+          OPENID_CLIENT_SECRET: tlsIdp.clientSecret,
+          PROXY: proxy.url,
+        },
+        spec: { options: null, calls: [{ user: 'env-user', assertion, scope: 'api://env/.default' }] },
+      });
+    } finally {
+      tlsIdp.discoveryDocument = discoveryDocument;
+    }
+    const { value } = reportOf(result);
+    expect(value.results[0].error).toBeUndefined();
+    expectToken(value.results[0].value.access_token, tlsIdp, assertion, 'api://env/.default');
+    // Only the proxy knows the name: both requests came through its tunnel(s).
+    expect(tlsIdp.discoveryRequests()).toHaveLength(1);
+    expect(tlsIdp.tokenRequests()).toHaveLength(1);
+    expect(proxy.seen.length).toBeGreaterThan(0);
+    for (const request of proxy.seen) expect(request).toEqual(tunnelled());
+  });
+
+  it('follows HTTPS_PROXY from the real environment, and NO_PROXY bypasses it (child processes)', async () => {
+    const through = assertionFor('proxy-https-env');
+    const direct = assertionFor('proxy-no-proxy');
+    const call = (assertion) => ({
+      options: optionsFor(tlsIdp, { tokenEndpoint: tokenEndpoint() }),
+      calls: [{ user: 'u', assertion, scope: 'api://e/.default' }],
+    });
+
+    const viaProxy = reportOf(
+      await runChild({
+        where: 'HTTPS_PROXY',
+        script,
+        env: { NODE_EXTRA_CA_CERTS: certs.caPath, HTTPS_PROXY: proxy.url },
+        spec: call(through),
+      }),
+    ).value;
+    expect(viaProxy.results[0].error).toBeUndefined();
+    expectToken(viaProxy.results[0].value.access_token, tlsIdp, through, 'api://e/.default');
+    expect(proxy.seen).toEqual([tunnelled()]);
+
+    // Reaching PROXIED_HOST directly takes a resolver that knows it: a private /etc/hosts.
+    proxy.reset();
+    const hosts = path.join(tmp, 'hosts-no-proxy');
+    fs.writeFileSync(hosts, `127.0.0.1 ${PROXIED_HOST}\n`);
+    const bypass = reportOf(
+      await runChild({
+        where: 'NO_PROXY',
+        command: 'unshare',
+        args: ['--mount', 'sh', '-c', 'mount --bind "$1" /etc/hosts && exec "$2" "$3"', 'sh', hosts, process.execPath, script],
+        env: { NODE_EXTRA_CA_CERTS: certs.caPath, HTTPS_PROXY: proxy.url, NO_PROXY: `other.example, ${PROXIED_HOST}` },
+        spec: call(direct),
+      }),
+    ).value;
+    expect(bypass.results[0].error).toBeUndefined();
+    expectToken(bypass.results[0].value.access_token, tlsIdp, direct, 'api://e/.default');
+    expect(proxy.seen).toEqual([]);
+    expect(tlsIdp.tokenRequests()).toHaveLength(2);
+  });
+
+  it('never shows the proxy password when the proxy refuses CONNECT with 407 (child process)', async () => {
+    proxy.requireAuth = true;
+    const proxyUrl = `http://${PROXY_USER}:${PROXY_PASSWORD}@127.0.0.1:${proxy.port}`;
+    const result = await runChild({
+      where: 'proxy 407 connect',
+      script,
+      env: { NODE_EXTRA_CA_CERTS: certs.caPath },
+      spec: {
+        options: optionsFor(tlsIdp, { tokenEndpoint: tokenEndpoint(), proxy: proxyUrl, maxRetries: 0 }),
+        calls: [{ user: 'p407', assertion: assertionFor('proxy-407-connect'), scope: 'api://p/.default' }],
+      },
+    });
+    const { value } = reportOf(result);
+    const { error } = value.results[0];
+    expect(error).toMatchObject({ status: 407, retryable: false, message: expect.stringMatching(/proxy refused the tunnel/) });
+    expect(textsOf(error).join('\n')).not.toContain(PROXY_PASSWORD);
+    expect(result.stderr).not.toContain(PROXY_PASSWORD);
+    expect(proxy.seen).toEqual([tunnelled()]);
+    expect(proxy.seen[0].headers['proxy-authorization']).toBe(
+      `Basic ${Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')}`,
+    );
+    expect(tlsIdp.tokenRequests()).toHaveLength(0);
+  });
+});
+
+describe('loopback endpoints are reached directly, whatever the proxy settings (as Go net/http does)', () => {
+  const script = path.join(FIXTURES, 'exchange-child.js');
+
+  it('with the proxy option: the provider answers, the proxy sees nothing', async () => {
+    configure(optionsFor(idp, { proxy: proxy.url }));
+    const assertion = assertionFor('loopback-option');
+    const { value, error } = await attempt(
+      exchangeOboToken({ openidId: 'loopback-user' }, assertion, 'api://loop/.default'),
+      'loopback with proxy option',
+    );
+    expect(error).toBeUndefined();
+    expectToken(value.access_token, idp, assertion, 'api://loop/.default');
+    expect(idp.tokenRequests()).toHaveLength(1);
+    expect(proxy.seen).toEqual([]);
+  });
+
+  it('with PROXY in env mode: discovery and the token request go direct', async () => {
     const saved = process.env;
     process.env = {
       ...saved,
@@ -374,95 +527,42 @@ describe('proxies', () => {
     delete process.env.OPENID_TOKEN_ENDPOINT_AUTH_METHOD;
     try {
       configure(null);
-      const assertion = assertionFor('proxy-env');
+      const assertion = assertionFor('loopback-env');
       const { value, error } = await attempt(
-        exchangeOboToken({ openidId: 'env-user' }, assertion, 'api://env/.default'),
-        'env proxy',
+        exchangeOboToken({ openidId: 'loopback-env-user' }, assertion, 'api://loop/.default'),
+        'loopback with PROXY',
       );
       expect(error).toBeUndefined();
-      expectToken(value.access_token, idp, assertion, 'api://env/.default');
+      expectToken(value.access_token, idp, assertion, 'api://loop/.default');
     } finally {
       process.env = saved;
       configure(optionsFor(idp));
     }
-    expect(proxy.seen).toEqual([
-      expect.objectContaining({ method: 'GET', url: `${idp.issuer}/.well-known/openid-configuration` }),
-      expect.objectContaining({ method: 'POST', url: idp.tokenEndpoint }),
-    ]);
     expect(idp.discoveryRequests()).toHaveLength(1);
     expect(idp.tokenRequests()).toHaveLength(1);
-  });
-
-  it('follows HTTP_PROXY from the real environment, and NO_PROXY bypasses it (child processes)', async () => {
-    const through = assertionFor('proxy-http-env');
-    const direct = assertionFor('proxy-no-proxy');
-    const script = path.join(FIXTURES, 'exchange-child.js');
-    const call = (assertion) => ({ options: optionsFor(idp), calls: [{ user: 'u', assertion, scope: 'api://e/.default' }] });
-
-    const viaProxy = reportOf(
-      await runChild({ where: 'HTTP_PROXY', script, env: { HTTP_PROXY: proxy.url }, spec: call(through) }),
-    ).value;
-    expect(viaProxy.results[0].error).toBeUndefined();
-    expectToken(viaProxy.results[0].value.access_token, idp, through, 'api://e/.default');
-    expect(proxy.seen).toEqual([expect.objectContaining({ method: 'POST', url: idp.tokenEndpoint })]);
-
-    proxy.reset();
-    const bypass = reportOf(
-      await runChild({
-        where: 'NO_PROXY',
-        script,
-        env: { HTTP_PROXY: proxy.url, NO_PROXY: '127.0.0.1' },
-        spec: call(direct),
-      }),
-    ).value;
-    expect(bypass.results[0].error).toBeUndefined();
-    expectToken(bypass.results[0].value.access_token, idp, direct, 'api://e/.default');
     expect(proxy.seen).toEqual([]);
-    expect(idp.tokenRequests()).toHaveLength(2);
   });
 
-  it('never shows the proxy password when the proxy answers 407 (absolute form, in process)', async () => {
-    proxy.requireAuth = true;
-    const proxyUrl = `http://${PROXY_USER}:${PROXY_PASSWORD}@127.0.0.1:${proxy.port}`;
-    configure(optionsFor(idp, { proxy: proxyUrl, maxRetries: 0 }));
-    const { error } = await attempt(
-      exchangeOboToken({ openidId: 'p407' }, assertionFor('proxy-407'), 'api://p/.default'),
-      'proxy 407 http',
-    );
-    expect(error).toBeInstanceOf(Error);
-    expect(error).toMatchObject({ status: 407, message: expect.stringMatching(/proxy refused it with HTTP 407/) });
-    expect(textsOf(error).join('\n')).not.toContain(PROXY_PASSWORD);
-    // The credentials were offered to the proxy, as Basic.
-    expect(proxy.seen).toHaveLength(1);
-    expect(proxy.seen[0].headers['proxy-authorization']).toBe(
-      `Basic ${Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')}`,
-    );
-    expect(idp.tokenRequests()).toHaveLength(0);
-  });
-
-  it('never shows the proxy password when the proxy refuses CONNECT with 407 (child process)', async () => {
-    proxy.requireAuth = true;
-    const proxyUrl = `http://${PROXY_USER}:${PROXY_PASSWORD}@127.0.0.1:${proxy.port}`;
-    const result = await runChild({
-      where: 'proxy 407 connect',
-      script: path.join(FIXTURES, 'exchange-child.js'),
-      env: { NODE_EXTRA_CA_CERTS: certs.caPath },
-      spec: {
-        options: optionsFor(tlsIdp, { proxy: proxyUrl, maxRetries: 0 }),
-        calls: [{ user: 'p407', assertion: assertionFor('proxy-407-connect'), scope: 'api://p/.default' }],
-      },
-    });
-    const { value } = reportOf(result);
-    const { error } = value.results[0];
-    expect(error).toMatchObject({ status: 407, retryable: false, message: expect.stringMatching(/proxy refused the tunnel/) });
-    expect(textsOf(error).join('\n')).not.toContain(PROXY_PASSWORD);
-    expect(result.stderr).not.toContain(PROXY_PASSWORD);
-    expect(proxy.seen).toEqual([expect.objectContaining({ method: 'CONNECT', url: `127.0.0.1:${tlsIdp.port}` })]);
-    expect(proxy.seen[0].headers['proxy-authorization']).toBe(
-      `Basic ${Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')}`,
-    );
-    expect(tlsIdp.tokenRequests()).toHaveLength(0);
-  });
+  it.each(['127.0.0.1', 'localhost'])(
+    'with HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the real environment, to %s (child process)',
+    async (host) => {
+      const assertion = assertionFor(`loopback-env-${host}`);
+      const result = await runChild({
+        where: `loopback ${host} with env proxies`,
+        script,
+        env: { HTTP_PROXY: proxy.url, HTTPS_PROXY: proxy.url, ALL_PROXY: proxy.url },
+        spec: {
+          options: optionsFor(idp, { tokenEndpoint: idp.tokenEndpoint.replace('//127.0.0.1:', `//${host}:`) }),
+          calls: [{ user: 'loopback-child', assertion, scope: 'api://loop/.default' }],
+        },
+      });
+      const { value } = reportOf(result);
+      expect(value.results[0].error).toBeUndefined();
+      expectToken(value.results[0].value.access_token, idp, assertion, 'api://loop/.default');
+      expect(idp.tokenRequests()).toHaveLength(1);
+      expect(proxy.seen).toEqual([]);
+    },
+  );
 });
 
 describe('redirects', () => {

@@ -191,7 +191,6 @@ function withoutCredentials(url) {
 
 /** The proxy the addon will use for `target`, roughly as reqwest decides, for display. */
 function proxyFor(s, target) {
-  if (s.proxy) return { url: s.proxy, from: 'PROXY' };
   let host;
   let https = true;
   try {
@@ -201,6 +200,9 @@ function proxyFor(s, target) {
   } catch {
     return undefined;
   }
+  // The package reaches loopback hosts directly, whatever the proxy settings.
+  if (host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)) return undefined;
+  if (s.proxy) return { url: s.proxy, from: 'PROXY' };
   const noProxy = (process.env.NO_PROXY || process.env.no_proxy || '').split(',').map((x) => x.trim()).filter(Boolean);
   if (noProxy.some((entry) => entry === '*' || host === entry.replace(/^\./, '') || host.endsWith(entry.startsWith('.') ? entry : `.${entry}`))) {
     return undefined;

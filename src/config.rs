@@ -227,10 +227,19 @@ impl Config {
     }
 
     /// The secrets an error text must never contain.
-    pub fn secrets(&self) -> Vec<&str> {
-        let mut secrets: Vec<&str> = self.client_secret.iter().map(String::as_str).collect();
-        if let Some(password) = self.proxy.as_ref().and_then(Url::password) {
-            secrets.push(password);
+    pub fn secrets(&self) -> crate::error::Secrets<'_> {
+        use std::borrow::Cow;
+        let mut secrets = crate::error::Secrets::default();
+        if let Some(secret) = self.client_secret.as_deref() {
+            secrets.push(secret);
+            if self.auth_method == AuthMethod::ClientSecretBasic {
+                secrets.push_basic(Cow::Borrowed(&self.client_id), Cow::Borrowed(secret));
+            }
+        }
+        if let Some(proxy) = &self.proxy {
+            if let Some(password) = proxy.password() {
+                secrets.push_url_credentials(proxy.username(), password);
+            }
         }
         secrets
     }
@@ -431,7 +440,7 @@ mod tests {
         assert_eq!(config.auth_method, AuthMethod::ClientSecretPost);
         let debug = format!("{config:?}");
         assert!(!debug.contains("secret-from-env") && !debug.contains("pw-secret"), "{debug}");
-        assert_eq!(config.secrets(), vec!["secret-from-env", "pw-secret"]);
+        assert_eq!(crate::error::redact("secret-from-env pw-secret", &config.secrets()), "[redacted] [redacted]");
         assert_eq!(Config::from_env(|_| None).unwrap(), None);
     }
 }

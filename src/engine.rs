@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use reqwest::{Client, Url};
@@ -288,7 +288,7 @@ impl Engine {
             }
             Counters::bump(&inner.counters.cache_misses);
         }
-        if let Some(refusal) = inner.throttles.check(&key, Instant::now()) {
+        if let Some(refusal) = inner.throttles.check(&key, wall_clock_ms()) {
             Counters::bump(&inner.counters.throttled);
             events.push(Level::Warn, || {
                 format!(
@@ -339,7 +339,8 @@ impl Engine {
             let err = Arc::new(err.redacted(&secrets));
             // The provider said when to come back: no request for this key before then.
             if let Some(wait) = err.retry_after {
-                inner.throttles.remember(key, Instant::now() + wait, err.clone());
+                let until_ms = wall_clock_ms().saturating_add(wait.as_millis() as u64);
+                inner.throttles.remember(key, until_ms, err.clone(), || inner.generations.epoch() == epoch);
                 events.push(Level::Warn, || {
                     format!(
                         "Identity provider throttled OBO exchange for user: {user}, scopes: {}, for {} s",

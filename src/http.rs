@@ -1,7 +1,15 @@
 //! The HTTP client: one pooled keep-alive client per proxy setting, TLS by
-//! rustls with the system's roots plus `NODE_EXTRA_CA_CERTS`, no redirects,
-//! bodies read with a size cap, and transport failures named the way Node.js
-//! names them (`ETIMEDOUT`, `ECONNRESET`, …) so callers' checks keep working.
+//! rustls, no redirects, bodies read with a size cap, and transport failures
+//! named the way Node.js names them (`ETIMEDOUT`, `ECONNRESET`, …) so callers'
+//! checks keep working.
+//!
+//! Trusted roots are Mozilla's (as Node.js ships them), the system's store
+//! when there is one, and `NODE_EXTRA_CA_CERTS`: a container image without a
+//! CA bundle still reaches Entra.
+//!
+//! Loopback hosts are always reached directly, whatever the proxy settings, as
+//! Go's `net/http` does: plain http is allowed only to them, and a proxy would
+//! see the assertion and the client secret in clear.
 
 use std::error::Error as _;
 use std::sync::LazyLock;
@@ -47,23 +55,74 @@ pub fn client_for(proxy: Option<&Url>) -> Result<Client, String> {
     Ok(client)
 }
 
+/// A system store whose certificates are all unusable makes reqwest refuse to
+/// build; Mozilla's roots and `NODE_EXTRA_CA_CERTS` are enough without it.
 fn build_client(proxy: Option<&Url>) -> Result<Client, String> {
+    if let Ok(client) = client_builder(proxy)?.build() {
+        return Ok(client);
+    }
+    client_builder(proxy)?
+        .tls_built_in_native_certs(false)
+        .build()
+        .map_err(|why| format!("the HTTP client could not be built: {why}"))
+}
+
+fn client_builder(proxy: Option<&Url>) -> Result<reqwest::ClientBuilder, String> {
     let mut builder = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
         .user_agent(concat!("obo-native/", env!("CARGO_PKG_VERSION")));
-    if let Some(proxy) = proxy {
-        let proxy = reqwest::Proxy::all(proxy.clone())
-            .map_err(|_| "the proxy URL is not usable".to_owned())?
-            .no_proxy(reqwest::NoProxy::from_env());
-        builder = builder.proxy(proxy);
+    let proxies = match proxy {
+        Some(proxy) => vec![reqwest::Proxy::all(proxy.clone()).map_err(|_| "the proxy URL is not usable".to_owned())?],
+        None => proxies_from_env(),
+    };
+    // Without a proxy of ours, reqwest would read the environment itself, loopback included.
+    builder = builder.no_proxy();
+    for proxy in proxies {
+        builder = builder.proxy(proxy.no_proxy(direct_hosts()));
     }
     for certificate in extra_ca_certificates() {
         builder = builder.add_root_certificate(certificate);
     }
-    builder.build().map_err(|why| format!("the HTTP client could not be built: {why}"))
+    Ok(builder)
+}
+
+/// Hosts never proxied: `NO_PROXY` (or `no_proxy`) and loopback.
+const LOOPBACK_HOSTS: &str = "localhost, 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104";
+
+fn direct_hosts() -> Option<reqwest::NoProxy> {
+    let from_env = first_env(&["NO_PROXY", "no_proxy"]).unwrap_or_default();
+    reqwest::NoProxy::from_string(&format!("{from_env},{LOOPBACK_HOSTS}"))
+}
+
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (or their lower-case names),
+/// read as reqwest and curl read them: `ALL_PROXY` stands in for a scheme
+/// without its own, unusable values are ignored, and none is trusted in a CGI
+/// request (`REQUEST_METHOD` set), where `HTTP_PROXY` may come from a header.
+fn proxies_from_env() -> Vec<reqwest::Proxy> {
+    if std::env::var_os("REQUEST_METHOD").is_some() {
+        return Vec::new();
+    }
+    let all = first_env(&["ALL_PROXY", "all_proxy"]);
+    let http = first_env(&["HTTP_PROXY", "http_proxy"]);
+    let https = first_env(&["HTTPS_PROXY", "https_proxy"]);
+    let usable = |value: &Option<String>, make: fn(&str) -> reqwest::Result<reqwest::Proxy>| {
+        value.as_deref().filter(|value| !value.trim().is_empty()).and_then(|value| make(value).ok())
+    };
+    [
+        usable(&http, |url| reqwest::Proxy::http(url)).or_else(|| usable(&all, |url| reqwest::Proxy::http(url))),
+        usable(&https, |url| reqwest::Proxy::https(url)).or_else(|| usable(&all, |url| reqwest::Proxy::https(url))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The value of the first of `names` that is set.
+fn first_env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| std::env::var(name).ok())
 }
 
 /// The certificates of `NODE_EXTRA_CA_CERTS`, as Node.js reads them: a file
