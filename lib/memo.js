@@ -45,13 +45,18 @@ class Memo {
 
   /** Remembers a native hit for this call. */
   remember(subject, scopes, tenant, issuer, assertion, hit) {
-    if (this.size >= this.limit) this.clear();
     let byScopes = this.bySubject.get(subject);
-    if (byScopes === undefined) {
-      byScopes = new Map();
-      this.bySubject.set(subject, byScopes);
+    if (byScopes === undefined || !byScopes.has(scopes)) {
+      if (this.size >= this.limit) {
+        this.clear();
+        byScopes = undefined;
+      }
+      if (byScopes === undefined) {
+        byScopes = new Map();
+        this.bySubject.set(subject, byScopes);
+      }
+      this.size++;
     }
-    if (!byScopes.has(scopes)) this.size++;
     byScopes.set(scopes, {
       tenant,
       issuer,
