@@ -109,6 +109,42 @@ describe('a throttle learned before configure()/clearCache() is not kept after i
   });
 });
 
+describe('a call made after clearCache()/configure() starts its own exchange', () => {
+  let idp;
+  beforeAll(async () => {
+    idp = await startMockIdp();
+  });
+  afterAll(() => idp.close());
+  beforeEach(() => {
+    idp.reset();
+    configure(optionsFor(idp));
+    idp.setResponder((record) => ({
+      body: { token_type: 'Bearer', access_token: `token-${idp.tokenRequests().indexOf(record) + 1}`, expires_in: 3600 },
+    }));
+  });
+
+  const resets = {
+    'clearCache()': () => clearCache(),
+    'configure()': () => configure(optionsFor(idp)),
+  };
+
+  it.each(Object.keys(resets))('after %s, a new caller is not joined to the exchange under way', async (reset) => {
+    const user = { openidId: `fresh-${reset}` };
+    idp.enqueue({ hold: true }, { hold: true });
+    const before = exchangeOboToken(user, 'fresh-assertion', 'api://f/.default');
+    await until(() => idp.heldCount() === 1);
+    resets[reset]();
+    const after = exchangeOboToken(user, 'fresh-assertion', 'api://f/.default');
+    await until(() => idp.heldCount() === 2);
+    idp.release();
+    // The old exchange still answers its own caller; the new one is the one kept.
+    expect((await before).access_token).toBe('token-1');
+    expect((await after).access_token).toBe('token-2');
+    expect((await exchangeOboToken(user, 'fresh-assertion', 'api://f/.default')).access_token).toBe('token-2');
+    expect(idp.tokenRequests()).toHaveLength(2);
+  });
+});
+
 describe('secrets echoed back in any form are redacted', () => {
   let idp;
   let shortIdp;
