@@ -411,14 +411,23 @@ describe('cache beyond the reference', () => {
 
   it('reports the remaining lifetime on a hit, never more than granted', async () => {
     configure(optionsFor(ctx.idp, { expirySkewSeconds: 1 }));
-    ctx.idp.setExpiresIn(4);
+    ctx.idp.setExpiresIn(10);
     const user = { openidId: 'u-remaining' };
-    expect((await exchangeOboToken(user, 'a', 'api://s')).expires_in).toBe(4);
-    expect((await exchangeOboToken(user, 'a', 'api://s')).expires_in).toBe(4);
-    await sleep(1300);
-    // Twice: once answered by the native cache, once by this thread's memo.
-    expect((await exchangeOboToken(user, 'a', 'api://s')).expires_in).toBe(3);
-    expect((await exchangeOboToken(user, 'a', 'api://s')).expires_in).toBe(3);
+    const sent = performance.now();
+    expect((await exchangeOboToken(user, 'a', 'api://s')).expires_in).toBe(10);
+    const received = performance.now();
+    expect((await exchangeOboToken(user, 'a', 'api://s')).expires_in).toBe(10);
+    await sleepUntil(received + 1300);
+    // Twice: once answered by the native cache, once by this thread's memo. The
+    // token arrived between `sent` and `received`: the whole seconds left, rounded
+    // up, lie between what is left from either end.
+    for (let read = 0; read < 2; read++) {
+      const asked = performance.now();
+      const { expires_in: left } = await exchangeOboToken(user, 'a', 'api://s');
+      const answered = performance.now();
+      expect(left).toBeLessThanOrEqual(Math.ceil(10 - (asked - received) / 1000));
+      expect(left).toBeGreaterThanOrEqual(Math.ceil(10 - (answered - sent) / 1000));
+    }
     expect(ctx.idp.tokenRequests()).toHaveLength(1);
   });
 
