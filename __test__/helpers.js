@@ -5,6 +5,14 @@ const { startMockIdp } = require('../testing');
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Waits until `performance.now()` (the monotonic clock the addon's `Instant`
+ * also reads) reaches `instant`; a timer alone can fire a little early.
+ */
+async function sleepUntil(instant) {
+  while (performance.now() < instant) await sleep(Math.ceil(instant - performance.now()) + 1);
+}
+
 /** Waits until `condition()` holds, polling; fails after `timeoutMs`. */
 async function until(condition, timeoutMs = 5000) {
   const started = Date.now();
@@ -57,4 +65,4 @@ function textsOf(value, seen = new Set()) {
   return texts;
 }
 
-module.exports = { obo, sleep, until, optionsFor, useMockIdp, settle, textsOf };
+module.exports = { obo, sleep, sleepUntil, until, optionsFor, useMockIdp, settle, textsOf };

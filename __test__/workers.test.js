@@ -2,7 +2,7 @@
 /** The configuration, cache and flight map are process-wide: worker threads share them. */
 const path = require('node:path');
 const { Worker } = require('node:worker_threads');
-const { obo, useMockIdp } = require('./helpers');
+const { obo, until, useMockIdp } = require('./helpers');
 
 const ctx = useMockIdp();
 const script = path.join(__dirname, 'fixtures', 'worker-exchange.js');
@@ -24,10 +24,15 @@ describe('worker threads', () => {
   });
 
   it('share one exchange per key across threads, each caller getting its own key’s token', async () => {
-    ctx.idp.enqueue({ delayMs: 100 }, { delayMs: 100 });
+    // Both requests are held until the other six calls have joined them: none can be a cache hit.
+    ctx.idp.enqueue({ hold: true }, { hold: true });
+    const coalescedBefore = obo.stats().coalesced;
     const calls = [];
     for (const user of ['w1', 'w2']) calls.push({ user, assertion: `assertion-${user}`, scope: 'api://fan' });
-    const results = await Promise.all([runWorker(calls), runWorker(calls), runWorker(calls), runWorker(calls)]);
+    const running = Promise.all([runWorker(calls), runWorker(calls), runWorker(calls), runWorker(calls)]);
+    await until(() => ctx.idp.heldCount() === 2 && obo.stats().coalesced - coalescedBefore === 6, 20_000);
+    expect(ctx.idp.release()).toBe(2);
+    const results = await running;
     for (const perWorker of results) {
       for (const { user, token, error } of perWorker) {
         expect(error).toBeUndefined();
