@@ -363,7 +363,8 @@ impl Engine {
             match self.attempt(setup, request).await {
                 Ok(response) => {
                     let token = self.store(config, key, response, epoch);
-                    events.push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
+                    events
+                        .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
                 }
                 Err(mut err) => {
@@ -409,7 +410,11 @@ impl Engine {
         }
     }
 
-    async fn attempt_unbounded(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+    async fn attempt_unbounded(
+        &self,
+        setup: &Setup,
+        request: &ExchangeRequest,
+    ) -> Result<TokenResponse, ExchangeError> {
         let endpoint = &self.endpoint(setup).await?;
         let config = &setup.config;
         let auth = ClientAuth {
@@ -718,12 +723,29 @@ mod tests {
         let (url, count, received) = gated_provider(vec![(200, "", TOKEN)], Duration::ZERO, Some(gate.clone())).await;
         let engine = engine(&url, "");
         let calls = [
-            request_for(Identity::new("tenant-a", "https://issuer.example.com", "shared-sub"), "access-token-old", true),
-            request_for(Identity::new("tenant-b", "https://issuer.example.com", "shared-sub"), "access-token-old", true),
-            request_for(Identity::new("tenant-a", "https://issuer-b.example.com", "shared-sub"), "access-token-old", true),
-            request_for(Identity::new("tenant-a", "https://issuer.example.com", "shared-sub"), "access-token-new", true),
+            request_for(
+                Identity::new("tenant-a", "https://issuer.example.com", "shared-sub"),
+                "access-token-old",
+                true,
+            ),
+            request_for(
+                Identity::new("tenant-b", "https://issuer.example.com", "shared-sub"),
+                "access-token-old",
+                true,
+            ),
+            request_for(
+                Identity::new("tenant-a", "https://issuer-b.example.com", "shared-sub"),
+                "access-token-old",
+                true,
+            ),
+            request_for(
+                Identity::new("tenant-a", "https://issuer.example.com", "shared-sub"),
+                "access-token-new",
+                true,
+            ),
         ];
-        let pending: Vec<_> = calls.into_iter().map(|call| tokio::spawn(engine.exchange(call, None).unwrap())).collect();
+        let pending: Vec<_> =
+            calls.into_iter().map(|call| tokio::spawn(engine.exchange(call, None).unwrap())).collect();
         while count.load(Ordering::SeqCst) < 4 {
             received.notified().await;
         }
@@ -858,7 +880,9 @@ mod tests {
     #[test]
     fn without_configuration_the_exchange_is_refused_at_once() {
         let engine = Engine::new(Box::leak(Box::new(Generations::new())));
-        let Err(err) = engine.exchange(request("u", true), None) else { panic!("no configuration") };
+        // The caller's view of an empty environment: the test must not depend on the real one.
+        let no_environment = |_: &str| None;
+        let Err(err) = engine.exchange(request("u", true), Some(&no_environment)) else { panic!("no configuration") };
         assert_eq!(err.message, CONFIG_UNAVAILABLE);
         assert_eq!(err.reason, FailureReason::ConfigUnavailable);
     }
