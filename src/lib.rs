@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod error;
 pub mod events;

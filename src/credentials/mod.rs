@@ -1,0 +1,20 @@
+//! Client credentials for `private_key_jwt`: enterprises forbid client
+//! secrets, and Entra ID recommends certificates instead. The client proves
+//! who it is with a short-lived JWT signed by the certificate's key (RFC 7523
+//! client authentication), so no reusable secret travels with each request.
+//!
+//! `configure()` builds a [`ClientAssertionSigner`], which checks the key and
+//! the certificate once; the engine then only asks it for the assertion of
+//! the endpoint it is about to call. RSA keys only (PS256, or RS256 for AD
+//! FS): that is what Entra ID and AD FS take for certificate credentials.
+
+mod der;
+pub mod jwt;
+pub mod pem;
+#[cfg(test)]
+mod test_pki;
+
+pub use jwt::{AssertionAlgorithm, ClientAssertionSigner, SigningError, ASSERTION_LIFETIME, RENEW_BEFORE_EXPIRY};
+
+/// The `client_assertion_type` that goes with a JWT `client_assertion`.
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
