@@ -4,6 +4,7 @@
 //! nothing of Node.js and is tested with `cargo test --no-default-features`.
 
 pub mod cache;
+pub mod claims;
 pub mod config;
 pub mod credentials;
 pub mod engine;
