@@ -16,6 +16,7 @@ pub mod grant;
 pub mod http;
 pub mod key;
 pub mod retry;
+pub mod routing;
 pub mod runtime;
 pub mod stats;
 pub mod throttle;
