@@ -220,6 +220,19 @@ impl fmt::Debug for ClientAssertionSigner {
     }
 }
 
+/// Two signers are equal when they sign the same header with the same key:
+/// a `configure()` that repeats the credentials changes nothing. The public
+/// key is compared; it determines the private one.
+impl PartialEq for ClientAssertionSigner {
+    fn eq(&self, other: &Self) -> bool {
+        self.algorithm == other.algorithm
+            && self.encoded_header == other.encoded_header
+            && self.key.public().as_ref() == other.key.public().as_ref()
+    }
+}
+
+impl Eq for ClientAssertionSigner {}
+
 #[cfg(test)]
 mod tests {
     use super::super::der;
@@ -346,6 +359,25 @@ mod tests {
         let first = signer(pki, AssertionAlgorithm::Ps256, false).assertion(ENDPOINT, CLIENT, now).unwrap();
         let second = signer(pki, AssertionAlgorithm::Ps256, false).assertion(ENDPOINT, CLIENT, now).unwrap();
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn signers_are_equal_when_credentials_and_settings_are() {
+        let Some(pki) = pki() else { return };
+        let ps = signer(pki, AssertionAlgorithm::Ps256, false);
+        assert_eq!(ps, signer(pki, AssertionAlgorithm::Ps256, false));
+        let from_pkcs1 = ClientAssertionSigner::new(
+            &format!("{}{}", pki.leaf_cert, pki.ca_cert),
+            &pki.leaf_key_pkcs1,
+            AssertionAlgorithm::Ps256,
+            false,
+        )
+        .unwrap();
+        assert_eq!(ps, from_pkcs1);
+        assert_ne!(ps, signer(pki, AssertionAlgorithm::Rs256, false));
+        assert_ne!(ps, signer(pki, AssertionAlgorithm::Ps256, true));
+        let ca = ClientAssertionSigner::new(&pki.ca_cert, &pki.ca_key, AssertionAlgorithm::Ps256, false).unwrap();
+        assert_ne!(ps, ca);
     }
 
     #[test]
