@@ -21,6 +21,17 @@ fn with_line_breaks(pem: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Said when an option holds no PEM at all: most often a file path given where the content belongs.
+const NOT_A_PATH: &str = "; give the PEM text itself (for example fs.readFileSync(path, 'utf8')), not a file path";
+
+fn hint(pem: &str) -> &'static str {
+    if pem.contains("-----BEGIN") {
+        ""
+    } else {
+        NOT_A_PATH
+    }
+}
+
 /// Every PEM section of `pem`, in order; `None` when the text is not valid PEM.
 fn sections(pem: &str) -> Option<Vec<(SectionKind, Vec<u8>)>> {
     <(SectionKind, Vec<u8>)>::pem_slice_iter(with_line_breaks(pem).as_bytes()).collect::<Result<Vec<_>, _>>().ok()
@@ -35,7 +46,7 @@ pub fn certificate_chain(pem: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
     let chain: Vec<Vec<u8>> =
         sections.into_iter().filter(|(kind, _)| *kind == SectionKind::Certificate).map(|(_, der)| der).collect();
     if chain.is_empty() {
-        return Err(unreadable("holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+        return Err(unreadable(&format!("holds no PEM certificate (-----BEGIN CERTIFICATE-----){}", hint(pem))));
     }
     for (position, certificate) in chain.iter().enumerate() {
         if der::subject_public_key_info(certificate).is_none() {
@@ -64,7 +75,10 @@ pub fn rsa_key_pair(pem: &str) -> Result<RsaKeyPair, ConfigError> {
         matches!(kind, SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey)
     });
     let (kind, der) = keys.next().ok_or_else(|| {
-        unreadable("holds no PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)")
+        unreadable(&format!(
+            "holds no PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----){}",
+            hint(&pem)
+        ))
     })?;
     if keys.next().is_some() {
         return Err(unreadable("holds more than one private key"));
@@ -187,6 +201,8 @@ mod tests {
             assert!(error.message.contains(expected), "{expected:?} in {:?}", error.message);
             assert!(!error.message.contains(body_line), "the message quotes the key");
         }
+        assert!(key_error("/etc/keys/client.key").message.ends_with(NOT_A_PATH));
+        assert!(!key_error(&pki.leaf_cert).message.contains("file path"));
         let two = format!("{}{}", pki.leaf_key_pkcs8, pki.ca_key);
         assert!(key_error(&two).message.contains("more than one private key"));
         let not_a_key = "-----BEGIN RSA PRIVATE KEY-----\nMAMCAQA=\n-----END RSA PRIVATE KEY-----\n";
@@ -198,6 +214,8 @@ mod tests {
         let Some(pki) = pki() else { return };
         assert!(certificate_error(&pki.leaf_key_pkcs8).message.contains("holds no PEM certificate"));
         assert!(certificate_error("").message.contains("holds no PEM certificate"));
+        assert!(certificate_error("./client.pem").message.ends_with(NOT_A_PATH));
+        assert!(!certificate_error(&pki.leaf_key_pkcs8).message.contains("file path"));
         let truncated: String = pki.leaf_cert.lines().take(4).collect::<Vec<_>>().join("\n");
         assert!(certificate_error(&truncated).message.contains("not valid PEM"));
         let garbage = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
