@@ -48,7 +48,12 @@ impl Events {
     }
 
     /// An event with the error it is about.
-    pub fn push_error(&mut self, level: Level, message: impl FnOnce() -> String, error: impl FnOnce() -> ExchangeError) {
+    pub fn push_error(
+        &mut self,
+        level: Level,
+        message: impl FnOnce() -> String,
+        error: impl FnOnce() -> ExchangeError,
+    ) {
         if let Events::Stream(sink) = self {
             let error = Some(Arc::new(error()));
             sink(Event { level, message: format!("[OboTokenService] {}", message()), error });

@@ -180,12 +180,9 @@ fn outcome(result: Outcome) -> ExchangeOutcome {
             expires_at_ms: Some(token.expires_at_ms as f64),
             failure: None,
         },
-        Err(err) => ExchangeOutcome {
-            access_token: None,
-            expires_in: None,
-            expires_at_ms: None,
-            failure: Some(failure(&err)),
-        },
+        Err(err) => {
+            ExchangeOutcome { access_token: None, expires_in: None, expires_at_ms: None, failure: Some(failure(&err)) }
+        }
     }
 }
 
@@ -300,7 +297,8 @@ pub fn exchange(
     } else {
         Events::Off
     };
-    let request = ExchangeRequest { identity: Identity { tenant, issuer, subject }, scopes, assertion, from_cache, events };
+    let request =
+        ExchangeRequest { identity: Identity { tenant, issuer, subject }, scopes, assertion, from_cache, events };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
     match Engine::global().exchange(request, env) {

@@ -19,11 +19,30 @@ pub mod jwt;
 pub mod pem;
 pub mod source;
 #[cfg(test)]
-mod test_pki;
+pub(crate) mod test_pki;
 
 pub use federated::{FederatedTokenError, FederatedTokenFile, FEDERATED_TOKEN_FILE_ENV};
 pub use jwt::{AssertionAlgorithm, ClientAssertionSigner, SigningError, ASSERTION_LIFETIME, RENEW_BEFORE_EXPIRY};
-pub use source::{AssertionCallback, AssertionFuture, AssertionRequest, ClientAssertionError, ClientAssertionSource};
+pub use source::{
+    AssertionCallback, AssertionFuture, AssertionRequest, ClientAssertionError, ClientAssertionSource,
+    CLIENT_ASSERTION_UNAVAILABLE,
+};
 
 /// The `client_assertion_type` that goes with a JWT `client_assertion`.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An error of a request that carried `client_assertion`: the assertion is
+/// a credential, so no text of the error may hold it, in any encoding.
+pub fn without_client_assertion(
+    err: crate::error::ExchangeError,
+    client_assertion: Option<&str>,
+) -> crate::error::ExchangeError {
+    match client_assertion {
+        Some(assertion) => {
+            let mut secrets = crate::error::Secrets::default();
+            secrets.push(assertion);
+            err.redacted(&secrets)
+        }
+        None => err,
+    }
+}

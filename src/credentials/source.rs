@@ -49,6 +49,17 @@ impl fmt::Display for ClientAssertionError {
 
 impl std::error::Error for ClientAssertionError {}
 
+/// The exchange fails without a request: nothing was sent, so nothing is retried for it.
+impl From<ClientAssertionError> for crate::error::ExchangeError {
+    fn from(err: ClientAssertionError) -> Self {
+        crate::error::ExchangeError::failed(format!("OBO token request not sent: {}", err.0))
+            .with_code(CLIENT_ASSERTION_UNAVAILABLE)
+    }
+}
+
+/// The `code` of an exchange that failed because no client assertion could be had.
+pub const CLIENT_ASSERTION_UNAVAILABLE: &str = "ECLIENTASSERTION";
+
 /// Where the `client_assertion` of `private_key_jwt` comes from.
 #[derive(Clone)]
 pub enum ClientAssertionSource {
