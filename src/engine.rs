@@ -667,6 +667,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_claims_challenge_skips_the_cache_and_its_token_is_stored() {
+        let second = r#"{"access_token":"fresh","expires_in":"1800"}"#;
+        let (url, count) = provider(vec![(200, "", TOKEN), (200, "", second)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        run(&engine, request("u", true)).await.0.unwrap();
+        let mut challenged = request("u", true);
+        challenged.claims = Some(Claims::parse(r#"{"access_token":{"nbf":{"essential":true}}}"#).unwrap());
+        let (outcome, _) = run(&engine, challenged).await;
+        assert_eq!(&*outcome.unwrap().access_token, "fresh");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(&*lookup(&engine, "u").unwrap().access_token, "fresh");
+    }
+
+    struct Refusing;
+
+    impl AssertionCallback for Refusing {
+        fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
+            Box::pin(async { Err("vault sealed".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_client_assertion_no_request_is_sent() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        engine
+            .configure_with(
+                Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
+                Some(Arc::new(Refusing)),
+            )
+            .unwrap();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
+        assert_eq!(err.message, "OBO token request not sent: the clientAssertion function failed: vault sealed");
+        assert_eq!(err.code.as_deref(), Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE));
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn concurrent_callers_share_one_request_and_from_cache_false_does_not_join() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::from_millis(100)).await;
         let engine = engine(&url, "");
