@@ -319,7 +319,7 @@ function acquireIdentity(user, identityContext, assertion) {
   const out = { subject: '', tenant: '', issuer: '', error: undefined };
   if ((user !== undefined && user !== null) || (identityContext !== undefined && identityContext !== null)) {
     resolveIdentity(user, identityContext, out);
-    if (out.error !== undefined) throw out.error;
+    if (out.error !== undefined) throw new TypeError(out.error.message.replace(/^exchangeOboToken:/, `${ACQUIRE}:`));
     if (out.subject === '') throw new Error(UNAUTHENTICATED);
     return out;
   }

@@ -340,6 +340,10 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
     test('a challenge bypasses the cache, and its token is cached like any other', async () => {
       const first = await obo.acquireOboToken({ assertion: 'assertion-cae', scopes: 'api://s', user });
       expect(lastRequest().form.claims).toBeUndefined();
+      // A token of its own for the challenged request, so that serving the old one would show.
+      idp.setResponder((request) =>
+        request.form.claims ? { body: { access_token: 'token-satisfying-the-challenge', token_type: 'Bearer', expires_in: 3600 } } : undefined,
+      );
       // The base64 form a WWW-Authenticate header carries.
       const challenged = await obo.acquireOboToken({
         assertion: 'assertion-cae',
@@ -352,7 +356,9 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
       expect(challenged.expires_at).toBeGreaterThanOrEqual(first.expires_at);
       const again = await obo.acquireOboToken({ assertion: 'assertion-cae', scopes: 'api://s', user });
       expect(idp.tokenRequestCount()).toBe(2);
-      expect(again.access_token).toBe(challenged.access_token);
+      expect(challenged.access_token).toBe('token-satisfying-the-challenge');
+      expect(again.access_token).toBe('token-satisfying-the-challenge');
+      expect(first.access_token).not.toBe(challenged.access_token);
     });
 
     test('a challenge does not join an exchange under way for the same key', async () => {
@@ -454,6 +460,7 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
         [{ assertion: 'opaque', scopes: 's' }, TypeError, /pass user or identityContext/],
         [{ assertion: userToken({ tid: TENANT_ID }), scopes: 's' }, TypeError, /pass user or identityContext/],
         [{ assertion: 'a', scopes: 's', user: { name: 'no subject' } }, Error, /must be authenticated/],
+        [{ assertion: 'a', scopes: 's', identityContext: { openidSubject: 7 } }, TypeError, /^acquireOboToken: identityContext\.openidSubject must be a string/],
       ];
       for (const [options, kind, message] of cases) {
         const { error } = await settle(obo.acquireOboToken(options));
