@@ -37,6 +37,36 @@ export interface OboTokenWithExpiry extends OboToken {
   expires_at: number
 }
 
+/** What a `clientAssertion` function is told about the request it authenticates. */
+export interface ClientAssertionRequest {
+  clientId: string
+  /** The token endpoint the request goes to (after home-tenant routing): the assertion's `aud`. */
+  tokenEndpoint: string
+}
+
+/** Returns the client assertion (a JWT) for a request; a throw or a rejection fails that exchange without a request. */
+export type ClientAssertionProvider = (request: ClientAssertionRequest) => string | PromiseLike<string>
+
+/** The options of `acquireOboToken`. */
+export interface AcquireOboTokenOptions {
+  /** The signed-in user's access token. */
+  assertion: string
+  /** A string, or an array joined with spaces. */
+  scopes: string | readonly string[]
+  /** Who the token is for; without `user` and `identityContext`, the assertion's own `tid`, `iss` and `oid` (else `sub`). */
+  user?: OboUser | null
+  identityContext?: OboIdentityContext | null
+  /** Skip the cache (a new token is requested and cached). */
+  forceRefresh?: boolean
+  /**
+   * A claims challenge: the `claims` of Entra's error body (JSON), or the
+   * base64 `claims` of a `WWW-Authenticate` challenge. Sent as the `claims`
+   * parameter, merged with `clientCapabilities`; skips the cache and the
+   * exchanges under way, and the token is cached like any other.
+   */
+  claims?: string | null
+}
+
 /** Any object with these methods: winston, pino, console. */
 export interface Logger {
   debug(message: string, ...meta: unknown[]): unknown
@@ -53,8 +83,28 @@ export interface ConfigureOptions {
   tokenEndpoint?: string | null
   clientId: string
   clientSecret?: string | null
-  /** Default `client_secret_basic`. */
-  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'none' | null
+  /** Default `client_secret_basic`, or `private_key_jwt` when a certificate or `clientAssertion` is given. */
+  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none' | null
+  /**
+   * `private_key_jwt`: the application's certificate, PEM text (not a path), leaf
+   * first, chain optional. Requests then carry a client assertion signed with
+   * `clientPrivateKey` instead of a secret.
+   */
+  clientCertificate?: string | null
+  /** The certificate's RSA key, PEM text: PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`), not encrypted. */
+  clientPrivateKey?: string | null
+  /**
+   * `private_key_jwt` without a certificate here: the client assertion itself,
+   * or a function (sync or async) asked for one each time a request is about
+   * to be sent (a vault, an HSM). It runs on the thread that called `configure()`.
+   */
+  clientAssertion?: string | ClientAssertionProvider | null
+  /** Default `'PS256'` (with `x5t#S256`); `'RS256'` (with `x5t`) for AD FS and older providers. */
+  clientAssertionAlgorithm?: 'PS256' | 'RS256' | null
+  /** Also send the certificate chain (`x5c`), for subject name and issuer authentication. Default false. */
+  sendX5c?: boolean | null
+  /** Client capabilities sent with every request as `xms_cc` claims, e.g. `['cp1']` for continuous access evaluation. */
+  clientCapabilities?: readonly string[] | null
   /** An http(s) forward proxy; default `PROXY`, then `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`. */
   proxy?: string | null
   /** Per attempt. Default 30000. */
@@ -86,13 +136,19 @@ export interface OboStats {
   inFlight: number
 }
 
-/** A rejected exchange. Validation failures are plain `Error`/`TypeError`s without these fields. */
+/**
+ * A rejected exchange. Validation failures are plain `Error`/`TypeError`s without these fields
+ * (with `option` naming the argument for `acquireOboToken`, e.g. `'claims'`).
+ */
 export interface OboError extends Error {
   retryable: boolean
   oboFailureReason: 'exchange_failed' | 'empty_exchange_response'
   /** HTTP status, when the provider answered. */
   status?: number
-  /** `ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `ENOTFOUND`, `EAI_AGAIN`, `CERT_UNTRUSTED`, or the OAuth `error`. */
+  /**
+   * `ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `ENOTFOUND`, `EAI_AGAIN`, `CERT_UNTRUSTED`,
+   * `ECLIENTASSERTION` (no client assertion could be had: no request was sent), or the OAuth `error`.
+   */
   code?: string
   error?: string
   error_description?: string
@@ -142,6 +198,12 @@ export declare function getGraphApiToken(
   fromCache?: boolean | null,
   identityContext?: OboIdentityContext | null,
 ): Promise<OboToken>
+
+/**
+ * The options-object API beside the drop-in: the result always has `expires_at`.
+ * Rejects with a `TypeError` naming the option (`claims`, `scopes`, `assertion`, …) before any request.
+ */
+export declare function acquireOboToken(options: AcquireOboTokenOptions): Promise<OboTokenWithExpiry>
 
 export declare function configure(options: ConfigureOptions | null): void
 

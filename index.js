@@ -11,7 +11,7 @@
  */
 const { createHash } = require('node:crypto');
 const native = require('./binding.js');
-const { resolveIdentity, describe } = require('./lib/identity.js');
+const { resolveIdentity, normalizeIssuer, describe, NO_TENANT, NO_ISSUER } = require('./lib/identity.js');
 const { Memo } = require('./lib/memo.js');
 
 const GRAPH_PREFIX = 'Graph token acquisition failed: ';
@@ -107,6 +107,7 @@ function openIdEnv() {
     openidClientSecret: env.OPENID_CLIENT_SECRET,
     openidTokenEndpointAuthMethod: env.OPENID_TOKEN_ENDPOINT_AUTH_METHOD,
     proxy: env.PROXY,
+    azureFederatedTokenFile: env.AZURE_FEDERATED_TOKEN_FILE,
   };
 }
 
@@ -123,6 +124,9 @@ const OAUTH_FIELDS = [
 
 /** The rejection of a failed exchange, shaped as LibreChat's callers read it. */
 function toError(failure) {
+  if (failure.reason === 'invalid_claims') {
+    return Object.assign(new TypeError(`acquireOboToken: ${failure.message}`), { option: 'claims' });
+  }
   const err = new Error(failure.message);
   if (failure.reason === 'config_unavailable') return err;
   err.retryable = failure.retryable;
@@ -194,7 +198,7 @@ function complete(id, outcome, event) {
 const channel = native.onCompletion(complete);
 
 /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
-function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache) {
+function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
   const id = (nextCallId = (nextCallId + 1) >>> 0);
   const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
   const immediate = native.exchange(
@@ -208,6 +212,7 @@ function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache) 
     fromCache,
     env,
     logger !== null,
+    claims,
   );
   if (immediate !== null) return immediate;
   if (pendingCalls.size === 0) native.holdLoop(channel, true);
@@ -218,8 +223,8 @@ function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache) 
  * The miss path. `async` so that the promise belongs to this module's realm
  * (the caller's), as the JavaScript service's did.
  */
-async function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry) {
-  const outcome = await startExchange(tenant, issuer, subject, scopes, accessToken, fromCache);
+async function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
+  const outcome = await startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
   if (outcome.failure) throw toError(outcome.failure);
   return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
 }
@@ -284,6 +289,98 @@ async function getGraphApiToken(user, accessToken, scopes, fromCache = true, ide
   }
 }
 
+const ACQUIRE = 'acquireOboToken';
+
+/** `scopes` as a string or an array of scopes; '' when there is none. */
+function scopeText(scopes) {
+  if (typeof scopes === 'string') return scopes.trim();
+  if (!Array.isArray(scopes)) {
+    throw Object.assign(new TypeError(`${ACQUIRE}: scopes must be a string or an array of strings, not ${describe(scopes)}`), {
+      option: 'scopes',
+    });
+  }
+  const parts = [];
+  for (const scope of scopes) {
+    if (typeof scope !== 'string') {
+      throw Object.assign(new TypeError(`${ACQUIRE}: scopes must hold strings, not ${describe(scope)}`), { option: 'scopes' });
+    }
+    if (scope.trim() !== '') parts.push(scope.trim());
+  }
+  return parts.join(' ');
+}
+
+/**
+ * The identity of an `acquireOboToken` call: from `user`/`identityContext`
+ * when given, else from the assertion's own claims (`tid`, `iss`, `oid` or
+ * else `sub`), read without verification: they only key the cache, whose key
+ * also holds the assertion's digest.
+ */
+function acquireIdentity(user, identityContext, assertion) {
+  const out = { subject: '', tenant: '', issuer: '', error: undefined };
+  if ((user !== undefined && user !== null) || (identityContext !== undefined && identityContext !== null)) {
+    resolveIdentity(user, identityContext, out);
+    if (out.error !== undefined) throw new TypeError(out.error.message.replace(/^exchangeOboToken:/, `${ACQUIRE}:`));
+    if (out.subject === '') throw new Error(UNAUTHENTICATED);
+    return out;
+  }
+  const claims = native.assertionIdentity(assertion);
+  if (claims === null || claims.subject == null) {
+    throw Object.assign(
+      new TypeError(`${ACQUIRE}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
+      { option: 'identityContext' },
+    );
+  }
+  out.subject = claims.subject.trim();
+  out.tenant = claims.tenant == null || claims.tenant.trim() === '' ? NO_TENANT : claims.tenant.trim();
+  out.issuer = claims.issuer == null || claims.issuer.trim() === '' ? NO_ISSUER : normalizeIssuer(claims.issuer.trim());
+  return out;
+}
+
+/**
+ * The options-object API beside the drop-in: exchanges `assertion` for a
+ * token scoped to `scopes` (a string or an array). `forceRefresh` skips the
+ * cache; `claims` (a claims challenge) skips the cache and the flights, and
+ * its token is cached like any other. The result always has `expires_at`.
+ * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
+ */
+async function acquireOboToken(options) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(`${ACQUIRE}: options must be an object, not ${describe(options)}`);
+  }
+  const { assertion, user, identityContext, forceRefresh = false, claims } = options;
+  if (typeof assertion !== 'string' || assertion === '') {
+    throw Object.assign(new TypeError(`${ACQUIRE}: assertion must be a non-empty string (the user's access token)`), {
+      option: 'assertion',
+    });
+  }
+  const scopes = scopeText(options.scopes);
+  if (scopes === '') throw Object.assign(new TypeError(`${ACQUIRE}: scopes are required`), { option: 'scopes' });
+  if (claims !== undefined && claims !== null && typeof claims !== 'string') {
+    throw Object.assign(new TypeError(`${ACQUIRE}: claims must be a string (a claims challenge), not ${describe(claims)}`), {
+      option: 'claims',
+    });
+  }
+  const { subject, tenant, issuer } = acquireIdentity(user, identityContext, assertion);
+  for (const [name, text] of [['the subject', subject], ['the tenant', tenant], ['the issuer', issuer], ['scopes', scopes], ['assertion', assertion]]) {
+    if (!lacksSurrogates(text)) throw new TypeError(`${ACQUIRE}: ${name} contains a lone UTF-16 surrogate and cannot be encoded`);
+  }
+  const challenge = claims === undefined || claims === null ? undefined : claims;
+  const fromCache = !forceRefresh && challenge === undefined;
+  if (fromCache) {
+    if (memo !== null) {
+      const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
+      if (hit !== undefined) return hit;
+    }
+    const hit = native.lookup(tenant, issuer, subject, scopes, assertion);
+    if (hit) {
+      if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit);
+      if (logger !== null) logHit(subject);
+      return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
+    }
+  }
+  return exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
+}
+
 /**
  * Replaces the whole configuration (this thread's logger included) and
  * empties the cache; `null` returns to LibreChat's environment variables and
@@ -301,6 +398,7 @@ function configure(options) {
   }
   const plain = {};
   let nextLogger = null;
+  let assertionFunction = null;
   for (const name of Object.keys(options)) {
     const value = options[name];
     if (name === 'logger') {
@@ -308,6 +406,15 @@ function configure(options) {
       continue;
     }
     if (value === undefined || value === null) continue;
+    if (name === 'clientAssertion' && typeof value === 'function') {
+      assertionFunction = assertionBridge(value);
+      continue;
+    }
+    if (name === 'clientCapabilities' && Array.isArray(value)) {
+      // Checked natively (strings only, no blanks); copied so later changes to the caller's array do not count.
+      plain[name] = Array.from(value);
+      continue;
+    }
     const type = typeof value;
     if (type === 'number' && !Number.isFinite(value)) {
       throw Object.assign(new TypeError(`configure: option "${name}" must be a finite number`), { option: name });
@@ -317,10 +424,34 @@ function configure(options) {
     }
     plain[name] = value;
   }
-  const failure = native.configure(JSON.stringify(plain));
+  const failure = native.configure(JSON.stringify(plain), assertionFunction);
   if (failure) throw Object.assign(new TypeError(failure.message), { option: failure.option });
   logger = nextLogger;
   forgetMemo();
+}
+
+/**
+ * A `clientAssertion` function as the addon calls it: with the client id and
+ * the token endpoint of the request, on this thread. The promise it returns
+ * always resolves, to the assertion or to why there is none, so that no
+ * JavaScript error object has to travel to another thread.
+ */
+function assertionBridge(provide) {
+  return async (clientId, tokenEndpoint) => {
+    try {
+      const assertion = await provide({ clientId, tokenEndpoint });
+      if (typeof assertion !== 'string') return { error: `it returned ${describe(assertion)}, not a string` };
+      return { assertion };
+    } catch (err) {
+      let why;
+      try {
+        why = err !== null && typeof err === 'object' && typeof err.message === 'string' ? err.message : String(err);
+      } catch {
+        why = 'it threw a value that cannot be shown';
+      }
+      return { error: why };
+    }
+  };
 }
 
 /** Sets this thread's logger (winston, pino, console…) without touching the configuration; `null` silences it. */
@@ -383,6 +514,7 @@ const __internals = { buildOboCacheKey, memoStats };
 
 module.exports = {
   exchangeOboToken,
+  acquireOboToken,
   getGraphApiToken,
   configure,
   setLogger,

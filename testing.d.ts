@@ -16,6 +16,9 @@
 /** `urn:ietf:params:oauth:grant-type:jwt-bearer` */
 export declare const GRANT_TYPE: 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 
+/** `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, the `client_assertion_type` of `private_key_jwt`. */
+export declare const CLIENT_ASSERTION_TYPE: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+
 /** An OAuth 2.0 error body, as Entra ID sends it. */
 export interface MockErrorBody {
   error: string
@@ -65,6 +68,12 @@ export interface MockRequest {
   at: number
   /** The queued fault it was answered with, if any. */
   fault?: MockFault
+  /** Token requests: the tenant segment of the path it was sent to (`common`, a tenant id, … with `multiTenant`). */
+  tenant?: string
+  /** Token requests: how the client authenticated (`client_assertion` and `claims` are in `form`). */
+  clientAuthentication?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
+  /** Token requests with a client assertion that is a readable JWT: its decoded header and payload. */
+  clientAssertion?: { header: Record<string, unknown>; payload: Record<string, unknown> }
 }
 
 /** A custom answer to a token request (see `respond`). */
@@ -83,8 +92,36 @@ export interface MockIdpOptions {
   tenant?: string
   /** Default `'mock-client-id'`. */
   clientId?: string
-  /** Default `'mock-client-secret-value'`; `null` accepts any client. */
+  /**
+   * Default `'mock-client-secret-value'`; `null` accepts any client, except that
+   * a client sending no credentials is refused (AADSTS7000218) when client
+   * assertions are checked.
+   */
   clientSecret?: string | null
+  /**
+   * Certificates registered for `private_key_jwt` (PEM; the first certificate
+   * of each text). Client assertions are then verified as Entra ID does: the
+   * PS256/RS256 signature with the certificate's key, `x5t#S256`/`x5t` and
+   * `x5c` against it, `aud` = the URL called, `iss` = `sub` = the client id,
+   * `jti` of 16+ characters, `exp` in the future and at most `iat` + 10 min.
+   * Failures answer AADSTS700027 (unknown key, bad signature), AADSTS700024
+   * (time window) or AADSTS50027 (malformed JWT, wrong claim).
+   */
+  clientCertificate?: string | Uint8Array | Array<string | Uint8Array>
+  /** A CA (PEM) whose certificates, sent in `x5c`, are accepted too (subject name and issuer authentication). */
+  clientCertificateIssuer?: string | Uint8Array
+  /**
+   * Decides on a client assertion before the certificate checks (workload
+   * identity): `true` accepts, `false` refuses with AADSTS70021, an answer is
+   * sent as is, `undefined` leaves it to the certificates (AADSTS70021 when
+   * none is registered).
+   */
+  acceptClientAssertion?: (assertion: string, request: MockRequest) => boolean | MockAnswer | undefined | void
+  /**
+   * Also serve the token endpoint at `/common`, `/organizations` and any
+   * tenant id or domain name in place of `/{tenant}` (home-tenant routing tests).
+   */
+  multiTenant?: boolean
   /** `expires_in` of minted tokens, sent as is (`undefined` omits it). Default 3600. */
   expiresIn?: number | string | null | undefined
   /** An answer for a valid token request, or undefined for the default. */
@@ -103,6 +140,8 @@ export interface MockIdp {
   readonly issuer: string
   /** `http://127.0.0.1:<port>/<tenant>/oauth2/v2.0/token` */
   readonly tokenEndpoint: string
+  /** `http://127.0.0.1:<port>/<segment>/oauth2/v2.0/token`; other segments than the tenant need `multiTenant`. */
+  tokenEndpointFor(segment: string): string
   readonly clientId: string
   readonly clientSecret: string | null
   /** Every request received, oldest first (a live array). */
@@ -179,6 +218,14 @@ export declare const faults: {
   invalidScope(): MockEntraFault
   /** 401 invalid_client, AADSTS7000215 */
   badClientSecret(): MockEntraFault
+  /** 401 invalid_client, AADSTS700027 (default reason: the key was not found) */
+  invalidClientAssertionSignature(reason?: string, thumbprint?: string): MockEntraFault
+  /** 401 invalid_client, AADSTS700024 */
+  clientAssertionOutOfTime(detail?: string): MockEntraFault
+  /** 400 invalid_request, AADSTS50027 */
+  malformedClientAssertion(detail?: string): MockEntraFault
+  /** 400 invalid_client, AADSTS70021 */
+  noFederatedIdentity(): MockEntraFault
   /** 400 unauthorized_client, AADSTS700016 */
   unknownApplication(): MockEntraFault
   /** 400 invalid_grant, AADSTS50196 */

@@ -3,7 +3,10 @@
  * A loopback identity provider for tests: an OpenID discovery document and a
  * token endpoint that answers the jwt-bearer (On-Behalf-Of) grant the way
  * Microsoft Entra ID does, records every request, and plays queued faults
- * (status and body, delay, hold, connection reset, Retry-After, hang).
+ * (status and body, delay, hold, connection reset, Retry-After, hang). Given
+ * a `clientCertificate`, it verifies `private_key_jwt` client assertions the
+ * way Entra ID does; with `multiTenant` it also serves `/common`,
+ * `/organizations` and any tenant id, for home-tenant routing.
  *
  *   const { startMockIdp } = require('obo-native/testing');
  *   const idp = await startMockIdp();
@@ -17,6 +20,11 @@ const https = require('node:https');
 const crypto = require('node:crypto');
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+/** The longest life the package promises its client assertions (and this provider enforces). */
+const MAX_ASSERTION_LIFETIME = 600;
+/** The clock skew Entra tolerates on `nbf`. */
+const CLOCK_SKEW = 300;
 
 const base64url = (value) => Buffer.from(value).toString('base64url');
 
@@ -72,6 +80,14 @@ const faults = {
     }),
   invalidScope: () => entraError(400, 'invalid_scope', 70011, 'The provided value for the input parameter \'scope\' is not valid.'),
   badClientSecret: () => entraError(401, 'invalid_client', 7000215, 'Invalid client secret provided.'),
+  /** A client assertion signed by an unknown key, or with a signature that does not verify. */
+  invalidClientAssertionSignature: (reason = 'The key was not found.', thumbprint = '') =>
+    entraError(401, 'invalid_client', 700027, `Client assertion contains an invalid signature. [Reason - ${reason}, Thumbprint of key used by client: '${thumbprint}']`),
+  clientAssertionOutOfTime: (detail = '') =>
+    entraError(401, 'invalid_client', 700024, `Client assertion is not within its valid time range.${detail ? ` ${detail}` : ''}`),
+  malformedClientAssertion: (detail = '') => entraError(400, 'invalid_request', 50027, `JWT token is invalid or malformed.${detail ? ` ${detail}` : ''}`),
+  noFederatedIdentity: () =>
+    entraError(400, 'invalid_client', 70021, 'No matching federated identity record found for presented assertion.'),
   unknownApplication: () => entraError(400, 'unauthorized_client', 700016, 'Application not found in the directory.'),
   loopDetected: () => entraError(400, 'invalid_grant', 50196, 'The server terminated an operation because it encountered a client request loop.'),
   throttled: (retryAfter = 5) => ({ status: 429, retryAfter, body: { error: 'temporarily_unavailable', error_description: 'AADSTS90055: Too many requests.' } }),
@@ -96,6 +112,104 @@ function readBody(req, limit = 8 << 20) {
   });
 }
 
+/** The certificates of a PEM text, in order. */
+function pemCertificates(pem) {
+  const blocks = String(pem).match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) || [];
+  return blocks.map((block) => new crypto.X509Certificate(block));
+}
+
+/** A certificate the provider accepts client assertions from, with both thumbprints. */
+function registered(certificate) {
+  return {
+    certificate,
+    x5tS256: crypto.createHash('sha256').update(certificate.raw).digest('base64url'),
+    x5t: crypto.createHash('sha1').update(certificate.raw).digest('base64url'),
+  };
+}
+
+/** A compact JWS's header and payload (JSON objects) and what its signature covers, or null. */
+function decodeJwt(jwt) {
+  const parts = String(jwt).split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+    const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+    if (!header || typeof header !== 'object' || Array.isArray(header)) return null;
+    if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return null;
+    return { header, payload, signed: Buffer.from(`${parts[0]}.${parts[1]}`), signature: Buffer.from(parts[2], 'base64url') };
+  } catch {
+    return null;
+  }
+}
+
+const SIGNATURE_CHECKS = {
+  PS256: (data, key, signature) =>
+    crypto.verify('sha256', data, { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, signature),
+  RS256: (data, key, signature) => crypto.verify('sha256', data, key, signature),
+};
+
+/**
+ * Checks a `private_key_jwt` client assertion the way Entra ID does for a
+ * certificate credential; null when it passes, else the Entra answer.
+ * `certificates` are the registered ones; `issuer`, when given, also vouches
+ * for a leaf sent in `x5c` (subject name and issuer authentication).
+ */
+function checkClientAssertion(jwt, { certificates, issuer, audience, clientId, now = Date.now() / 1000 }) {
+  const decoded = decodeJwt(jwt);
+  if (!decoded) return faults.malformedClientAssertion();
+  const { header, payload } = decoded;
+  const check = SIGNATURE_CHECKS[header.alg];
+  if (!check) return faults.malformedClientAssertion(`(mock: alg ${JSON.stringify(header.alg)} is not PS256 or RS256)`);
+  const thumbprint = header['x5t#S256'] ?? header.x5t;
+  const matches = (candidate) =>
+    (header['x5t#S256'] === undefined || candidate.x5tS256 === header['x5t#S256']) && (header.x5t === undefined || candidate.x5t === header.x5t);
+  const chain = Array.isArray(header.x5c) ? header.x5c.map((entry) => (typeof entry === 'string' ? tryCertificate(entry) : null)) : [];
+  if (header.x5c !== undefined && (chain.length === 0 || chain.includes(null))) {
+    return faults.malformedClientAssertion('(mock: x5c is not a list of base64 DER certificates)');
+  }
+  let key = thumbprint === undefined ? undefined : certificates.find(matches);
+  if (chain.length > 0) {
+    const leaf = registered(chain[0]);
+    if (thumbprint !== undefined && !matches(leaf)) {
+      return faults.invalidClientAssertionSignature('The x5c certificate does not match the thumbprint.', String(thumbprint));
+    }
+    const vouched = issuer !== null && issuer !== undefined && chain[0].checkIssued(issuer) && chain[0].verify(issuer.publicKey);
+    key = vouched ? leaf : certificates.find((candidate) => candidate.x5tS256 === leaf.x5tS256);
+  }
+  if (!key) return faults.invalidClientAssertionSignature('The key was not found.', String(thumbprint ?? ''));
+  let verified = false;
+  try {
+    verified = check(decoded.signed, key.certificate.publicKey, decoded.signature);
+  } catch {
+    verified = false;
+  }
+  if (!verified) {
+    return faults.invalidClientAssertionSignature('The provided signature value did not match the expected signature value.', String(thumbprint));
+  }
+  if (payload.aud !== audience) return faults.malformedClientAssertion(`(mock: aud ${JSON.stringify(payload.aud)} is not ${audience})`);
+  if (payload.iss !== clientId || payload.sub !== clientId) {
+    return faults.malformedClientAssertion(`(mock: iss and sub must be the client id ${clientId})`);
+  }
+  if (typeof payload.jti !== 'string' || payload.jti.length < 16) return faults.malformedClientAssertion('(mock: jti must have at least 16 characters)');
+  for (const claim of ['iat', 'exp']) {
+    if (!Number.isFinite(payload[claim])) return faults.malformedClientAssertion(`(mock: ${claim} must be a number)`);
+  }
+  const notBefore = Number.isFinite(payload.nbf) ? payload.nbf : payload.iat;
+  const timeWindow = `Current time: ${Math.floor(now)}, assertion valid from ${notBefore}, expiry time of assertion ${payload.exp}.`;
+  if (payload.exp <= now || notBefore > now + CLOCK_SKEW || payload.exp - payload.iat > MAX_ASSERTION_LIFETIME) {
+    return faults.clientAssertionOutOfTime(timeWindow);
+  }
+  return null;
+}
+
+function tryCertificate(base64Der) {
+  try {
+    return new crypto.X509Certificate(Buffer.from(base64Der, 'base64'));
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Starts the provider on loopback.
  * @param {object} [options]
@@ -103,7 +217,15 @@ function readBody(req, limit = 8 << 20) {
  * @param {number} [options.port=0] 0 picks a free port.
  * @param {string} [options.tenant='mock-tenant'] the issuer is `http://host:port/{tenant}/v2.0`.
  * @param {string} [options.clientId='mock-client-id']
- * @param {string|null} [options.clientSecret='mock-client-secret-value'] null accepts any client.
+ * @param {string|null} [options.clientSecret='mock-client-secret-value'] null accepts any client (that sends no client assertion, when assertions are checked).
+ * @param {string|Buffer|Array<string|Buffer>} [options.clientCertificate] registers certificates (PEM; the first of each) for
+ *   `private_key_jwt`: client assertions are then verified (signature, thumbprints, x5c, aud, iss, sub, jti, time window).
+ * @param {string|Buffer} [options.clientCertificateIssuer] a CA (PEM) whose certificates sent in `x5c` are accepted too.
+ * @param {(assertion: string, request: object) => boolean|object|undefined} [options.acceptClientAssertion] decides on a
+ *   client assertion first (workload identity): true accepts, false refuses (AADSTS70021), an answer is sent as is,
+ *   undefined leaves it to the certificate checks.
+ * @param {boolean} [options.multiTenant=false] also serve the token endpoint at `/common`, `/organizations` and any tenant
+ *   (a GUID or domain name) in place of `/{tenant}`; each request records the `tenant` it was sent to.
  * @param {number|string|undefined|null} [options.expiresIn=3600] `expires_in` of minted tokens (sent as is).
  * @param {(req: object) => object|undefined} [options.respond] an answer for a token request, or undefined for the default.
  * @param {{key: string|Buffer, cert: string|Buffer}} [options.tls] serve https with this key and certificate.
@@ -116,7 +238,15 @@ async function startMockIdp(options = {}) {
     tenant = 'mock-tenant',
     clientId = 'mock-client-id',
     clientSecret = 'mock-client-secret-value',
+    multiTenant = false,
   } = options;
+  const certificates = [options.clientCertificate ?? []]
+    .flat()
+    .map((pem) => pemCertificates(pem)[0])
+    .filter(Boolean)
+    .map(registered);
+  const certificateIssuer = options.clientCertificateIssuer ? pemCertificates(options.clientCertificateIssuer)[0] : null;
+  const checksAssertions = certificates.length > 0 || certificateIssuer !== null || typeof options.acceptClientAssertion === 'function';
   const state = {
     expiresIn: 'expiresIn' in options ? options.expiresIn : 3600,
     respond: options.respond,
@@ -156,9 +286,11 @@ async function startMockIdp(options = {}) {
       }
       return send(200, idp.discoveryDocument());
     }
-    if (!(req.method === 'POST' && url.pathname === `/${tenant}/oauth2/v2.0/token`)) {
+    const tokenTenant = req.method === 'POST' ? tokenEndpointTenant(url.pathname) : null;
+    if (tokenTenant === null) {
       return send(404, { error: 'not_found' });
     }
+    entry.tenant = tokenTenant;
 
     tokenRequestCount++;
     const fault = state.queue.shift();
@@ -180,8 +312,8 @@ async function startMockIdp(options = {}) {
       }
     }
 
-    const auth = checkClient(req.headers, form);
-    if (auth) return send(auth.status, auth.body);
+    const auth = checkClient(req.headers, form, entry);
+    if (auth) return send(auth.status, auth.body, auth.headers);
     if (form.grant_type !== GRANT_TYPE) {
       return send(400, { error: 'unsupported_grant_type', error_description: 'AADSTS70003: unsupported grant type' });
     }
@@ -204,10 +336,57 @@ async function startMockIdp(options = {}) {
     return send(200, answer);
   };
 
-  /** The 401 Entra answers a client that fails to authenticate, or null when it passes. */
-  function checkClient(headers, form) {
-    if (clientSecret === null) return null;
-    return clientAuthenticates(headers, form) ? null : faults.badClientSecret();
+  /** The tenant a token request was sent to, or null when the path is no token endpoint. */
+  function tokenEndpointTenant(pathname) {
+    const match = /^\/([^/]+)\/oauth2\/v2\.0\/token$/.exec(pathname);
+    if (!match) return null;
+    const segment = match[1];
+    if (segment === tenant) return segment;
+    if (!multiTenant) return null;
+    const guid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+    const domain = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]*[a-z][a-z0-9-]*$/i;
+    return /^(common|organizations)$/i.test(segment) || guid.test(segment) || domain.test(segment) ? segment : null;
+  }
+
+  /** The answer Entra gives a client that fails to authenticate, or null when it passes. */
+  function checkClient(headers, form, entry) {
+    const withSecret = (headers.authorization || '').startsWith('Basic ') || form.client_secret !== undefined;
+    if (form.client_assertion === undefined && form.client_assertion_type === undefined) {
+      entry.clientAuthentication = (headers.authorization || '').startsWith('Basic ')
+        ? 'client_secret_basic'
+        : form.client_secret !== undefined
+          ? 'client_secret_post'
+          : 'none';
+      if (!withSecret && checksAssertions) {
+        return entraError(401, 'invalid_client', 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.");
+      }
+      if (clientSecret === null) return null;
+      return clientAuthenticates(headers, form) ? null : faults.badClientSecret();
+    }
+    entry.clientAuthentication = 'private_key_jwt';
+    const decoded = decodeJwt(form.client_assertion);
+    if (decoded) entry.clientAssertion = { header: decoded.header, payload: decoded.payload };
+    if (withSecret) {
+      return { status: 400, body: { error: 'invalid_request', error_description: 'AADSTS9002313: Invalid request. Request is malformed or invalid. (mock: a client assertion and a client secret were both sent)' } };
+    }
+    if (form.client_assertion_type !== CLIENT_ASSERTION_TYPE || !form.client_assertion) {
+      return entraError(400, 'invalid_request', 90014, "The required field 'client_assertion' or 'client_assertion_type' is missing or invalid.");
+    }
+    if (form.client_id !== undefined && form.client_id !== clientId) return faults.unknownApplication();
+    if (!checksAssertions) return clientSecret === null ? null : faults.invalidClientAssertionSignature();
+    if (typeof options.acceptClientAssertion === 'function') {
+      const verdict = options.acceptClientAssertion(form.client_assertion, entry);
+      if (verdict === true) return null;
+      if (verdict === false) return faults.noFederatedIdentity();
+      if (verdict && typeof verdict === 'object') return { status: verdict.status || 400, body: verdict.body, headers: verdict.headers };
+      if (certificates.length === 0 && certificateIssuer === null) return faults.noFederatedIdentity();
+    }
+    return checkClientAssertion(form.client_assertion, {
+      certificates,
+      issuer: certificateIssuer,
+      audience: `${origin}${entry.path}`,
+      clientId,
+    });
   }
 
   function clientAuthenticates(headers, form) {
@@ -243,6 +422,8 @@ async function startMockIdp(options = {}) {
     port: address.port,
     issuer: `${origin}/${tenant}/v2.0`,
     tokenEndpoint: `${origin}/${tenant}/oauth2/v2.0/token`,
+    /** The token endpoint of another tenant segment (`common`, `organizations`, a tenant id); needs `multiTenant`. */
+    tokenEndpointFor: (segment) => `${origin}/${segment}/oauth2/v2.0/token`,
     clientId,
     clientSecret,
     /** Every request received, oldest first. */
@@ -308,4 +489,4 @@ async function startMockIdp(options = {}) {
   return idp;
 }
 
-module.exports = { startMockIdp, mintToken, entraError, faults, GRANT_TYPE };
+module.exports = { startMockIdp, mintToken, entraError, faults, GRANT_TYPE, CLIENT_ASSERTION_TYPE };

@@ -490,7 +490,12 @@ describe('obo-native exchange: bad usage (exit 2)', () => {
     ['a missing client id', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE'], { OPENID_CLIENT_ID: undefined }, /no client id: pass --client-id/],
     ['a missing issuer', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE'], { OPENID_ISSUER: undefined }, /no identity provider: pass --issuer URL or --token-endpoint URL, or set OPENID_ISSUER/],
     ['a missing client secret', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE'], { OPENID_CLIENT_SECRET: undefined }, /OPENID_CLIENT_SECRET is not set/],
-    ['an unknown auth method', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--auth-method', 'private_key_jwt'], {}, /--auth-method must be one of/],
+    ['an unknown auth method', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--auth-method', 'tls_client_auth'], {}, /--auth-method must be one of/],
+    ['private_key_jwt without credentials', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--auth-method', 'private_key_jwt'], {}, /needs --certificate PATH with --private-key PATH, or --client-assertion-file PATH/],
+    ['a certificate without its key', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--certificate', 'ASSERTION_FILE'], {}, /--certificate needs --private-key PATH/],
+    ['an unreadable client assertion file', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--client-assertion-file', '/nonexistent/federated'], {}, /cannot read --client-assertion-file .*ENOENT/],
+    ['a certificate with a client assertion', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--certificate', 'c', '--private-key', 'k', '--client-assertion-file', 'f'], {}, /either --client-assertion-file or --certificate/],
+    ['a client assertion with a secret method', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE', '--client-assertion-file', 'ASSERTION_FILE', '--auth-method', 'client_secret_post'], {}, /--client-assertion-file is for --auth-method private_key_jwt/],
     ['an unknown OPENID_TOKEN_ENDPOINT_AUTH_METHOD', ['exchange', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE'], { OPENID_TOKEN_ENDPOINT_AUTH_METHOD: 'tls_client_auth' }, /OPENID_TOKEN_ENDPOINT_AUTH_METHOD must be one of/],
     ['both --issuer and --token-endpoint', ['exchange', '--issuer', 'https://a.example/v2.0', '--token-endpoint', 'https://a.example/token', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE'], {}, /either --issuer or --token-endpoint/],
     ['a plain-http issuer that is not loopback', ['exchange', '--issuer', 'http://login.example.com/t/v2.0', '--scope', SCOPE, '--assertion-file', 'ASSERTION_FILE'], {}, /--issuer \/ OPENID_ISSUER must be an https URL/],
@@ -534,5 +539,96 @@ describe('obo-native demo', () => {
     expect(out).toMatch(/The provider received 6 token requests for 101 006 calls/);
     expect(out).not.toMatch(/\u001b\[/); // no colour when not a terminal
     expect(require('../package.json').scripts.start).toBe('node cli.js demo');
+  });
+});
+
+describe('obo-native exchange: certificates and client assertions', () => {
+  const hasOpenssl = (() => {
+    try {
+      execFileSync('openssl', ['version'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      if (process.env.CI) throw new Error('openssl is required on CI to make the test certificates');
+      console.warn('NOTICE: openssl not found; skipping the CLI certificate tests');
+      return false;
+    }
+  })();
+  const itWithOpenssl = hasOpenssl ? it : it.skip;
+  let certIdp;
+  const files = {};
+
+  beforeAll(async () => {
+    if (!hasOpenssl) return;
+    const dir = path.join(tmp, 'pki');
+    fs.mkdirSync(dir);
+    const sh = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const name of ['app', 'other']) {
+      sh('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=obo-native cli ${name}`);
+      files[`${name}Cert`] = path.join(dir, `${name}.pem`);
+      files[`${name}Key`] = path.join(dir, `${name}.key`);
+    }
+    files.workload = path.join(dir, 'workload-token');
+    fs.writeFileSync(files.workload, 'workload.cli-token\n');
+    files.unknownWorkload = path.join(dir, 'unknown-token');
+    fs.writeFileSync(files.unknownWorkload, 'workload.unknown\n');
+    certIdp = await startMockIdp({
+      clientCertificate: fs.readFileSync(files.appCert, 'utf8'),
+      acceptClientAssertion: (assertion) => (assertion === 'workload.cli-token' ? true : assertion.startsWith('workload.') ? false : undefined),
+    });
+  });
+  afterAll(async () => {
+    if (certIdp) await certIdp.close();
+  });
+  beforeEach(() => certIdp && certIdp.reset());
+
+  const args = (...more) => ['exchange', '--token-endpoint', certIdp.tokenEndpoint, '--scope', SCOPE, '--assertion-file', assertionFile, ...more];
+  const noSecretEnv = { OPENID_ISSUER: undefined, OPENID_CLIENT_SECRET: undefined };
+  const sha1 = (pemFile) => new crypto.X509Certificate(fs.readFileSync(pemFile)).fingerprint.replace(/:/g, '');
+
+  itWithOpenssl('--certificate and --private-key: a signed client assertion, the thumbprint shown, no key printed', async () => {
+    const result = await run(args('--certificate', files.appCert, '--private-key', files.appKey), { env: noSecretEnv });
+    expect(result.code).toBe(0);
+    expect(flat(result.stdout)).toContain(`Client mock-client-id (private_key_jwt, certificate thumbprint ${sha1(files.appCert)})`);
+    const [request] = certIdp.tokenRequests();
+    expect(request.clientAuthentication).toBe('private_key_jwt');
+    expect(request.clientAssertion.payload.aud).toBe(certIdp.tokenEndpoint);
+    expect(result.output).not.toContain('PRIVATE KEY');
+    expect(result.output).not.toContain(request.form.client_assertion);
+    expectNoSecrets(result);
+  });
+
+  itWithOpenssl('a certificate the provider does not know: AADSTS700027 explained, with its thumbprint', async () => {
+    const result = await run(args('--certificate', files.otherCert, '--private-key', files.otherKey, '--json'), { env: noSecretEnv });
+    expect(result.code).toBe(1);
+    const json = JSON.parse(result.stdout);
+    expect(json).toMatchObject({ authMethod: 'private_key_jwt', explanation: { id: 'client_assertion_signature' } });
+    expect(flat(json.explanation.meaning)).toContain(sha1(files.otherCert));
+    expect(result.output).not.toContain(certIdp.tokenRequests()[0].form.client_assertion);
+  });
+
+  itWithOpenssl('a key that is not the certificate\'s is bad usage naming --certificate', async () => {
+    const result = await run(args('--certificate', files.appCert, '--private-key', files.otherKey), { env: noSecretEnv });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/--certificate: .*does not match/);
+    expect(result.output).not.toContain('PRIVATE KEY-----\n');
+    expect(certIdp.requests).toHaveLength(0);
+  });
+
+  itWithOpenssl('--client-assertion-file, and AZURE_FEDERATED_TOKEN_FILE when no secret is set', async () => {
+    const byFlag = await run(args('--client-assertion-file', files.workload), { env: noSecretEnv });
+    expect(byFlag.code).toBe(0);
+    expect(flat(byFlag.stdout)).toContain(`(private_key_jwt, client assertion from ${files.workload})`);
+    expect(byFlag.output).not.toContain('workload.cli-token');
+    const byEnv = await run(args(), { env: { ...noSecretEnv, AZURE_FEDERATED_TOKEN_FILE: files.workload } });
+    expect(byEnv.code).toBe(0);
+    expect(certIdp.tokenRequests().map((request) => request.form.client_assertion)).toEqual(['workload.cli-token', 'workload.cli-token']);
+  });
+
+  itWithOpenssl('a client assertion without a federated credential: AADSTS70021 explained', async () => {
+    const result = await run(args('--client-assertion-file', files.unknownWorkload), { env: noSecretEnv });
+    expect(result.code).toBe(1);
+    expect(flat(result.stderr)).toMatch(/AADSTS70021: no federated identity credential matches the client assertion/);
+    expect(flat(result.stderr)).toMatch(/Federated credentials/);
+    expect(result.output).not.toContain('workload.unknown');
   });
 });

@@ -634,7 +634,7 @@ describe('configuration', () => {
       [{ ...optionsFor(ctx.idp), maxRetries: -1 }, 'maxRetries'],
       [{ ...optionsFor(ctx.idp), maxCacheEntries: 0 }, 'maxCacheEntries'],
       [{ ...optionsFor(ctx.idp), expirySkewSeconds: 1.5 }, 'expirySkewSeconds'],
-      [{ ...optionsFor(ctx.idp), tokenEndpointAuthMethod: 'private_key_jwt' }, 'tokenEndpointAuthMethod'],
+      [{ ...optionsFor(ctx.idp), tokenEndpointAuthMethod: 'tls_client_auth' }, 'tokenEndpointAuthMethod'],
       [{ ...optionsFor(ctx.idp), proxy: 'socks5://127.0.0.1:1' }, 'proxy'],
       [{ ...optionsFor(ctx.idp), clientTimeout: 5 }, 'clientTimeout'],
       [{ ...optionsFor(ctx.idp), retryDelayMs: () => 1 }, 'retryDelayMs'],

@@ -55,7 +55,7 @@ function progressLine(stream) {
 
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function until(condition, timeoutMs = 5000) {
+async function until(condition, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error('the mock identity provider did not receive the request in time');

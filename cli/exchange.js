@@ -8,6 +8,7 @@
  *
  * Exit codes: 0 success, 1 exchange refused, 2 bad usage.
  */
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const { parseArgs } = require('node:util');
@@ -20,7 +21,7 @@ const EXIT_OK = 0;
 const EXIT_REFUSED = 1;
 const EXIT_USAGE = 2;
 
-const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'];
+const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 /** The user the exchange is made for: a name of its own, so it shares nothing with a real user. */
 const CLI_USER = { openidId: 'obo-native-cli' };
 
@@ -36,15 +37,22 @@ Options:
   --issuer URL            OpenID issuer, for discovery     (default: $OPENID_ISSUER)
   --token-endpoint URL    token endpoint, skips discovery
   --client-id ID          this application's client id     (default: $OPENID_CLIENT_ID)
-  --auth-method METHOD    client_secret_basic | client_secret_post | none
-                          (default: $OPENID_TOKEN_ENDPOINT_AUTH_METHOD, else client_secret_basic)
+  --auth-method METHOD    client_secret_basic | client_secret_post | private_key_jwt | none
+                          (default: $OPENID_TOKEN_ENDPOINT_AUTH_METHOD, else client_secret_basic,
+                          or private_key_jwt with the credentials below)
+  --certificate PATH      private_key_jwt: the app's certificate (PEM, leaf first)
+  --private-key PATH      private_key_jwt: the certificate's key (PEM, PKCS#8 or PKCS#1)
+  --client-assertion-file PATH
+                          private_key_jwt: a file holding a client assertion, such as
+                          a workload identity token (default: $AZURE_FEDERATED_TOKEN_FILE
+                          when OPENID_CLIENT_SECRET is not set)
   --show-token            also print the token received
   --json                  print the result as JSON on stdout
   -h, --help              show this help
 
 The client secret is read only from $OPENID_CLIENT_SECRET (never from a flag,
-so it stays out of your shell history). $PROXY, $HTTPS_PROXY, $NO_PROXY and
-$NODE_EXTRA_CA_CERTS are honoured.
+so it stays out of your shell history), and a private key only from a file.
+$PROXY, $HTTPS_PROXY, $NO_PROXY and $NODE_EXTRA_CA_CERTS are honoured.
 
 Exit codes: 0 success, 1 exchange refused, 2 bad usage.
 
@@ -52,6 +60,10 @@ Example:
   OPENID_ISSUER=https://login.microsoftonline.com/<tenant-id>/v2.0 \\
   OPENID_CLIENT_ID=<client-id> OPENID_CLIENT_SECRET=<secret> \\
   npx obo-native exchange --scope "api://<downstream-app-id>/.default" --assertion-file token.txt
+
+  With a certificate instead of a secret:
+  npx obo-native exchange --scope "api://<downstream-app-id>/.default" --assertion-file token.txt \\
+    --certificate app.crt.pem --private-key app.key.pem
 `;
 
 class UsageError extends Error {}
@@ -75,6 +87,9 @@ function parse(argv) {
         'auth-method': { type: 'string' },
         scope: { type: 'string' },
         'assertion-file': { type: 'string' },
+        certificate: { type: 'string' },
+        'private-key': { type: 'string' },
+        'client-assertion-file': { type: 'string' },
         'show-token': { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -102,13 +117,21 @@ function settings(flags) {
   }
   const clientId = flags['client-id'] ?? env('OPENID_CLIENT_ID');
   if (!clientId) throw new UsageError('no client id: pass --client-id ID or set OPENID_CLIENT_ID');
-  const authMethod = flags['auth-method'] ?? env('OPENID_TOKEN_ENDPOINT_AUTH_METHOD') ?? 'client_secret_basic';
+  const credentials = clientCredentials(flags);
+  const authMethod =
+    flags['auth-method'] ?? (credentials ? 'private_key_jwt' : env('OPENID_TOKEN_ENDPOINT_AUTH_METHOD') ?? 'client_secret_basic');
   if (!AUTH_METHODS.includes(authMethod)) {
     const from = flags['auth-method'] !== undefined ? '--auth-method' : 'OPENID_TOKEN_ENDPOINT_AUTH_METHOD';
     throw new UsageError(`${from} must be one of ${AUTH_METHODS.join(', ')}, not "${authMethod}"`);
   }
-  const clientSecret = env('OPENID_CLIENT_SECRET');
-  if (authMethod !== 'none' && !clientSecret) {
+  if (credentials && authMethod !== 'private_key_jwt') {
+    throw new UsageError(`${credentials.flags.join(' and ')} ${credentials.flags.length > 1 ? 'are' : 'is'} for --auth-method private_key_jwt, not ${authMethod}`);
+  }
+  if (authMethod === 'private_key_jwt' && !credentials) {
+    throw new UsageError('--auth-method private_key_jwt needs --certificate PATH with --private-key PATH, or --client-assertion-file PATH');
+  }
+  const clientSecret = authMethod === 'private_key_jwt' ? undefined : env('OPENID_CLIENT_SECRET');
+  if (authMethod !== 'none' && authMethod !== 'private_key_jwt' && !clientSecret) {
     throw new UsageError(`OPENID_CLIENT_SECRET is not set: it is required with --auth-method ${authMethod} (it is read only from the environment)`);
   }
   if (!flags.scope || !flags.scope.trim()) throw new UsageError('--scope SCOPES is required');
@@ -121,9 +144,64 @@ function settings(flags) {
     clientId,
     authMethod,
     clientSecret,
+    credentials,
     proxy: env('PROXY'),
     scope: flags.scope.trim(),
     assertionFile: flags['assertion-file'],
+  };
+}
+
+function readCredentialFile(flag, file) {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${flag} ${file}: ${err.code || err.message}`);
+  }
+}
+
+/**
+ * The private_key_jwt credentials the flags name (or AZURE_FEDERATED_TOKEN_FILE
+ * when no client secret is set), read from their files; undefined for none.
+ */
+function clientCredentials(flags) {
+  const certificate = flags.certificate;
+  const privateKey = flags['private-key'];
+  let assertionFile = flags['client-assertion-file'];
+  const named = [
+    ['--certificate', certificate],
+    ['--private-key', privateKey],
+    ['--client-assertion-file', assertionFile],
+  ].filter(([, value]) => value !== undefined);
+  const method = flags['auth-method'] ?? env('OPENID_TOKEN_ENDPOINT_AUTH_METHOD');
+  const federated = env('AZURE_FEDERATED_TOKEN_FILE');
+  if (named.length === 0 && federated && !env('OPENID_CLIENT_SECRET') && (method === undefined || method === 'private_key_jwt')) {
+    assertionFile = federated;
+    named.push(['AZURE_FEDERATED_TOKEN_FILE', assertionFile]);
+  }
+  if (named.length === 0) return undefined;
+  const flagNames = named.map(([flag]) => flag);
+  if (assertionFile !== undefined && (certificate !== undefined || privateKey !== undefined)) {
+    throw new UsageError('pass either --client-assertion-file or --certificate with --private-key, not both');
+  }
+  if (assertionFile !== undefined) {
+    const clientAssertion = readCredentialFile(named[0][0], assertionFile).trim();
+    if (!clientAssertion) throw new UsageError(`the client assertion file ${assertionFile} is empty`);
+    return { flags: flagNames, clientAssertion, source: assertionFile };
+  }
+  if (certificate === undefined) throw new UsageError('--private-key needs --certificate PATH (the key\'s certificate, PEM)');
+  if (privateKey === undefined) throw new UsageError('--certificate needs --private-key PATH (the certificate\'s private key, PEM)');
+  const certificateText = readCredentialFile('--certificate', certificate);
+  let thumbprint;
+  try {
+    thumbprint = new crypto.X509Certificate(certificateText).fingerprint.replace(/:/g, '');
+  } catch {
+    thumbprint = undefined; // configure() says what is wrong with it
+  }
+  return {
+    flags: flagNames,
+    clientCertificate: certificateText,
+    clientPrivateKey: readCredentialFile('--private-key', privateKey),
+    thumbprint,
   };
 }
 
@@ -171,6 +249,12 @@ function configUsage(err) {
       return `OPENID_CLIENT_SECRET ${detail}`;
     case 'tokenEndpointAuthMethod':
       return `--auth-method ${detail}`;
+    case 'clientCertificate':
+      return `--certificate: ${detail}`;
+    case 'clientPrivateKey':
+      return `--private-key: ${detail}`;
+    case 'clientAssertion':
+      return `--client-assertion-file: ${detail}`;
     case 'proxy':
       return `PROXY ${detail}`;
     default:
@@ -281,6 +365,7 @@ async function exchange(argv) {
   }
 
   const obo = require('../index.js');
+  const credentials = s.credentials || {};
   try {
     obo.configure({
       issuer: s.issuer,
@@ -289,12 +374,17 @@ async function exchange(argv) {
       clientSecret: s.clientSecret,
       tokenEndpointAuthMethod: s.authMethod,
       proxy: s.proxy,
+      clientCertificate: credentials.clientCertificate,
+      clientPrivateKey: credentials.clientPrivateKey,
+      clientAssertion: credentials.clientAssertion,
     });
   } catch (err) {
     return usageFailure(new UsageError(configUsage(err)), flags.json);
   }
 
-  const secrets = [assertion, s.clientSecret].filter((x) => typeof x === 'string' && x.length >= 4);
+  const secrets = [assertion, s.clientSecret, credentials.clientAssertion, credentials.clientPrivateKey].filter(
+    (x) => typeof x === 'string' && x.length >= 4,
+  );
   const scrub = (text, token) => {
     let clean = String(text);
     for (const secret of secrets) clean = clean.split(secret).join('[redacted]');
@@ -321,9 +411,14 @@ async function exchange(argv) {
       ? `${endpointUsed}\n(discovered from ${s.issuer})`
       : `discovered from ${s.issuer}`;
   const timeText = `${duration(elapsedMs)}${s.issuer ? ' (OpenID discovery and token request)' : ''}`;
+  const credentialText = credentials.thumbprint
+    ? `, certificate thumbprint ${credentials.thumbprint}`
+    : credentials.source
+      ? `, client assertion from ${credentials.source}`
+      : '';
   const common = [
     ['Token endpoint', endpointText],
-    ['Client', `${s.clientId} (${s.authMethod})`],
+    ['Client', `${s.clientId} (${s.authMethod}${credentialText})`],
     ...(shownProxy ? [['Proxy', `${shownProxy} (${proxy.from})`]] : []),
     ['Scope', s.scope],
     ['Time', timeText],
@@ -333,6 +428,7 @@ async function exchange(argv) {
     issuer: s.issuer || null,
     clientId: s.clientId,
     authMethod: s.authMethod,
+    ...(credentials.thumbprint ? { certificateThumbprint: credentials.thumbprint } : {}),
     proxy: shownProxy || null,
     scope: s.scope,
     elapsedMs: Math.round(elapsedMs * 1000) / 1000,
@@ -384,6 +480,7 @@ async function exchange(argv) {
     issuer: s.issuer,
     tokenEndpoint: endpointUsed,
     authMethod: s.authMethod,
+    certificateThumbprint: credentials.thumbprint,
     proxy: shownProxy,
   };
   const transport = /ETIMEDOUT|ECONNRESET|ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(`${err.code || ''} ${err.message || ''}`);

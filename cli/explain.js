@@ -79,6 +79,42 @@ const ENTRA = {
       'Make sure the value has no surrounding quotes or spaces, and that it belongs to the application of OPENID_CLIENT_ID.',
     ],
   }),
+  700027: (ctx) => ({
+    id: 'client_assertion_signature',
+    title: 'AADSTS700027: the client assertion was refused (certificate not registered, or a bad signature)',
+    meaning:
+      'Entra ID could not verify the JWT this application signed to authenticate (private_key_jwt): the certificate it names is not ' +
+      `registered on the application${ctx.thumbprintText}, it has expired, or the signature does not match it.`,
+    fix: [
+      `Upload the certificate (the public part, .cer/.pem) to ${appRegistration} > Certificates & secrets > Certificates, and compare the thumbprint listed there with the one shown above.`,
+      'The private key must be the key of that certificate, and the certificate file must start with that certificate (leaf first, chain after).',
+      'After a rotation, register the new certificate before switching to it, and keep the old one until every instance uses the new one.',
+      'AD FS and older providers want RS256 with an x5t thumbprint: configure({ clientAssertionAlgorithm: \'RS256\' }). Subject name/issuer authentication needs sendX5c: true.',
+    ],
+  }),
+  700024: () => ({
+    id: 'client_assertion_time',
+    title: 'AADSTS700024: the client assertion is outside its time window',
+    meaning:
+      'The JWT that authenticates this application is not yet valid or already expired (its nbf/exp), or it is valid for more than ten minutes. ' +
+      'With a certificate, obo-native signs assertions valid for ten minutes from now, so this machine\'s clock is the usual cause.',
+    fix: [
+      'Check the clock of this machine (NTP): a few minutes of drift is enough.',
+      'With a client assertion from a file or a function (workload identity, a vault), make sure it is fresh: Kubernetes rotates the projected token, so read the file again rather than copying its content once.',
+    ],
+  }),
+  70021: (ctx) => federatedIdentity(70021, ctx),
+  700213: (ctx) => federatedIdentity(700213, ctx),
+  50027: () => ({
+    id: 'client_assertion_malformed',
+    title: 'AADSTS50027: a JWT in the request is malformed',
+    meaning:
+      'Entra ID could not read a token of the request: the client assertion (private_key_jwt) or the user\'s assertion is not a well-formed JWT, or a required claim is missing or wrong (aud, iss, sub, jti, exp).',
+    fix: [
+      'With --client-assertion-file or a clientAssertion function, the value must be the JWT itself: no quotes, no "Bearer ", no line breaks, no JSON around it.',
+      'The client assertion\'s aud must be the token endpoint called, and iss and sub the client id: obo-native signs them so with a certificate; check them in an assertion made elsewhere.',
+    ],
+  }),
   700016: (ctx) => ({
     id: 'unknown_application',
     title: 'AADSTS700016: the application is not known in this tenant',
@@ -138,6 +174,21 @@ function mfa(code, ctx) {
   };
 }
 
+function federatedIdentity(code, ctx) {
+  return {
+    id: 'no_federated_identity',
+    title: `AADSTS${code}: no federated identity credential matches the client assertion`,
+    meaning:
+      'The client assertion is a token of another identity provider (workload identity: a Kubernetes service account token, a GitHub Actions token, …), ' +
+      `and the application${ctx.clientId ? ` ${ctx.clientId}` : ''} has no federated credential whose issuer, subject and audience match it.`,
+    fix: [
+      `Add or fix the credential: ${appRegistration} (or the managed identity) > Certificates & secrets > Federated credentials. Issuer, subject and audience must equal the token's iss, sub and aud exactly (audience api://AzureADTokenExchange by default).`,
+      'On AKS: the service account must carry the azure.workload.identity/client-id annotation, and the pod the azure.workload.identity/use: "true" label; the subject is system:serviceaccount:<namespace>:<service account>.',
+      'A new federated credential can take a minute or two to apply.',
+    ],
+  };
+}
+
 /** The AADSTS codes of an error: its `error_codes`, or those its texts name. */
 function entraCodes(err) {
   const codes = [];
@@ -193,6 +244,7 @@ function explain(err, context = {}) {
   const codes = entraCodes(e);
   const ctx = {
     ...context,
+    thumbprintText: context.certificateThumbprint ? ` (this certificate's SHA-1 thumbprint: ${context.certificateThumbprint})` : '',
     claims: typeof e.claims === 'string' ? e.claims : undefined,
     clientIdText: context.clientId ? `client id ${context.clientId}` : 'OPENID_CLIENT_ID',
     scopeText: context.scope ? ` (${context.scope})` : '',
@@ -205,12 +257,28 @@ function explain(err, context = {}) {
     if (ENTRA[code]) return result(ENTRA[code](ctx));
   }
 
+  if (e.code === 'ECLIENTASSERTION') {
+    return result({
+      id: 'client_assertion_unavailable',
+      title: 'No client assertion: the request was not sent',
+      meaning: 'private_key_jwt needs a client assertion for each request, and none could be had: ' + message.replace(/^OBO token request not sent: /, ''),
+      fix: [
+        'A federated token file (AZURE_FEDERATED_TOKEN_FILE) must exist and be readable by this process; on Kubernetes, check the workload identity webhook mounted it.',
+        'A clientAssertion function must return (or resolve to) the JWT as a string, from the thread that called configure().',
+      ],
+    });
+  }
+
   if (e.error === 'invalid_client' || e.code === 'invalid_client') {
     return result({
       id: 'invalid_client',
       title: 'invalid_client: the identity provider refused this application\'s credentials',
       meaning: `Client authentication failed at the token endpoint (method ${context.authMethod || 'client_secret_basic'}).`,
-      fix: [
+      fix: context.authMethod === 'private_key_jwt' ? [
+        'Check that the certificate is registered on the application (Certificates & secrets > Certificates) and that the key is its key.',
+        'With a client assertion from a file or a function: check it is a fresh JWT whose aud is the token endpoint and whose iss and sub are the client id.',
+        'Check --client-id / OPENID_CLIENT_ID: it must be the application the credential belongs to.',
+      ] : [
         'Check OPENID_CLIENT_SECRET (the secret\'s Value, not its ID, and not expired) and OPENID_CLIENT_ID.',
         'Check the method: --auth-method / OPENID_TOKEN_ENDPOINT_AUTH_METHOD is client_secret_basic by default; some providers want client_secret_post.',
         'On-Behalf-Of needs a confidential client: "none" (no secret) is refused by Entra ID.',

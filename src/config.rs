@@ -3,11 +3,14 @@
 //! naming the wrong option, lives here), or LibreChat's environment variables.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::{Map, Value};
 
+use crate::claims::Claims;
+use crate::credentials::{AssertionCallback, ClientAssertionSource};
 use crate::error::ConfigError;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -23,6 +26,8 @@ pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
     None,
+    /// A signed JWT instead of a secret (RFC 7523 §2.2): certificates and workload identity.
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -31,6 +36,7 @@ impl AuthMethod {
             "client_secret_basic" => Some(AuthMethod::ClientSecretBasic),
             "client_secret_post" => Some(AuthMethod::ClientSecretPost),
             "none" => Some(AuthMethod::None),
+            "private_key_jwt" => Some(AuthMethod::PrivateKeyJwt),
             _ => None,
         }
     }
@@ -40,6 +46,7 @@ impl AuthMethod {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
             AuthMethod::None => "none",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -67,6 +74,10 @@ pub struct Config {
     pub expiry_skew: Duration,
     pub max_cache_entries: usize,
     pub max_retry_after: Duration,
+    /// `private_key_jwt`: where the client assertion comes from; `None` for the other methods.
+    pub client_assertion: Option<ClientAssertionSource>,
+    /// `clientCapabilities` as a claims request (`xms_cc`), sent with every exchange.
+    pub capabilities: Option<Claims>,
 }
 
 impl fmt::Debug for Config {
@@ -83,6 +94,8 @@ impl fmt::Debug for Config {
             .field("expiry_skew", &self.expiry_skew)
             .field("max_cache_entries", &self.max_cache_entries)
             .field("max_retry_after", &self.max_retry_after)
+            .field("client_assertion", &self.client_assertion)
+            .field("capabilities", &self.capabilities)
             .finish()
     }
 }
@@ -117,15 +130,28 @@ impl Config {
     /// Reads the options object of `configure()`, serialised as JSON.
     /// `null` fields mean "default"; unknown fields are refused (they are typos).
     pub fn from_json(json: &str) -> Result<Config, ConfigError> {
+        Config::from_options(json, None)
+    }
+
+    /// [`Config::from_json`], with the `clientAssertion` function of the host
+    /// when it gave one (a function cannot travel as JSON).
+    pub fn from_options(
+        json: &str,
+        assertion_callback: Option<Arc<dyn AssertionCallback>>,
+    ) -> Result<Config, ConfigError> {
         let value: Value = serde_json::from_str(json)
             .map_err(|_| ConfigError::new("options", "configure: options must be a plain object"))?;
         let Value::Object(options) = value else {
             return Err(ConfigError::new("options", "configure: options must be an object or null"));
         };
-        if let Some(unknown) = options.keys().find(|key| !KNOWN_OPTIONS.contains(&key.as_str())) {
+        let known = || KNOWN_OPTIONS.iter().chain(CREDENTIAL_OPTIONS);
+        if let Some(unknown) = options.keys().find(|key| !known().any(|name| name == key)) {
             return Err(ConfigError::new(
                 unknown.clone(),
-                format!("configure: unknown option \"{unknown}\" (known options: {})", KNOWN_OPTIONS.join(", ")),
+                format!(
+                    "configure: unknown option \"{unknown}\" (known options: {})",
+                    known().copied().collect::<Vec<_>>().join(", ")
+                ),
             ));
         }
         let options = Options(&options);
@@ -145,16 +171,19 @@ impl Config {
                 ))
             }
         };
-        let auth_method = match options.string("tokenEndpointAuthMethod")? {
-            None => AuthMethod::ClientSecretBasic,
-            Some(method) => AuthMethod::parse(&method).ok_or_else(|| {
+        let explicit_method = match options.string("tokenEndpointAuthMethod")? {
+            None => None,
+            Some(method) => Some(AuthMethod::parse(&method).ok_or_else(|| {
                 ConfigError::new(
                     "tokenEndpointAuthMethod",
-                    "configure: option \"tokenEndpointAuthMethod\" must be \"client_secret_basic\", \"client_secret_post\" or \"none\"",
+                    "configure: option \"tokenEndpointAuthMethod\" must be \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\" or \"none\"",
                 )
-            })?,
+            })?),
         };
         let client_secret = options.string("clientSecret")?.filter(|secret| !secret.is_empty());
+        let credentials =
+            ClientCredentials::from_options(&options, explicit_method, assertion_callback, &client_secret)?;
+        let auth_method = credentials.auth_method;
         check_secret(auth_method, &client_secret, "configure: option \"clientSecret\"", "clientSecret")?;
         let proxy = match options.string("proxy")? {
             None => None,
@@ -185,6 +214,8 @@ impl Config {
             max_retry_after: Duration::from_millis(
                 options.integer("maxRetryAfterMs", 0, 600_000)?.unwrap_or(DEFAULT_MAX_RETRY_AFTER_MS),
             ),
+            client_assertion: credentials.client_assertion,
+            capabilities: credentials.capabilities,
         })
     }
 
@@ -196,16 +227,18 @@ impl Config {
         };
         let issuer =
             parse_endpoint(&issuer).map_err(|why| ConfigError::new("OPENID_ISSUER", format!("OPENID_ISSUER {why}")))?;
-        let auth_method = match var("OPENID_TOKEN_ENDPOINT_AUTH_METHOD") {
-            None => AuthMethod::ClientSecretBasic,
-            Some(method) => AuthMethod::parse(&method).ok_or_else(|| {
+        let explicit_method = match var("OPENID_TOKEN_ENDPOINT_AUTH_METHOD") {
+            None => None,
+            Some(method) => Some(AuthMethod::parse(&method).ok_or_else(|| {
                 ConfigError::new(
                     "OPENID_TOKEN_ENDPOINT_AUTH_METHOD",
-                    "OPENID_TOKEN_ENDPOINT_AUTH_METHOD must be client_secret_basic, client_secret_post or none",
+                    "OPENID_TOKEN_ENDPOINT_AUTH_METHOD must be client_secret_basic, client_secret_post, private_key_jwt or none",
                 )
-            })?,
+            })?),
         };
         let client_secret = var("OPENID_CLIENT_SECRET");
+        let credentials = ClientCredentials::from_env(&var, explicit_method, &client_secret)?;
+        let auth_method = credentials.auth_method;
         check_secret(auth_method, &client_secret, "OPENID_CLIENT_SECRET", "OPENID_CLIENT_SECRET")?;
         let proxy = match var("PROXY") {
             None => None,
@@ -223,6 +256,8 @@ impl Config {
             expiry_skew: Duration::from_secs(DEFAULT_EXPIRY_SKEW_SECONDS),
             max_cache_entries: DEFAULT_MAX_CACHE_ENTRIES,
             max_retry_after: Duration::from_millis(DEFAULT_MAX_RETRY_AFTER_MS),
+            client_assertion: credentials.client_assertion,
+            capabilities: credentials.capabilities,
         }))
     }
 
@@ -241,12 +276,15 @@ impl Config {
                 secrets.push_url_credentials(proxy.username(), password);
             }
         }
+        if let Some(assertion) = self.client_assertion.as_ref().and_then(ClientAssertionSource::fixed_secret) {
+            secrets.push(assertion);
+        }
         secrets
     }
 }
 
 fn check_secret(method: AuthMethod, secret: &Option<String>, label: &str, option: &str) -> Result<(), ConfigError> {
-    if method != AuthMethod::None && secret.is_none() {
+    if matches!(method, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost) && secret.is_none() {
         return Err(ConfigError::new(
             option,
             format!("{label} is required when the token endpoint auth method is {}", method.as_str()),
@@ -356,6 +394,199 @@ fn parse_proxy(text: &str) -> Result<Url, String> {
     }
 }
 
+// Client credentials other than a secret (`private_key_jwt`) and client
+// capabilities: kept together here so that the rest of the configuration
+// reads as before.
+
+/// The `configure()` options of certificate credentials, client assertions and capabilities.
+const CREDENTIAL_OPTIONS: &[&str] = &[
+    "clientCertificate",
+    "clientPrivateKey",
+    "clientAssertion",
+    "clientAssertionAlgorithm",
+    "sendX5c",
+    "clientCapabilities",
+];
+
+/// How the client authenticates, and what it asks for in every request.
+struct ClientCredentials {
+    auth_method: AuthMethod,
+    client_assertion: Option<ClientAssertionSource>,
+    capabilities: Option<Claims>,
+}
+
+impl ClientCredentials {
+    /// The credentials of `configure()`. Without `tokenEndpointAuthMethod`,
+    /// a certificate or a client assertion means `private_key_jwt`.
+    fn from_options(
+        options: &Options<'_>,
+        explicit_method: Option<AuthMethod>,
+        assertion_callback: Option<Arc<dyn AssertionCallback>>,
+        client_secret: &Option<String>,
+    ) -> Result<ClientCredentials, ConfigError> {
+        use crate::credentials::pem::{CERTIFICATE_OPTION, PRIVATE_KEY_OPTION};
+        use crate::credentials::{AssertionAlgorithm, ClientAssertionSigner};
+        const ASSERTION_OPTION: &str = "clientAssertion";
+        let certificate = options.string(CERTIFICATE_OPTION)?.filter(|text| !text.trim().is_empty());
+        let private_key = options.string(PRIVATE_KEY_OPTION)?.filter(|text| !text.trim().is_empty());
+        let fixed_assertion = match options.string(ASSERTION_OPTION)? {
+            Some(text) if text.trim().is_empty() => {
+                return Err(ConfigError::new(ASSERTION_OPTION, "configure: option \"clientAssertion\" is empty"))
+            }
+            other => other.map(|text| text.trim().to_owned()),
+        };
+        let algorithm = options.string(AssertionAlgorithm::OPTION)?;
+        let send_x5c = boolean(options, "sendX5c")?;
+        let capabilities = match options.get(crate::claims::CAPABILITIES_OPTION) {
+            None => None,
+            Some(Value::Array(values)) => {
+                let values = values
+                    .iter()
+                    .map(|value| value.as_str())
+                    .collect::<Option<Vec<&str>>>()
+                    .ok_or_else(capabilities_error)?;
+                Claims::capabilities(&values)?
+            }
+            Some(_) => return Err(capabilities_error()),
+        };
+
+        let given: Vec<&str> = [
+            (CERTIFICATE_OPTION, certificate.is_some()),
+            (PRIVATE_KEY_OPTION, private_key.is_some()),
+            (ASSERTION_OPTION, fixed_assertion.is_some() || assertion_callback.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        let auth_method = match explicit_method {
+            Some(method) => method,
+            None if !given.is_empty() => AuthMethod::PrivateKeyJwt,
+            None => AuthMethod::ClientSecretBasic,
+        };
+        if auth_method != AuthMethod::PrivateKeyJwt {
+            if let Some(option) = given.first().copied().or_else(|| {
+                [(AssertionAlgorithm::OPTION, algorithm.is_some()), ("sendX5c", send_x5c.is_some())]
+                    .into_iter()
+                    .find_map(|(name, present)| present.then_some(name))
+            }) {
+                return Err(ConfigError::new(
+                    option,
+                    format!(
+                        "configure: option \"{option}\" is for tokenEndpointAuthMethod \"private_key_jwt\", not \"{}\"",
+                        auth_method.as_str()
+                    ),
+                ));
+            }
+            return Ok(ClientCredentials { auth_method, client_assertion: None, capabilities });
+        }
+
+        if client_secret.is_some() {
+            return Err(ConfigError::new(
+                "clientSecret",
+                "configure: option \"clientSecret\" is not used with private_key_jwt; leave it out, or choose client_secret_basic",
+            ));
+        }
+        let certificate_only = |option: &str| {
+            ConfigError::new(
+                option,
+                format!("configure: option \"{option}\" applies to clientCertificate, which is not given"),
+            )
+        };
+        let client_assertion = match (certificate, private_key, fixed_assertion, assertion_callback) {
+            (Some(_), _, Some(_), _) | (Some(_), _, _, Some(_)) | (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) => {
+                return Err(ConfigError::new(
+                    ASSERTION_OPTION,
+                    "configure: give either clientAssertion or clientCertificate with clientPrivateKey, not both",
+                ))
+            }
+            (Some(certificate), Some(private_key), None, None) => {
+                let algorithm = algorithm.as_deref().map(AssertionAlgorithm::from_option).transpose()?.unwrap_or_default();
+                let signer = ClientAssertionSigner::new(&certificate, &private_key, algorithm, send_x5c.unwrap_or(false))?;
+                ClientAssertionSource::Certificate(Arc::new(signer))
+            }
+            (Some(_), None, None, None) => {
+                return Err(ConfigError::new(
+                    PRIVATE_KEY_OPTION,
+                    "configure: option \"clientPrivateKey\" is required with clientCertificate (the certificate's private key, PEM)",
+                ))
+            }
+            (None, Some(_), None, None) => {
+                return Err(ConfigError::new(
+                    CERTIFICATE_OPTION,
+                    "configure: option \"clientCertificate\" is required with clientPrivateKey (the key's certificate, PEM)",
+                ))
+            }
+            (None, None, assertion, callback) => {
+                if algorithm.is_some() {
+                    return Err(certificate_only(AssertionAlgorithm::OPTION));
+                }
+                if send_x5c.is_some() {
+                    return Err(certificate_only("sendX5c"));
+                }
+                match (assertion, callback) {
+                    (Some(assertion), _) => ClientAssertionSource::Fixed(assertion.into()),
+                    (None, Some(callback)) => ClientAssertionSource::Callback(callback),
+                    (None, None) => {
+                        return Err(ConfigError::new(
+                            CERTIFICATE_OPTION,
+                            "configure: private_key_jwt needs clientCertificate with clientPrivateKey, or clientAssertion (a string or a function)",
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(ClientCredentials { auth_method, client_assertion: Some(client_assertion), capabilities })
+    }
+
+    /// LibreChat's environment, plus workload identity: with
+    /// `AZURE_FEDERATED_TOKEN_FILE` set and no `OPENID_CLIENT_SECRET`, the
+    /// file (re-read when it changes) is the client assertion.
+    fn from_env(
+        var: &dyn Fn(&str) -> Option<String>,
+        explicit_method: Option<AuthMethod>,
+        client_secret: &Option<String>,
+    ) -> Result<ClientCredentials, ConfigError> {
+        use crate::credentials::{FederatedTokenFile, FEDERATED_TOKEN_FILE_ENV};
+        let federated = var(FEDERATED_TOKEN_FILE_ENV).filter(|_| client_secret.is_none());
+        let auth_method = match (explicit_method, &federated) {
+            (Some(method), _) => method,
+            (None, Some(_)) => AuthMethod::PrivateKeyJwt,
+            (None, None) => AuthMethod::ClientSecretBasic,
+        };
+        let client_assertion = match (auth_method, federated) {
+            (AuthMethod::PrivateKeyJwt, Some(path)) => {
+                Some(ClientAssertionSource::FederatedTokenFile(Arc::new(FederatedTokenFile::new(path))))
+            }
+            (AuthMethod::PrivateKeyJwt, None) => {
+                return Err(ConfigError::new(
+                    FEDERATED_TOKEN_FILE_ENV,
+                    "OPENID_TOKEN_ENDPOINT_AUTH_METHOD private_key_jwt needs AZURE_FEDERATED_TOKEN_FILE (workload identity) and no OPENID_CLIENT_SECRET",
+                ))
+            }
+            _ => None,
+        };
+        Ok(ClientCredentials { auth_method, client_assertion, capabilities: None })
+    }
+}
+
+fn boolean(options: &Options<'_>, name: &str) -> Result<Option<bool>, ConfigError> {
+    match options.get(name) {
+        None => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        Some(other) => Err(ConfigError::new(
+            name,
+            format!("configure: option \"{name}\" must be a boolean, not {}", type_name(other)),
+        )),
+    }
+}
+
+fn capabilities_error() -> ConfigError {
+    ConfigError::new(
+        crate::claims::CAPABILITIES_OPTION,
+        "configure: option \"clientCapabilities\" must be an array of strings, such as ['cp1']",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +673,131 @@ mod tests {
         assert!(!debug.contains("secret-from-env") && !debug.contains("pw-secret"), "{debug}");
         assert_eq!(crate::error::redact("secret-from-env pw-secret", &config.secrets()), "[redacted] [redacted]");
         assert_eq!(Config::from_env(|_| None).unwrap(), None);
+    }
+
+    fn with(extra: serde_json::Value) -> Result<Config, ConfigError> {
+        let mut options =
+            serde_json::json!({ "tokenEndpoint": "https://login.example/t/oauth2/v2.0/token", "clientId": "app" });
+        options.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        Config::from_json(&options.to_string())
+    }
+
+    #[test]
+    fn private_key_jwt_from_a_certificate_needs_no_secret() {
+        let Some(pki) = crate::credentials::test_pki::pki() else { return };
+        let config = with(serde_json::json!({
+            "tokenEndpointAuthMethod": "private_key_jwt",
+            "clientCertificate": pki.leaf_cert,
+            "clientPrivateKey": pki.leaf_key_pkcs1,
+            "clientAssertionAlgorithm": "RS256",
+            "sendX5c": true,
+        }))
+        .unwrap();
+        assert_eq!(config.auth_method, AuthMethod::PrivateKeyJwt);
+        assert!(matches!(config.client_assertion, Some(ClientAssertionSource::Certificate(_))));
+        // Without the method named, a certificate means private_key_jwt.
+        let inferred =
+            with(serde_json::json!({ "clientCertificate": pki.leaf_cert, "clientPrivateKey": pki.leaf_key_pkcs8 }))
+                .unwrap();
+        assert_eq!(inferred.auth_method, AuthMethod::PrivateKeyJwt);
+        let debug = format!("{inferred:?}");
+        assert!(!debug.contains("MII"), "{debug}");
+    }
+
+    #[test]
+    fn credential_errors_name_the_option() {
+        let Some(pki) = crate::credentials::test_pki::pki() else { return };
+        let method = "private_key_jwt";
+        let cases = [
+            (serde_json::json!({ "tokenEndpointAuthMethod": method }), "clientCertificate"),
+            (serde_json::json!({ "clientCertificate": pki.leaf_cert }), "clientPrivateKey"),
+            (serde_json::json!({ "clientPrivateKey": pki.leaf_key_pkcs8 }), "clientCertificate"),
+            (
+                serde_json::json!({ "clientCertificate": pki.leaf_cert, "clientPrivateKey": "not a key" }),
+                "clientPrivateKey",
+            ),
+            (
+                serde_json::json!({ "clientCertificate": pki.leaf_cert, "clientPrivateKey": pki.ca_key }),
+                "clientCertificate",
+            ),
+            (
+                serde_json::json!({ "clientCertificate": pki.leaf_cert, "clientPrivateKey": pki.leaf_key_pkcs8, "clientAssertion": "a.b.c" }),
+                "clientAssertion",
+            ),
+            (
+                serde_json::json!({ "clientCertificate": pki.leaf_cert, "clientPrivateKey": pki.leaf_key_pkcs8, "clientAssertionAlgorithm": "ES256" }),
+                "clientAssertionAlgorithm",
+            ),
+            (serde_json::json!({ "clientAssertion": "a.b.c", "sendX5c": true }), "sendX5c"),
+            (serde_json::json!({ "clientAssertion": "a.b.c", "clientSecret": "s3cret-value" }), "clientSecret"),
+            (serde_json::json!({ "clientAssertion": "  " }), "clientAssertion"),
+            (
+                serde_json::json!({ "tokenEndpointAuthMethod": "client_secret_post", "clientSecret": "s3cret-value", "clientAssertion": "a.b.c" }),
+                "clientAssertion",
+            ),
+            (serde_json::json!({ "tokenEndpointAuthMethod": "none", "sendX5c": false }), "sendX5c"),
+            (
+                serde_json::json!({ "tokenEndpointAuthMethod": "none", "clientCapabilities": "cp1" }),
+                "clientCapabilities",
+            ),
+            (serde_json::json!({ "tokenEndpointAuthMethod": "none", "clientCapabilities": [1] }), "clientCapabilities"),
+            (
+                serde_json::json!({ "tokenEndpointAuthMethod": "none", "clientCapabilities": [" cp1"] }),
+                "clientCapabilities",
+            ),
+        ];
+        for (extra, option) in cases {
+            let err = with(extra.clone()).unwrap_err();
+            assert_eq!(err.option, option, "{extra} → {}", err.message);
+            // Key and certificate bodies are base64 DER sequences: "MII…".
+            assert!(!err.message.contains("MII") && !err.message.contains("a.b.c"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_fixed_assertion_and_capabilities() {
+        let config = with(
+            serde_json::json!({ "clientAssertion": " fixed.client.assertion ", "clientCapabilities": ["cp1", "cp1"] }),
+        )
+        .unwrap();
+        assert_eq!(config.auth_method, AuthMethod::PrivateKeyJwt);
+        assert_eq!(config.client_assertion, Some(ClientAssertionSource::Fixed("fixed.client.assertion".into())));
+        assert_eq!(config.capabilities.unwrap().to_json(), r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#);
+        assert_eq!(
+            crate::error::redact(
+                "fixed.client.assertion",
+                &with(serde_json::json!({ "clientAssertion": "fixed.client.assertion" })).unwrap().secrets()
+            ),
+            "[redacted]"
+        );
+        let none = with(serde_json::json!({ "tokenEndpointAuthMethod": "none", "clientCapabilities": [] })).unwrap();
+        assert_eq!(none.capabilities, None);
+    }
+
+    #[test]
+    fn workload_identity_from_the_environment() {
+        let env = |secret: Option<&'static str>, method: Option<&'static str>| {
+            move |name: &str| {
+                match name {
+                    "OPENID_ISSUER" => Some("https://login.microsoftonline.com/tid/v2.0"),
+                    "OPENID_CLIENT_ID" => Some("app-id"),
+                    "AZURE_FEDERATED_TOKEN_FILE" => Some("/var/run/secrets/azure/tokens/azure-identity-token"),
+                    "OPENID_CLIENT_SECRET" => secret,
+                    "OPENID_TOKEN_ENDPOINT_AUTH_METHOD" => method,
+                    _ => None,
+                }
+                .map(str::to_owned)
+            }
+        };
+        let federated = Config::from_env(env(None, None)).unwrap().unwrap();
+        assert_eq!(federated.auth_method, AuthMethod::PrivateKeyJwt);
+        let Some(ClientAssertionSource::FederatedTokenFile(file)) = &federated.client_assertion else { panic!() };
+        assert_eq!(file.path(), std::path::Path::new("/var/run/secrets/azure/tokens/azure-identity-token"));
+        let with_secret = Config::from_env(env(Some("secret-from-env"), None)).unwrap().unwrap();
+        assert_eq!((with_secret.auth_method, with_secret.client_assertion), (AuthMethod::ClientSecretBasic, None));
+        let none = Config::from_env(env(None, Some("none"))).unwrap().unwrap();
+        assert_eq!(none.auth_method, AuthMethod::None);
+        let err = Config::from_env(env(Some("secret-from-env"), Some("private_key_jwt"))).unwrap_err();
+        assert_eq!(err.option, "AZURE_FEDERATED_TOKEN_FILE");
     }
 }

@@ -12,7 +12,9 @@ use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
 use crate::cache::{wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
+use crate::claims::Claims;
 use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
+use crate::credentials::AssertionCallback;
 use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
@@ -21,6 +23,7 @@ use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::key::Identity;
 use crate::retry::{self, Next, RetryPolicy};
+use crate::routing;
 use crate::runtime;
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
@@ -50,6 +53,8 @@ pub struct ExchangeRequest {
     pub scopes: String,
     pub assertion: String,
     pub from_cache: bool,
+    /// A claims challenge: the exchange skips the cache and the flights, and its token is stored.
+    pub claims: Option<Claims>,
     /// Where this call's log events go.
     pub events: Events,
 }
@@ -61,6 +66,7 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("scopes", &self.scopes)
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
+            .field("claims", &self.claims)
             .field("events", &self.events)
             .finish()
     }
@@ -140,10 +146,19 @@ impl Engine {
     /// Replaces the configuration (`None`: back to the environment) and
     /// forgets every token, throttle and flight.
     pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
+        self.configure_with(options_json, None)
+    }
+
+    /// [`Engine::configure`], with the host's `clientAssertion` function.
+    pub fn configure_with(
+        &self,
+        options_json: Option<&str>,
+        assertion_callback: Option<Arc<dyn AssertionCallback>>,
+    ) -> Result<(), ConfigError> {
         let slot = match options_json {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
-                let config = Config::from_json(json)?;
+                let config = Config::from_options(json, assertion_callback)?;
                 let setup = Setup::new(config).map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
                 ConfigSlot::Configured(setup)
             }
@@ -280,7 +295,8 @@ impl Engine {
         let inner = &self.0;
         let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion);
         let user = &request.identity.subject;
-        if request.from_cache {
+        let from_cache = request.from_cache && request.claims.is_none();
+        if from_cache {
             if let Some(hit) = inner.cache.get(&key, wall_clock_ms()) {
                 Counters::bump(&inner.counters.cache_hits);
                 events.push(Level::Debug, || format!("Using cached token for user: {user}"));
@@ -299,7 +315,7 @@ impl Engine {
             });
             return Err(Arc::new(refusal));
         }
-        if !request.from_cache {
+        if !from_cache {
             return self.run(&footing, &key, request, events).await;
         }
         match footing.flights.join_or_lead(&key) {
@@ -415,24 +431,35 @@ impl Engine {
         setup: &Setup,
         request: &ExchangeRequest,
     ) -> Result<TokenResponse, ExchangeError> {
-        let endpoint = &self.endpoint(setup).await?;
+        let configured = self.endpoint(setup).await?;
+        let endpoint = routing::route(&configured, &request.assertion);
         let config = &setup.config;
+        let client_assertion = match &config.client_assertion {
+            Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
+            None => None,
+        };
+        let claims =
+            Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
+            client_assertion: client_assertion.as_deref(),
         };
-        let body = grant::form_body(&request.assertion, &request.scopes, &auth);
+        let body = grant::form_body(&request.assertion, &request.scopes, &auth, claims.as_deref());
         let authorization = grant::basic_authorization(&auth);
-        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await?;
-        if (200..300).contains(&answer.status) {
-            return grant::parse_success(answer.status, &answer.body);
-        }
-        let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
-        if matches!(answer.status, 429 | 503) {
-            err.retry_after = answer.retry_after;
-        }
-        Err(err)
+        let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
+        let answer = answer.and_then(|answer| {
+            if (200..300).contains(&answer.status) {
+                return grant::parse_success(answer.status, &answer.body);
+            }
+            let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
+            if matches!(answer.status, 429 | 503) {
+                err.retry_after = answer.retry_after;
+            }
+            Err(err)
+        });
+        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))
     }
 
     fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
@@ -589,6 +616,7 @@ mod tests {
             scopes: "api://s".into(),
             assertion: assertion.into(),
             from_cache,
+            claims: None,
             events: Events::Off,
         }
     }
@@ -636,6 +664,44 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let stats = engine.stats();
         assert_eq!((stats.cache_hits, stats.cache_misses, stats.exchanges, stats.cache_size), (2, 1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_claims_challenge_skips_the_cache_and_its_token_is_stored() {
+        let second = r#"{"access_token":"fresh","expires_in":"1800"}"#;
+        let (url, count) = provider(vec![(200, "", TOKEN), (200, "", second)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        run(&engine, request("u", true)).await.0.unwrap();
+        let mut challenged = request("u", true);
+        challenged.claims = Some(Claims::parse(r#"{"access_token":{"nbf":{"essential":true}}}"#).unwrap());
+        let (outcome, _) = run(&engine, challenged).await;
+        assert_eq!(&*outcome.unwrap().access_token, "fresh");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(&*lookup(&engine, "u").unwrap().access_token, "fresh");
+    }
+
+    struct Refusing;
+
+    impl AssertionCallback for Refusing {
+        fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
+            Box::pin(async { Err("vault sealed".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_client_assertion_no_request_is_sent() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        engine
+            .configure_with(
+                Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
+                Some(Arc::new(Refusing)),
+            )
+            .unwrap();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
+        assert_eq!(err.message, "OBO token request not sent: the clientAssertion function failed: vault sealed");
+        assert_eq!(err.code.as_deref(), Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE));
+        assert_eq!(count.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -21,11 +21,15 @@ pub struct ClientAuth<'a> {
     pub client_id: &'a str,
     pub client_secret: Option<&'a str>,
     pub method: AuthMethod,
+    /// `private_key_jwt`: the client assertion of this request.
+    pub client_assertion: Option<&'a str>,
 }
 
-/// The form body of the request.
-pub fn form_body(assertion: &str, scopes: &str, auth: &ClientAuth<'_>) -> String {
-    let mut body = String::with_capacity(assertion.len() + scopes.len() + 200);
+/// The form body of the request. `claims` is a claims request (JSON), sent
+/// as the `claims` parameter.
+pub fn form_body(assertion: &str, scopes: &str, auth: &ClientAuth<'_>, claims: Option<&str>) -> String {
+    let extra = auth.client_assertion.map_or(0, str::len) + claims.map_or(0, |claims| claims.len() * 3);
+    let mut body = String::with_capacity(assertion.len() + scopes.len() + 200 + extra);
     body.push_str("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=");
     // A JWT is base64url and dots: nothing to escape, and it is most of the body.
     if assertion.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'*')) {
@@ -44,6 +48,14 @@ pub fn form_body(assertion: &str, scopes: &str, auth: &ClientAuth<'_>) -> String
         AuthMethod::None => {
             form.append_pair("client_id", auth.client_id);
         }
+        AuthMethod::PrivateKeyJwt => {
+            form.append_pair("client_id", auth.client_id);
+            form.append_pair("client_assertion_type", crate::credentials::CLIENT_ASSERTION_TYPE);
+            form.append_pair("client_assertion", auth.client_assertion.unwrap_or_default());
+        }
+    }
+    if let Some(claims) = claims {
+        form.append_pair("claims", claims);
     }
     form.finish()
 }
@@ -172,12 +184,12 @@ mod tests {
     use serde_json::json;
 
     fn auth(method: AuthMethod) -> ClientAuth<'static> {
-        ClientAuth { client_id: "app id:1", client_secret: Some("s&cr=t/+"), method }
+        ClientAuth { client_id: "app id:1", client_secret: Some("s&cr=t/+"), method, client_assertion: None }
     }
 
     #[test]
     fn body_has_the_jwt_bearer_fields() {
-        let body = form_body("a.b.c", "api://x/Read offline_access", &auth(AuthMethod::ClientSecretBasic));
+        let body = form_body("a.b.c", "api://x/Read offline_access", &auth(AuthMethod::ClientSecretBasic), None);
         let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         assert_eq!(
             pairs,
@@ -193,7 +205,7 @@ mod tests {
     #[test]
     fn the_assertion_is_encoded_like_any_form_value() {
         for assertion in ["eyJ0eXAi.eyJzdWIi.sig-_x", "a b+c/d=e&f", "ünï\0code", ""] {
-            let body = form_body(assertion, "api://x/Read", &auth(AuthMethod::ClientSecretBasic));
+            let body = form_body(assertion, "api://x/Read", &auth(AuthMethod::ClientSecretBasic), None);
             let expected = form_urlencoded::Serializer::new(String::new())
                 .append_pair("grant_type", GRANT_TYPE)
                 .append_pair("assertion", assertion)
@@ -206,14 +218,45 @@ mod tests {
 
     #[test]
     fn client_authentication_by_method() {
-        let post = form_body("a", "s", &auth(AuthMethod::ClientSecretPost));
+        let post = form_body("a", "s", &auth(AuthMethod::ClientSecretPost), None);
         assert!(post.ends_with("&client_id=app+id%3A1&client_secret=s%26cr%3Dt%2F%2B"), "{post}");
         assert!(basic_authorization(&auth(AuthMethod::ClientSecretPost)).is_none());
-        let none = form_body("a", "s", &auth(AuthMethod::None));
+        let none = form_body("a", "s", &auth(AuthMethod::None), None);
         assert!(none.ends_with("&client_id=app+id%3A1") && !none.contains("secret"));
         let basic = basic_authorization(&auth(AuthMethod::ClientSecretBasic)).unwrap();
         let decoded = base64::engine::general_purpose::STANDARD.decode(&basic["Basic ".len()..]).unwrap();
         assert_eq!(String::from_utf8(decoded).unwrap(), "app+id%3A1:s%26cr%3Dt%2F%2B");
+    }
+
+    #[test]
+    fn private_key_jwt_sends_the_client_assertion_and_no_secret() {
+        let auth = ClientAuth {
+            client_id: "app",
+            client_secret: None,
+            method: AuthMethod::PrivateKeyJwt,
+            client_assertion: Some("h.p.s"),
+        };
+        let body = form_body("a.b.c", "api://x/Read", &auth, None);
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        assert_eq!(
+            pairs[4..],
+            [
+                ("client_id".into(), "app".into()),
+                ("client_assertion_type".into(), crate::credentials::CLIENT_ASSERTION_TYPE.into()),
+                ("client_assertion".into(), "h.p.s".into()),
+            ]
+        );
+        assert!(basic_authorization(&auth).is_none());
+        assert!(!body.contains("secret"));
+    }
+
+    #[test]
+    fn claims_go_last_as_one_form_value() {
+        let claims = r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#;
+        let body = form_body("a", "s", &auth(AuthMethod::ClientSecretBasic), Some(claims));
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        assert_eq!(pairs.last().unwrap(), &("claims".to_owned(), claims.to_owned()));
+        assert!(!form_body("a", "s", &auth(AuthMethod::ClientSecretBasic), None).contains("claims"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! nothing of Node.js and is tested with `cargo test --no-default-features`.
 
 pub mod cache;
+pub mod claims;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -14,6 +16,7 @@ pub mod grant;
 pub mod http;
 pub mod key;
 pub mod retry;
+pub mod routing;
 pub mod runtime;
 pub mod stats;
 pub mod throttle;

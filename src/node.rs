@@ -16,7 +16,9 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi_derive::napi;
 use parking_lot::Mutex;
 
+use crate::claims::Claims;
 use crate::config::EnvLookup;
+use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
 use crate::engine::{Engine, ExchangeRequest, Outcome};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
@@ -29,14 +31,88 @@ pub struct ConfigFailure {
     pub message: String,
 }
 
+/// What the facade's wrapper of a `clientAssertion` function resolves to:
+/// it never rejects, so no JavaScript error object has to leave its thread.
+#[napi(object)]
+pub struct AssertionAnswer {
+    pub assertion: Option<String>,
+    pub error: Option<String>,
+}
+
+type AssertionArgs = FnArgs<(String, String)>;
+
+/// Weak: a configured function must not keep its thread's event loop alive.
+type AssertionFn = ThreadsafeFunction<AssertionRequest, Promise<AssertionAnswer>, AssertionArgs, Status, false, true>;
+
+/// The host's `clientAssertion` function, called on the thread that
+/// configured it, when an exchange is about to send a request.
+struct HostAssertion(Arc<AssertionFn>);
+
+const ASSERTION_THREAD_GONE: &str =
+    "its JavaScript thread (the one that called configure()) has ended; call configure() again from a running thread";
+
+impl AssertionCallback for HostAssertion {
+    fn call(&self, request: AssertionRequest) -> AssertionFuture {
+        let function = self.0.clone();
+        Box::pin(async move {
+            if function.aborted() {
+                return Err(ASSERTION_THREAD_GONE.to_owned());
+            }
+            // A call queued when the thread ends is dropped unanswered: that is an error here, not a wait.
+            let answer = function.call_async_catch(request).await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
+            let answer = answer.await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
+            match (answer.assertion, answer.error) {
+                (Some(assertion), None) => Ok(Arc::from(assertion)),
+                (_, Some(error)) => Err(error),
+                (None, None) => Err("it gave no assertion".to_owned()),
+            }
+        })
+    }
+}
+
 /// Replaces the configuration; `null` returns to the environment. Returns
-/// what is wrong with the options, or nothing.
+/// what is wrong with the options, or nothing. `client_assertion` is the
+/// facade's wrapper of a `clientAssertion` function, when one was given.
 #[napi(catch_unwind)]
-pub fn configure(options_json: Option<String>) -> Option<ConfigFailure> {
-    Engine::global()
-        .configure(options_json.as_deref())
+pub fn configure(
+    options_json: Option<String>,
+    client_assertion: Option<Function<'_, AssertionArgs, Promise<AssertionAnswer>>>,
+) -> Result<Option<ConfigFailure>> {
+    let callback = match client_assertion {
+        None => None,
+        Some(function) => {
+            let function = function
+                .build_threadsafe_function::<AssertionRequest>()
+                .weak::<true>()
+                .callee_handled::<false>()
+                .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
+                    Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
+                })?;
+            Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>)
+        }
+    };
+    Ok(Engine::global()
+        .configure_with(options_json.as_deref(), callback)
         .err()
-        .map(|err| ConfigFailure { option: err.option, message: err.message })
+        .map(|err| ConfigFailure { option: err.option, message: err.message }))
+}
+
+/// Who an assertion says it is for (`tid`, `iss`, `oid` or else `sub`), read
+/// without verification, for keying only; `null` for an opaque assertion.
+#[napi(object)]
+pub struct AssertionIdentity {
+    pub tenant: Option<String>,
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+}
+
+#[napi(catch_unwind)]
+pub fn assertion_identity(assertion: String) -> Option<AssertionIdentity> {
+    crate::routing::assertion_identity(&assertion).map(|identity| AssertionIdentity {
+        tenant: identity.tenant,
+        issuer: identity.issuer,
+        subject: identity.subject,
+    })
 }
 
 #[napi(catch_unwind)]
@@ -199,6 +275,7 @@ pub struct OpenIdEnv {
     pub openid_client_secret: Option<String>,
     pub openid_token_endpoint_auth_method: Option<String>,
     pub proxy: Option<String>,
+    pub azure_federated_token_file: Option<String>,
 }
 
 impl OpenIdEnv {
@@ -209,6 +286,7 @@ impl OpenIdEnv {
             "OPENID_CLIENT_SECRET" => self.openid_client_secret.clone(),
             "OPENID_TOKEN_ENDPOINT_AUTH_METHOD" => self.openid_token_endpoint_auth_method.clone(),
             "PROXY" => self.proxy.clone(),
+            crate::credentials::FEDERATED_TOKEN_FILE_ENV => self.azure_federated_token_file.clone(),
             _ => None,
         }
     }
@@ -274,8 +352,8 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
 }
 
 /// Starts an exchange (cache and in-flight checks included) that reports
-/// through `channel` with `id`. A call that cannot start (no configuration)
-/// returns its outcome at once instead.
+/// through `channel` with `id`. A call that cannot start (no configuration,
+/// a malformed claims challenge) returns its outcome at once instead.
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
@@ -289,7 +367,12 @@ pub fn exchange(
     from_cache: bool,
     openid_env: Option<OpenIdEnv>,
     log: bool,
+    claims: Option<String>,
 ) -> Result<Option<ExchangeOutcome>> {
+    let claims = match claims.as_deref().map(Claims::parse).transpose() {
+        Ok(claims) => claims,
+        Err(err) => return Ok(Some(invalid_claims(err.message()))),
+    };
     let completions = channel.0.clone();
     let events = if log {
         let completions = completions.clone();
@@ -297,8 +380,14 @@ pub fn exchange(
     } else {
         Events::Off
     };
-    let request =
-        ExchangeRequest { identity: Identity { tenant, issuer, subject }, scopes, assertion, from_cache, events };
+    let request = ExchangeRequest {
+        identity: Identity { tenant, issuer, subject },
+        scopes,
+        assertion,
+        from_cache,
+        claims,
+        events,
+    };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
     match Engine::global().exchange(request, env) {
@@ -307,6 +396,34 @@ pub fn exchange(
             Ok(None)
         }
         Err(err) => Ok(Some(outcome(Err(err)))),
+    }
+}
+
+/// The reason the facade turns into a `TypeError` naming `claims`.
+const INVALID_CLAIMS: &str = "invalid_claims";
+
+fn invalid_claims(message: &str) -> ExchangeOutcome {
+    ExchangeOutcome {
+        access_token: None,
+        expires_in: None,
+        expires_at_ms: None,
+        failure: Some(Failure {
+            message: message.to_owned(),
+            reason: INVALID_CLAIMS.to_owned(),
+            retryable: false,
+            status: None,
+            code: None,
+            error: None,
+            error_description: None,
+            error_codes: None,
+            correlation_id: None,
+            trace_id: None,
+            timestamp: None,
+            suberror: None,
+            claims: None,
+            retry_after: None,
+            throttled: false,
+        }),
     }
 }
 

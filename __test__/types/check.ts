@@ -7,12 +7,14 @@
  */
 import {
   exchangeOboToken,
+  acquireOboToken,
   getGraphApiToken,
   configure,
   clearCache,
   stats,
 } from 'obo-native'
 import type { OboToken, OboTokenWithExpiry, OboIdentityContext, ConfigureOptions, OboStats, OboError, OboUser, Logger } from 'obo-native'
+import type { AcquireOboTokenOptions, ClientAssertionRequest } from 'obo-native'
 import { __internals } from 'obo-native'
 import * as librechat from 'obo-native/librechat'
 import { startMockIdp, faults, mintToken, GRANT_TYPE } from 'obo-native/testing'
@@ -203,3 +205,34 @@ async function mock(): Promise<void> {
 }
 
 void [uses, mock, logger, statNames, hits, rest, libreChatToken]
+
+// ---- acquireOboToken and enterprise credentials ----
+async function enterprise(): Promise<void> {
+  const token: OboTokenWithExpiry = await acquireOboToken({ assertion: 'a', scopes: ['api://x/Read', 'api://x/Write'] })
+  const expiresAt: number = token.expires_at
+  const options: AcquireOboTokenOptions = { assertion: 'a', scopes: 'api://x/Read', identityContext: { openidSubject: 's' }, forceRefresh: true, claims: '{}' }
+  await acquireOboToken(options)
+  // @ts-expect-error scopes are strings
+  await acquireOboToken({ assertion: 'a', scopes: [1] })
+  // @ts-expect-error claims is the challenge's text
+  await acquireOboToken({ assertion: 'a', scopes: 's', claims: { access_token: {} } })
+  // @ts-expect-error the assertion is required
+  await acquireOboToken({ scopes: 's' })
+  configure({
+    tokenEndpoint: 'https://login.microsoftonline.com/common/oauth2/v2.0/token',
+    clientId: 'app',
+    tokenEndpointAuthMethod: 'private_key_jwt',
+    clientCertificate: '-----BEGIN CERTIFICATE-----',
+    clientPrivateKey: '-----BEGIN PRIVATE KEY-----',
+    clientAssertionAlgorithm: 'RS256',
+    sendX5c: true,
+    clientCapabilities: ['cp1'],
+  })
+  configure({ issuer: 'https://i', clientId: 'app', clientAssertion: async ({ clientId, tokenEndpoint }: ClientAssertionRequest) => `${clientId}${tokenEndpoint}` })
+  configure({ issuer: 'https://i', clientId: 'app', clientAssertion: 'signed.elsewhere.jwt' })
+  // @ts-expect-error ES256 is not offered
+  configure({ issuer: 'https://i', clientId: 'app', clientAssertionAlgorithm: 'ES256' })
+  // @ts-expect-error a function returns the assertion, not an object
+  configure({ issuer: 'https://i', clientId: 'app', clientAssertion: () => ({ jwt: 'x' }) })
+}
+void enterprise
