@@ -14,6 +14,7 @@ pub mod grant;
 pub mod http;
 pub mod key;
 pub mod retry;
+pub mod redis_tier;
 pub mod runtime;
 pub mod stats;
 pub mod throttle;
