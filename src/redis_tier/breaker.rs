@@ -53,8 +53,13 @@ impl Breaker {
         Some(Permit { breaker: self, reported: false })
     }
 
+    /// True while calls are kept away: during the cool-down, and while a probe runs.
     pub fn is_open(&self) -> bool {
-        !matches!(*self.state.lock(), State::Closed { .. })
+        match *self.state.lock() {
+            State::Closed { .. } => false,
+            State::Open { until } => Instant::now() < until,
+            State::Probing => true,
+        }
     }
 
     fn record(&self, ok: bool) {
@@ -120,8 +125,10 @@ mod tests {
     fn an_abandoned_probe_reopens_the_breaker() {
         let breaker = Breaker::new(BreakerPolicy { failures_to_open: 1, cool_down: Duration::ZERO });
         breaker.admit().unwrap().failed();
-        drop(breaker.admit().unwrap());
-        assert!(breaker.is_open());
+        let probe = breaker.admit().unwrap();
+        assert!(breaker.is_open() && breaker.admit().is_none());
+        drop(probe);
+        assert!(matches!(*breaker.state.lock(), State::Open { .. }));
         breaker.admit().unwrap().succeeded();
         assert!(!breaker.is_open());
     }

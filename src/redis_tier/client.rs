@@ -124,7 +124,9 @@ fn connection_info(uri: &str, options: &RedisOptions) -> RedisResult<ConnectionI
 
 fn client(info: ConnectionInfo, options: &RedisOptions) -> RedisResult<Client> {
     match &options.ca_pem {
-        Some(pem) if is_tls(options) => Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) }),
+        Some(pem) if is_tls(options) => {
+            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) })
+        }
         _ => Client::open(info),
     }
 }

@@ -57,8 +57,12 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let (tier, lock, channel, token) =
-            (self.tier.clone(), std::mem::take(&mut self.lock), std::mem::take(&mut self.channel), std::mem::take(&mut self.token));
+        let (tier, lock, channel, token) = (
+            self.tier.clone(),
+            std::mem::take(&mut self.lock),
+            std::mem::take(&mut self.channel),
+            std::mem::take(&mut self.token),
+        );
         // A runtime that is shutting down refuses the task; the lock then expires on its own.
         self.runtime.spawn(async move { release(&tier, &lock, &channel, &token).await });
     }

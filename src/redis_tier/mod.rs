@@ -120,6 +120,9 @@ pub(crate) struct Inner {
     poll_interval: Duration,
     counters: Counters,
     subscriptions: Subscriptions,
+    /// How many times waiters read Redis: tells a pub/sub wake-up from a poll.
+    #[cfg(test)]
+    peeks: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisTier {
@@ -175,7 +178,10 @@ impl Inner {
     async fn peek(&self, names: &KeyNames) -> Peek {
         let mut pipeline = redis::pipe();
         pipeline.cmd("GET").arg(&names.token).cmd("EXISTS").arg(&names.lock);
-        match self.call(self.backend.query_pipeline::<(Option<Vec<u8>>, bool)>(&pipeline)).await {
+        let answer = self.call(self.backend.query_pipeline::<(Option<Vec<u8>>, bool)>(&pipeline)).await;
+        #[cfg(test)]
+        bump(&self.peeks);
+        match answer {
             None => Peek::Unavailable,
             Some((sealed, locked)) => match sealed.and_then(|sealed| self.open_token(&names.token, &sealed)) {
                 Some(token) => Peek::Token(token),
@@ -202,7 +208,8 @@ impl RedisTier {
     /// Fails only for settings the client library refuses as a whole (for
     /// example cluster URIs carrying different passwords).
     pub fn new(options: RedisOptions) -> Result<RedisTier, ConfigError> {
-        let backend = Backend::new(&options).map_err(|message| ConfigError { option: "redisUri", message: message.into() })?;
+        let backend =
+            Backend::new(&options).map_err(|message| ConfigError { option: "redisUri", message: message.into() })?;
         Ok(RedisTier {
             inner: Arc::new(Inner {
                 prefix: options.key_prefix,
@@ -213,6 +220,8 @@ impl RedisTier {
                 poll_interval: options.poll_interval,
                 counters: Counters::default(),
                 subscriptions: Subscriptions::default(),
+                #[cfg(test)]
+                peeks: AtomicU64::new(0),
             }),
         })
     }
@@ -268,6 +277,10 @@ impl RedisTier {
     pub async fn wait_for(&self, key: &[u8], up_to: Duration) -> Option<SharedToken> {
         let inner = &*self.inner;
         bump(&inner.counters.lock_waits);
+        if inner.breaker.is_open() {
+            // Not even a subscriber connection to a server known to be down.
+            return inner.count(None);
+        }
         let deadline = Instant::now() + up_to;
         let names = inner.names(key);
         let registration = Subscriptions::register(&self.inner, &names.channel).await;
@@ -296,7 +309,8 @@ impl RedisTier {
     pub async fn throttle_get(&self, key: &[u8]) -> Option<SharedThrottle> {
         let inner = &*self.inner;
         let name = inner.names(key).throttle;
-        let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten()?;
+        let sealed =
+            inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten()?;
         let throttle: SharedThrottle = serde_json::from_slice(&inner.sealer.open(&name, &sealed)?).ok()?;
         (throttle.until_ms > now_ms()).then_some(throttle)
     }

@@ -131,10 +131,8 @@ impl RedisOptions {
     /// explicit configuration without it uses no Redis).
     pub fn from_options(map: &Map<String, Value>) -> Result<Option<RedisOptions>, ConfigError> {
         let key_text = optional_string(map, "cacheEncryptionKey")?;
-        let encryption_key = key_text
-            .as_deref()
-            .map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key))
-            .transpose()?;
+        let encryption_key =
+            key_text.as_deref().map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key)).transpose()?;
         let cluster = match map.get("redisCluster") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -182,7 +180,8 @@ impl RedisOptions {
         if !is_enabled(var("USE_REDIS")) {
             return (None, None);
         }
-        let warn = |why: String| (None, Some(format!("USE_REDIS is set, but {why}; running without the shared Redis tier")));
+        let warn =
+            |why: String| (None, Some(format!("USE_REDIS is set, but {why}; running without the shared Redis tier")));
         let Some(uri_text) = var("REDIS_URI").filter(|v| !v.trim().is_empty()) else {
             return warn("REDIS_URI is empty".into());
         };
@@ -228,13 +227,7 @@ struct Settings {
 }
 
 fn build(names: &Names, s: Settings) -> Result<RedisOptions, ConfigError> {
-    let uris: Vec<String> = s
-        .uri_text
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let uris: Vec<String> = s.uri_text.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
     if uris.is_empty() {
         return Err(ConfigError::new(names.uri, "is empty"));
     }
@@ -364,7 +357,10 @@ mod tests {
         for (value, option) in [
             (json!({ "redisUri": 5, "cacheEncryptionKey": KEY }), "redisUri"),
             (json!({ "redisUri": "http://user:hunter2@h", "cacheEncryptionKey": KEY }), "redisUri"),
-            (json!({ "redisUri": format!("{secret},rediss://user:hunter2@h:2"), "cacheEncryptionKey": KEY }), "redisUri"),
+            (
+                json!({ "redisUri": format!("{secret},rediss://user:hunter2@h:2"), "cacheEncryptionKey": KEY }),
+                "redisUri",
+            ),
             (json!({ "redisUri": secret, "cacheEncryptionKey": KEY, "redisTimeoutMs": 0 }), "redisTimeoutMs"),
             (json!({ "redisUri": secret, "cacheEncryptionKey": KEY, "redisTimeoutMs": "5" }), "redisTimeoutMs"),
             (json!({ "redisUri": secret, "cacheEncryptionKey": KEY, "redisCluster": "yes" }), "redisCluster"),
@@ -411,7 +407,10 @@ mod tests {
         assert!(o.cluster);
         assert_eq!(o.key_prefix, "lc");
 
-        assert_eq!(RedisOptions::from_env(env(&[("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)])).0.map(|_| ()), None);
+        assert_eq!(
+            RedisOptions::from_env(env(&[("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)])).0.map(|_| ()),
+            None
+        );
         assert!(RedisOptions::from_env(env(&[("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)])).1.is_none());
     }
 
