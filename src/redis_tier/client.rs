@@ -20,13 +20,9 @@ enum Connection {
     Cluster(ClusterConnection),
 }
 
-enum Target {
-    Single(Client),
-    Cluster(redis::cluster::ClusterClient),
-}
-
 pub(crate) struct Backend {
-    target: Target,
+    /// `None` for a single node, which connects with the first client below.
+    cluster: Option<redis::cluster::ClusterClient>,
     connection: OnceCell<Connection>,
     /// One per URI: a subscriber tries them in turn. In a cluster, PUBLISH
     /// reaches the subscribers of every node, so any node will do.
@@ -49,7 +45,7 @@ impl Backend {
             .map(|info| client(info.clone(), options))
             .collect::<RedisResult<Vec<_>>>()
             .map_err(|_| "a Redis client could not be built")?;
-        let target = if options.cluster {
+        let cluster = if options.cluster {
             let mut builder = ClusterClientBuilder::new(infos)
                 .connection_timeout(options.timeout)
                 .response_timeout(options.timeout)
@@ -57,18 +53,18 @@ impl Backend {
             if let (Some(pem), true) = (&options.ca_pem, is_tls(options)) {
                 builder = builder.certs(TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) });
             }
-            Target::Cluster(builder.build().map_err(|_| "the Redis cluster client could not be built")?)
+            Some(builder.build().map_err(|_| "the Redis cluster client could not be built")?)
         } else {
-            Target::Single(subscriber_clients[0].clone())
+            None
         };
-        Ok(Backend { target, connection: OnceCell::new(), subscriber_clients, timeout: options.timeout })
+        Ok(Backend { cluster, connection: OnceCell::new(), subscriber_clients, timeout: options.timeout })
     }
 
     async fn connection(&self) -> RedisResult<Connection> {
         self.connection
             .get_or_try_init(|| async {
-                Ok(match &self.target {
-                    Target::Single(client) => {
+                Ok(match &self.cluster {
+                    None => {
                         // The tier's own budget bounds every call; the manager only has
                         // to keep reconnecting in the background.
                         let config = ConnectionManagerConfig::new()
@@ -76,9 +72,9 @@ impl Backend {
                             .set_response_timeout(Some(self.timeout))
                             .set_number_of_retries(2)
                             .set_max_delay(Duration::from_secs(1));
-                        Connection::Single(client.get_connection_manager_lazy(config)?)
+                        Connection::Single(self.subscriber_clients[0].get_connection_manager_lazy(config)?)
                     }
-                    Target::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+                    Some(cluster) => Connection::Cluster(cluster.get_async_connection().await?),
                 })
             })
             .await
