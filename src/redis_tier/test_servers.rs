@@ -1,6 +1,6 @@
 //! Real `redis-server` processes for the tier's tests, on free loopback ports
 //! (never the machine's shared 6379), without persistence, killed on drop.
-//! Without `redis-server` the tests say so and pass as skipped, unless
+//! Without `redis-server` (or `openssl` for the TLS test) the tests say so and pass as skipped, unless
 //! `REQUIRE_REDIS=1` asks for them to fail instead (CI).
 
 use std::io::{Read, Write};
@@ -10,26 +10,29 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// True when `redis-server` can be run. Otherwise prints a visible notice for
+/// True when `redis-server` and `redis-cli` can be run (and `openssl` when
+/// `with_openssl`, for the TLS test). Otherwise prints a visible notice for
 /// `test`, or panics when `REQUIRE_REDIS=1`.
-pub fn redis_available(test: &str) -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    let available = *AVAILABLE.get_or_init(|| {
-        let works =
-            |program: &str| Command::new(program).arg("--version").output().is_ok_and(|out| out.status.success());
-        works("redis-server") && works("redis-cli")
-    });
-    if !available {
-        if std::env::var("REQUIRE_REDIS").as_deref() == Ok("1") {
-            panic!("REQUIRE_REDIS=1, but redis-server or redis-cli is not installed");
-        }
-        // Written to the stream itself: the test harness captures `eprintln!` of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "NOTICE: redis-server/redis-cli not found: skipping Redis tier test `{test}` (REQUIRE_REDIS=1 fails instead)"
-        );
+pub fn redis_available(test: &str, with_openssl: bool) -> bool {
+    static REDIS: OnceLock<bool> = OnceLock::new();
+    static OPENSSL: OnceLock<bool> = OnceLock::new();
+    let works =
+        |program: &str, arg: &str| Command::new(program).arg(arg).output().is_ok_and(|out| out.status.success());
+    let redis = *REDIS.get_or_init(|| works("redis-server", "--version") && works("redis-cli", "--version"));
+    let openssl = !with_openssl || *OPENSSL.get_or_init(|| works("openssl", "version"));
+    if redis && openssl {
+        return true;
     }
-    available
+    let missing = if redis { "openssl" } else { "redis-server/redis-cli" };
+    if std::env::var("REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("REQUIRE_REDIS=1, but {missing} is not installed");
+    }
+    // Written to the stream itself: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOTICE: {missing} not found: skipping Redis tier test `{test}` (REQUIRE_REDIS=1 fails instead)"
+    );
+    false
 }
 
 /// Ports the cluster bus needs too (port + 10000); 6379 is the shared instance.
@@ -48,6 +51,7 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -68,14 +72,76 @@ impl RedisServer {
     fn start_on(port: u16, extra: Vec<String>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("obo-native-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = RedisServer { port, child: None, dir, extra };
+        let mut server = RedisServer { port, child: None, dir, extra, tls: false };
         server.launch();
         server
+    }
+
+    /// A TLS-only server whose certificate (for IP 127.0.0.1) is signed by a
+    /// fresh test CA; returns it with the CA's PEM path.
+    pub fn start_tls() -> (RedisServer, PathBuf) {
+        let port = free_port(false);
+        let dir = std::env::temp_dir().join(format!("obo-native-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ca_subject = ["-subj", "/CN=obo-native test CA", "-addext", "basicConstraints=critical,CA:TRUE"];
+        openssl(
+            &[&["req", "-x509"][..], &ca_subject, &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"]].concat(),
+        );
+        openssl(
+            &[&["req", "-subj", "/CN=127.0.0.1"][..], &ec, &["-keyout", "server.key", "-out", "server.csr"]].concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let extra = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let ca = dir.join("ca.pem");
+        let mut server = RedisServer { port, child: None, dir, extra, tls: true };
+        server.launch();
+        (server, ca)
     }
 
     fn launch(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // A later `--port` (TLS servers: `--port 0`) overrides this one.
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -91,6 +157,9 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if self.tls {
+                    return; // accepting is all a TLS port shows without a handshake
+                }
                 // Any answer (PONG, or NOAUTH with a password) means it serves.
                 let mut reply = [0u8; 1];
                 if stream.write_all(b"PING\r\n").is_ok() && stream.read(&mut reply).unwrap_or(0) == 1 {
@@ -106,7 +175,8 @@ impl RedisServer {
     }
 
     pub fn uri(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn pid(&self) -> u32 {

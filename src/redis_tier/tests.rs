@@ -18,7 +18,10 @@ const ACCESS_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.access-token-mi
 
 macro_rules! require_redis {
     ($test:literal) => {
-        if !redis_available($test) {
+        require_redis!($test, false)
+    };
+    ($test:literal, $with_openssl:expr) => {
+        if !redis_available($test, $with_openssl) {
             return;
         }
     };
@@ -363,4 +366,27 @@ async fn a_cluster_shares_tokens_locks_throttles_and_wake_ups() {
     assert_eq!(entries.len(), keys.len() + 2, "tokens, one throttle, the cold token");
     assert_nothing_readable(&entries);
     assert_eq!(first.stats().errors + second.stats().errors + seeded.stats().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_trusts_the_configured_ca_and_refuses_an_unknown_one() {
+    require_redis!("rediss_trusts_the_configured_ca_and_refuses_an_unknown_one", true);
+    let (server, ca) = RedisServer::start_tls();
+    let key = engine_key(SUBJECT);
+    let stored = token(Duration::from_secs(600));
+    let with_ca = RedisOptions::from_options(
+        json!({ "redisUri": server.uri(), "cacheEncryptionKey": KEY_HEX, "redisCa": ca, "redisTimeoutMs": 2000 })
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    let trusted = tier(with_ca);
+    trusted.put(&key, &stored).await;
+    assert_eq!(trusted.get(&key).await, Some(stored));
+    assert_eq!(trusted.stats().errors, 0);
+
+    let untrusted = tier(options(&server.uri(), KEY_HEX));
+    assert_eq!(untrusted.get(&key).await, None, "the test CA is in no system store");
+    assert_eq!(untrusted.stats().errors, 1);
 }
