@@ -227,6 +227,19 @@ async fn a_waiter_is_woken_by_the_published_token_well_before_its_next_poll() {
     assert!(published.elapsed() < Duration::from_secs(10), "woken after {:?}", published.elapsed());
     assert_eq!(waiter.inner.peeks.load(Ordering::Relaxed), 2, "one read before, one after the wake-up");
     assert_eq!(waiter.stats(), RedisStats { hits: 1, misses: 0, errors: 0, lock_waits: 1 });
+
+    // A dropped tier leaves no connection behind: only the holder's and ours remain.
+    drop(waiter);
+    let mut conn = raw(&server.uri()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+        if clients.lines().count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connections outlived their tier:\n{clients}");
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

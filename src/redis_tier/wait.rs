@@ -26,6 +26,15 @@ type Channels = Arc<Mutex<HashMap<String, Channel>>>;
 struct Subscriber {
     sink: PubSubSink,
     alive: Arc<AtomicBool>,
+    /// Owns the stream, hence the connection: a tier that is replaced or
+    /// dropped must not leave a subscriber connection behind.
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 #[derive(Default)]
@@ -109,7 +118,7 @@ impl Subscriptions {
         }
         let alive = Arc::new(AtomicBool::new(true));
         let (channels, reader_alive) = (self.channels.clone(), alive.clone());
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Some(message) = stream.next().await {
                 let notify = channels.lock().get(message.get_channel_name()).map(|c| c.notify.clone());
                 if let Some(notify) = notify {
@@ -118,7 +127,7 @@ impl Subscriptions {
             }
             reader_alive.store(false, Ordering::Release);
         });
-        *subscriber = Some(Subscriber { sink, alive });
+        *subscriber = Some(Subscriber { sink, alive, reader });
     }
 
     async fn unsubscribe(&self, channel: &str) {
