@@ -81,8 +81,17 @@ pub struct SharedThrottle {
     pub error_description: Option<String>,
 }
 
-/// Counters since the tier was created. Every `get` and `wait_for` counts one
-/// hit or one miss; `errors` counts failed or timed-out Redis operations
+/// What Redis holds for a key, read in one round trip by [`RedisTier::lookup`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shared {
+    Token(SharedToken),
+    /// No token, and the key is throttled.
+    Throttled(SharedThrottle),
+    Nothing,
+}
+
+/// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
+/// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
 /// (whatever the call); `lock_waits` counts calls of `wait_for`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
@@ -168,6 +177,11 @@ impl Inner {
         (token.serve_until_ms > now_ms()).then_some(token)
     }
 
+    fn open_throttle(&self, name: &str, sealed: &[u8]) -> Option<SharedThrottle> {
+        let throttle: SharedThrottle = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
+        (throttle.until_ms > now_ms()).then_some(throttle)
+    }
+
     fn count(&self, found: Option<SharedToken>) -> Option<SharedToken> {
         bump(if found.is_some() { &self.counters.hits } else { &self.counters.misses });
         found
@@ -233,6 +247,23 @@ impl RedisTier {
         let name = inner.names(key).token;
         let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
         inner.count(sealed.and_then(|sealed| inner.open_token(&name, &sealed)))
+    }
+
+    /// The token of `key`, else its throttle: what a cold call needs to know
+    /// before it takes the lock, in one round trip (the names share a slot).
+    pub async fn lookup(&self, key: &[u8]) -> Shared {
+        let inner = &*self.inner;
+        let names = inner.names(key);
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GET").arg(&names.token).cmd("GET").arg(&names.throttle);
+        let answer = inner.call(inner.backend.query_pipeline::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&pipeline)).await;
+        let (token, throttle) = answer.unwrap_or_default();
+        let token = inner.count(token.and_then(|sealed| inner.open_token(&names.token, &sealed)));
+        match (token, throttle.and_then(|sealed| inner.open_throttle(&names.throttle, &sealed))) {
+            (Some(token), _) => Shared::Token(token),
+            (None, Some(throttle)) => Shared::Throttled(throttle),
+            (None, None) => Shared::Nothing,
+        }
     }
 
     /// Stores `token` until its `serve_until_ms` (nothing when that has passed),

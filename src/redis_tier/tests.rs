@@ -111,9 +111,13 @@ async fn tokens_and_throttles_round_trip_expire_and_are_stored_unreadable() {
     assert_eq!(tier.get(&engine_key("someone-else")).await, None);
 
     let refusal = throttle();
-    tier.throttle_put(&key, &refusal).await;
-    assert_eq!(tier.throttle_get(&key).await, Some(refusal));
-    assert_eq!(tier.throttle_get(&engine_key("someone-else")).await, None);
+    let throttled_key = engine_key("throttled-user");
+    tier.throttle_put(&throttled_key, &refusal).await;
+    assert_eq!(tier.throttle_get(&throttled_key).await, Some(refusal.clone()));
+    assert_eq!(tier.throttle_get(&key).await, None);
+    assert_eq!(tier.lookup(&throttled_key).await, Shared::Throttled(refusal));
+    assert_eq!(tier.lookup(&key).await, Shared::Token(stored.clone()));
+    assert_eq!(tier.lookup(&engine_key("someone-else")).await, Shared::Nothing);
     let LockAttempt::Acquired(guard) = tier.try_lock(&key, Duration::from_secs(30)).await else { panic!("lock") };
 
     let entries = dump(&server.uri()).await;
@@ -125,7 +129,7 @@ async fn tokens_and_throttles_round_trip_expire_and_are_stored_unreadable() {
     // A token past its serve-until is never stored, and one read after it is a miss.
     tier.put(&engine_key("expired"), &SharedToken { serve_until_ms: now_ms() - 1, ..stored.clone() }).await;
     assert_eq!(dump(&server.uri()).await.len(), 2);
-    assert_eq!(tier.stats(), RedisStats { hits: 1, misses: 2, errors: 0, lock_waits: 0 });
+    assert_eq!(tier.stats(), RedisStats { hits: 2, misses: 4, errors: 0, lock_waits: 0 });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +349,11 @@ async fn a_cluster_shares_tokens_locks_throttles_and_wake_ups() {
     }
     let refusal = throttle();
     first.throttle_put(&keys[0], &refusal).await;
-    assert_eq!(seeded.throttle_get(&keys[0]).await, Some(refusal));
+    assert_eq!(seeded.throttle_get(&keys[0]).await, Some(refusal.clone()));
+    assert_eq!(second.lookup(&keys[0]).await, Shared::Token(stored.clone()), "one pipeline on the key's slot");
+    let throttled_only = engine_key("throttled-only");
+    first.throttle_put(&throttled_only, &refusal).await;
+    assert_eq!(second.lookup(&throttled_only).await, Shared::Throttled(refusal));
 
     let cold = engine_key(SUBJECT);
     let LockAttempt::Acquired(guard) = first.try_lock(&cold, Duration::from_secs(60)).await else { panic!() };
@@ -376,7 +384,7 @@ async fn a_cluster_shares_tokens_locks_throttles_and_wake_ups() {
         assert!(!on_node.is_empty(), "keys spread over every node");
         entries.extend(on_node);
     }
-    assert_eq!(entries.len(), keys.len() + 2, "tokens, one throttle, the cold token");
+    assert_eq!(entries.len(), keys.len() + 3, "tokens, two throttles, the cold token");
     assert_nothing_readable(&entries);
     assert_eq!(first.stats().errors + second.stats().errors + seeded.stats().errors, 0);
 }
