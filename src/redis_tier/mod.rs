@@ -304,7 +304,8 @@ impl RedisTier {
     /// is gone without a token (the holder failed or died and its lock expired;
     /// the caller then checks the shared throttle and exchanges itself), when
     /// Redis cannot be asked, or when time is up. Woken by pub/sub, with
-    /// polling every `poll_interval` for a lost message.
+    /// polling every `poll_interval` for a lost message. Returns within
+    /// `up_to` plus two Redis budgets (the subscription and the last read).
     pub async fn wait_for(&self, key: &[u8], up_to: Duration) -> Option<SharedToken> {
         let inner = &*self.inner;
         bump(&inner.counters.lock_waits);
