@@ -9,6 +9,7 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
+use crate::redis_tier::RedisOptions;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_RETRIES: u32 = 1;
@@ -67,6 +68,10 @@ pub struct Config {
     pub expiry_skew: Duration,
     pub max_cache_entries: usize,
     pub max_retry_after: Duration,
+    /// The shared Redis tier, when configured (see [`Config::redis_from_json`]).
+    pub redis: Option<RedisOptions>,
+    /// Why LibreChat's `USE_REDIS` was not honoured, to log once.
+    pub redis_warning: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -83,7 +88,8 @@ impl fmt::Debug for Config {
             .field("expiry_skew", &self.expiry_skew)
             .field("max_cache_entries", &self.max_cache_entries)
             .field("max_retry_after", &self.max_retry_after)
-            .finish()
+            .field("redis", &self.redis)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,12 +128,16 @@ impl Config {
         let Value::Object(options) = value else {
             return Err(ConfigError::new("options", "configure: options must be an object or null"));
         };
-        if let Some(unknown) = options.keys().find(|key| !KNOWN_OPTIONS.contains(&key.as_str())) {
+        let redis_names = RedisOptions::known_option_names();
+        let known = |key: &String| KNOWN_OPTIONS.contains(&key.as_str()) || redis_names.contains(&key.as_str());
+        if let Some(unknown) = options.keys().find(|key| !known(key)) {
+            let names: Vec<&str> = KNOWN_OPTIONS.iter().chain(redis_names).copied().collect();
             return Err(ConfigError::new(
                 unknown.clone(),
-                format!("configure: unknown option \"{unknown}\" (known options: {})", KNOWN_OPTIONS.join(", ")),
+                format!("configure: unknown option \"{unknown}\" (known options: {})", names.join(", ")),
             ));
         }
+        let redis = Config::redis_from_json(&options)?;
         let options = Options(&options);
 
         let client_id = options.string("clientId")?.filter(|id| !id.is_empty()).ok_or_else(|| {
@@ -185,6 +195,8 @@ impl Config {
             max_retry_after: Duration::from_millis(
                 options.integer("maxRetryAfterMs", 0, 600_000)?.unwrap_or(DEFAULT_MAX_RETRY_AFTER_MS),
             ),
+            redis,
+            redis_warning: None,
         })
     }
 
@@ -211,6 +223,7 @@ impl Config {
             None => None,
             Some(proxy) => Some(parse_proxy(&proxy).map_err(|why| ConfigError::new("PROXY", format!("PROXY {why}")))?),
         };
+        let (redis, redis_warning) = RedisOptions::from_env(var);
         Ok(Some(Config {
             endpoint: EndpointSource::Issuer(issuer),
             client_id,
@@ -223,7 +236,20 @@ impl Config {
             expiry_skew: Duration::from_secs(DEFAULT_EXPIRY_SKEW_SECONDS),
             max_cache_entries: DEFAULT_MAX_CACHE_ENTRIES,
             max_retry_after: Duration::from_millis(DEFAULT_MAX_RETRY_AFTER_MS),
+            redis,
+            redis_warning,
         }))
+    }
+
+    // The Redis tier's options live in `redis_tier::options`; these two calls
+    // are all the configuration knows of them.
+
+    /// `redisUri` and its companions: no tier without `redisUri`, a TypeError
+    /// naming `cacheEncryptionKey` for a tier without a key.
+    fn redis_from_json(options: &Map<String, Value>) -> Result<Option<RedisOptions>, ConfigError> {
+        RedisOptions::from_options(options).map_err(|err| {
+            ConfigError::new(err.option, format!("configure: option \"{}\" {}", err.option, err.message))
+        })
     }
 
     /// The secrets an error text must never contain.
@@ -442,5 +468,42 @@ mod tests {
         assert!(!debug.contains("secret-from-env") && !debug.contains("pw-secret"), "{debug}");
         assert_eq!(crate::error::redact("secret-from-env pw-secret", &config.secrets()), "[redacted] [redacted]");
         assert_eq!(Config::from_env(|_| None).unwrap(), None);
+    }
+
+    #[test]
+    fn redis_options_ride_along_and_a_uri_without_a_key_is_refused_naming_it() {
+        let base = r#""tokenEndpoint":"https://a.example/token","clientId":"a","clientSecret":"b""#;
+        assert_eq!(config(&format!("{{{base}}}")).unwrap().redis, None);
+        let key = "0f".repeat(32);
+        let with = config(&format!(
+            r#"{{{base},"redisUri":"redis://:pw-secret@127.0.0.1:7000","redisKeyPrefix":"lc:","cacheEncryptionKey":"{key}"}}"#
+        ))
+        .unwrap();
+        let redis = with.redis.as_ref().unwrap();
+        assert_eq!((redis.uris.len(), redis.key_prefix.as_str()), (1, "lc:"));
+        let debug = format!("{with:?}");
+        assert!(!debug.contains("pw-secret") && !debug.contains(&key), "{debug}");
+        let err = config(&format!(r#"{{{base},"redisUri":"redis://:pw-secret@127.0.0.1:7000"}}"#)).unwrap_err();
+        assert_eq!(err.option, "cacheEncryptionKey");
+        assert!(err.message.starts_with("configure: option \"cacheEncryptionKey\" is required"), "{}", err.message);
+        assert!(!err.message.contains("pw-secret"));
+    }
+
+    #[test]
+    fn use_redis_without_creds_key_runs_without_redis_and_says_why() {
+        let env = |name: &str| {
+            match name {
+                "OPENID_ISSUER" => Some("https://login.microsoftonline.com/tid/v2.0"),
+                "OPENID_CLIENT_ID" => Some("app-id"),
+                "OPENID_CLIENT_SECRET" => Some("secret-from-env"),
+                "USE_REDIS" => Some("true"),
+                "REDIS_URI" => Some("redis://127.0.0.1:7000"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let config = Config::from_env(env).unwrap().unwrap();
+        assert_eq!(config.redis, None);
+        assert!(config.redis_warning.unwrap().contains("CREDS_KEY is not set"));
     }
 }

@@ -20,7 +20,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// Settings of the shared tier. `Debug` shows no credential.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://` or `rediss://` URIs; credentials in them are allowed.
     pub uris: Vec<String>,
