@@ -16,6 +16,7 @@ pub mod key;
 pub mod redis_tier;
 pub mod retry;
 pub mod runtime;
+pub mod shared;
 pub mod stats;
 pub mod throttle;
 

@@ -101,12 +101,25 @@ pub struct RedisStats {
     pub lock_waits: u64,
 }
 
-#[derive(Default)]
-struct Counters {
+/// The counters behind [`RedisStats`]. A tier can count into counters that
+/// outlive it, so that the process's totals survive `configure()`.
+#[derive(Default, Debug)]
+pub struct RedisCounters {
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
     lock_waits: AtomicU64,
+}
+
+impl RedisCounters {
+    pub fn snapshot(&self) -> RedisStats {
+        RedisStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            lock_waits: self.lock_waits.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -127,7 +140,7 @@ pub(crate) struct Inner {
     breaker: Breaker,
     timeout: Duration,
     poll_interval: Duration,
-    counters: Counters,
+    counters: Arc<RedisCounters>,
     subscriptions: Subscriptions,
     /// How many times waiters read Redis: tells a pub/sub wake-up from a poll.
     #[cfg(test)]
@@ -222,6 +235,11 @@ impl RedisTier {
     /// Fails only for settings the client library refuses as a whole (for
     /// example cluster URIs carrying different passwords).
     pub fn new(options: RedisOptions) -> Result<RedisTier, ConfigError> {
+        RedisTier::with_counters(options, Arc::default())
+    }
+
+    /// As [`RedisTier::new`], counting into `counters`.
+    pub fn with_counters(options: RedisOptions, counters: Arc<RedisCounters>) -> Result<RedisTier, ConfigError> {
         let backend =
             Backend::new(&options).map_err(|message| ConfigError { option: "redisUri", message: message.into() })?;
         Ok(RedisTier {
@@ -232,7 +250,7 @@ impl RedisTier {
                 breaker: Breaker::new(options.breaker),
                 timeout: options.timeout,
                 poll_interval: options.poll_interval,
-                counters: Counters::default(),
+                counters,
                 subscriptions: Subscriptions::default(),
                 #[cfg(test)]
                 peeks: AtomicU64::new(0),
@@ -361,12 +379,6 @@ impl RedisTier {
     }
 
     pub fn stats(&self) -> RedisStats {
-        let c = &self.inner.counters;
-        RedisStats {
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
-            errors: c.errors.load(Ordering::Relaxed),
-            lock_waits: c.lock_waits.load(Ordering::Relaxed),
-        }
+        self.inner.counters.snapshot()
     }
 }
