@@ -71,6 +71,24 @@ export interface ConfigureOptions {
   maxRetryAfterMs?: number | null
   /** Where events go; default: nowhere. */
   logger?: Logger | null
+  /**
+   * The Redis tier shared by several instances: `redis://` or `rediss://`
+   * (credentials allowed); several comma-separated URIs mean a cluster.
+   * Without it, no Redis is used. Requires `cacheEncryptionKey`.
+   */
+  redisUri?: string | null
+  /** A single `redisUri` is a cluster seed. Default false. */
+  redisCluster?: boolean | null
+  /** Prepended to every key name. Default none. */
+  redisKeyPrefix?: string | null
+  redisUsername?: string | null
+  redisPassword?: string | null
+  /** Path to a PEM file of the CA to trust for `rediss://`. */
+  redisCa?: string | null
+  /** The budget of one Redis operation. Default 200. */
+  redisTimeoutMs?: number | null
+  /** 64 hex characters: Redis key names and values are protected by keys derived from it. */
+  cacheEncryptionKey?: string | null
 }
 
 /** Counters since the package was loaded, for the whole process. */
@@ -84,6 +102,14 @@ export interface OboStats {
   throttled: number
   cacheSize: number
   inFlight: number
+  /** Reads of the Redis tier that found a token. */
+  redisHits: number
+  /** Reads of the Redis tier that found none (an unavailable Redis counts one). */
+  redisMisses: number
+  /** Redis operations that failed or timed out. */
+  redisErrors: number
+  /** Waits for another instance's exchange of the same key. */
+  lockWaits: number
 }
 
 /** A rejected exchange. Validation failures are plain `Error`/`TypeError`s without these fields. */

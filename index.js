@@ -95,7 +95,7 @@ function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
 }
 
 /**
- * LibreChat's variables as this thread sees them (jest and worker threads can
+ * LibreChat's variables (OpenID, proxy, Redis) as this thread sees them (jest and worker threads can
  * have their own `process.env`); sent only while the addon says it still
  * needs the environment (ENV_SLOT), since reading `process.env` is not free.
  */
@@ -107,6 +107,14 @@ function openIdEnv() {
     openidClientSecret: env.OPENID_CLIENT_SECRET,
     openidTokenEndpointAuthMethod: env.OPENID_TOKEN_ENDPOINT_AUTH_METHOD,
     proxy: env.PROXY,
+    useRedis: env.USE_REDIS,
+    redisUri: env.REDIS_URI,
+    useRedisCluster: env.USE_REDIS_CLUSTER,
+    redisKeyPrefix: env.REDIS_KEY_PREFIX,
+    redisUsername: env.REDIS_USERNAME,
+    redisPassword: env.REDIS_PASSWORD,
+    redisCa: env.REDIS_CA,
+    credsKey: env.CREDS_KEY,
   };
 }
 
@@ -356,6 +364,10 @@ function stats() {
     throttled: counters.throttled,
     cacheSize: counters.cacheSize,
     inFlight: counters.inFlight,
+    redisHits: counters.redisHits,
+    redisMisses: counters.redisMisses,
+    redisErrors: counters.redisErrors,
+    lockWaits: counters.lockWaits,
   };
 }
 
