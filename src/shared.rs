@@ -277,4 +277,122 @@ mod tests {
         assert_eq!(refused.oauth.unwrap().error_description.as_deref(), Some("AADSTS50196"));
         assert!(throttles.check(&key, wall_clock_ms()).is_some_and(|local| local.throttled));
     }
+
+    /// One process's local tiers, for the tests that play several instances.
+    struct Instance {
+        shared: SharedTier,
+        cache: TokenCache,
+        throttles: Throttles,
+        generations: &'static Generations,
+    }
+
+    impl Instance {
+        fn new(uri: &str) -> Instance {
+            let options = serde_json::json!({
+                "tokenEndpoint": "http://127.0.0.1:9/token", "clientId": "a", "clientSecret": "b",
+                "timeoutMs": 2000, "maxRetries": 0,
+                "redisUri": uri, "cacheEncryptionKey": "ab".repeat(32), "redisTimeoutMs": 1000,
+            });
+            let config = Config::from_json(&options.to_string()).unwrap();
+            let mut redis = config.redis.clone().unwrap();
+            redis.poll_interval = Duration::from_millis(50);
+            let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+            Instance {
+                shared: SharedTier::new(RedisTier::new(redis).unwrap(), &config),
+                cache: TokenCache::new(generations),
+                throttles: Throttles::default(),
+                generations,
+            }
+        }
+
+        fn local(&self) -> Local<'_> {
+            Local {
+                cache: &self.cache,
+                throttles: &self.throttles,
+                capacity: 100,
+                generations: self.generations,
+                epoch: self.generations.epoch(),
+            }
+        }
+
+        async fn ahead(&self, key: &CacheKey) -> Ahead {
+            self.shared.ahead(key, &self.local()).await
+        }
+
+        /// Resolves once this instance waits for another's exchange.
+        async fn waiting(&self) {
+            while self.shared.tier().stats().lock_waits == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    fn exchanging(ahead: Ahead) -> Exchanging {
+        match ahead {
+            Ahead::Exchange(exchanging) => {
+                assert!(exchanging.lock.is_some(), "exchanging without the lock");
+                exchanging
+            }
+            _ => panic!("expected the right to exchange"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_instance_is_served_the_holders_token_with_its_serve_until() {
+        if !crate::redis_tier::test_servers::redis_available("shared: served the holder's token", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let (holder, waiter) = (Instance::new(&server.uri()), Instance::new(&server.uri()));
+        let key = crate::key::test_key("u", "s");
+        let exchange = exchanging(holder.ahead(&key).await);
+        let token =
+            Token { access_token: Arc::from("tok"), expires_in: 3600, expires_at_ms: wall_clock_ms() + 3_600_000 };
+        let (served, ()) = tokio::join!(waiter.ahead(&key), async {
+            waiter.waiting().await;
+            exchange.finish(&holder.shared, &key, &Ok(token.clone()), &holder.local()).await;
+        });
+        let Ahead::Served(served) = served else { panic!("the waiter was not served") };
+        assert_eq!((served.access_token.as_ref(), served.expires_at_ms), ("tok", token.expires_at_ms));
+        let copied = waiter.cache.get(&key, wall_clock_ms()).unwrap();
+        assert_eq!(copied.serve_until_ms, shared_token(&token, Duration::from_secs(30)).serve_until_ms);
+        // A third instance finds it at once, without waiting.
+        let late = Instance::new(&server.uri());
+        assert!(matches!(late.ahead(&key).await, Ahead::Served(_)));
+        assert_eq!(late.shared.tier().stats().lock_waits, 0);
+    }
+
+    #[tokio::test]
+    async fn a_holders_throttle_refuses_the_waiter_and_a_failed_holder_hands_the_lock_on() {
+        if !crate::redis_tier::test_servers::redis_available("shared: throttle and hand-over", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let (holder, waiter) = (Instance::new(&server.uri()), Instance::new(&server.uri()));
+
+        let throttled = crate::key::test_key("throttled", "s");
+        let exchange = exchanging(holder.ahead(&throttled).await);
+        let mut refusal = ExchangeError::failed("too many requests").with_status(429);
+        refusal.retry_after = Some(Duration::from_secs(60));
+        let (answer, ()) = tokio::join!(waiter.ahead(&throttled), async {
+            waiter.waiting().await;
+            exchange.finish(&holder.shared, &throttled, &Err(Arc::new(refusal)), &holder.local()).await;
+        });
+        let Ahead::Refused(refused) = answer else { panic!("the waiter was not refused") };
+        assert!(refused.throttled && refused.status == Some(429));
+        assert!(waiter.throttles.check(&throttled, wall_clock_ms()).is_some());
+
+        // A holder that fails without a throttle lets go: the waiter takes the lock itself.
+        let failing = crate::key::test_key("failing", "s");
+        let exchange = exchanging(holder.ahead(&failing).await);
+        let waits_before = waiter.shared.tier().stats().lock_waits;
+        let (answer, ()) = tokio::join!(waiter.ahead(&failing), async {
+            while waiter.shared.tier().stats().lock_waits == waits_before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let failed = Arc::new(ExchangeError::failed("invalid_grant"));
+            exchange.finish(&holder.shared, &failing, &Err(failed), &holder.local()).await;
+        });
+        drop(exchanging(answer));
+    }
 }

@@ -22,7 +22,7 @@ mod options;
 mod wait;
 
 #[cfg(test)]
-mod test_servers;
+pub(crate) mod test_servers;
 #[cfg(test)]
 mod tests;
 
