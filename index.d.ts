@@ -174,6 +174,10 @@ export declare function configure(options: ConfigureOptions | null): void
 /** Sets the logger without touching the rest of the configuration; `null` silences it. */
 export declare function setLogger(logger: Logger | null): void
 
+/**
+ * Forgets this process's cached tokens and throttles (every thread). A shared
+ * Redis tier keeps its entries; `fromCache = false` replaces one.
+ */
 export declare function clearCache(): void
 
 export declare function stats(): OboStats

@@ -336,7 +336,11 @@ function setLogger(candidate) {
   logger = checkLogger(candidate, 'setLogger');
 }
 
-/** Forgets every cached token and remembered throttle, in every thread. */
+/**
+ * Forgets every cached token and remembered throttle of this process, in
+ * every thread. A shared Redis tier keeps its entries (the other instances
+ * use them; they expire on their own): `fromCache = false` replaces one.
+ */
 function clearCache() {
   native.clearCache();
   forgetMemo();

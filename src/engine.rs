@@ -185,7 +185,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Forgets every token and throttle, and lets calls from now on start
+    /// Forgets every token and throttle of this process (a shared Redis tier
+    /// keeps its entries), and lets calls from now on start
     /// their own exchanges. Exchanges under way still answer the callers they
     /// have, but what they bring is not cached.
     pub fn clear_cache(&self) {
