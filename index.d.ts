@@ -121,6 +121,24 @@ export interface ConfigureOptions {
   maxRetryAfterMs?: number | null
   /** Where events go; default: nowhere. */
   logger?: Logger | null
+  /**
+   * The Redis tier shared by several instances: `redis://` or `rediss://`
+   * (credentials allowed); several comma-separated URIs mean a cluster.
+   * Without it, no Redis is used. Requires `cacheEncryptionKey`.
+   */
+  redisUri?: string | null
+  /** A single `redisUri` is a cluster seed. Default false. */
+  redisCluster?: boolean | null
+  /** Prepended to every key name. Default none. */
+  redisKeyPrefix?: string | null
+  redisUsername?: string | null
+  redisPassword?: string | null
+  /** Path to a PEM file of the CA to trust for `rediss://`. */
+  redisCa?: string | null
+  /** The budget of one Redis operation. Default 200. */
+  redisTimeoutMs?: number | null
+  /** 64 hex characters: Redis key names and values are protected by keys derived from it. */
+  cacheEncryptionKey?: string | null
 }
 
 /** Counters since the package was loaded, for the whole process. */
@@ -134,6 +152,14 @@ export interface OboStats {
   throttled: number
   cacheSize: number
   inFlight: number
+  /** Reads of the Redis tier that found a token. */
+  redisHits: number
+  /** Reads of the Redis tier that found none (an unavailable Redis counts one). */
+  redisMisses: number
+  /** Redis operations that failed or timed out. */
+  redisErrors: number
+  /** Waits for another instance's exchange of the same key. */
+  lockWaits: number
 }
 
 /**
@@ -210,6 +236,10 @@ export declare function configure(options: ConfigureOptions | null): void
 /** Sets the logger without touching the rest of the configuration; `null` silences it. */
 export declare function setLogger(logger: Logger | null): void
 
+/**
+ * Forgets this process's cached tokens and throttles (every thread). A shared
+ * Redis tier keeps its entries; `fromCache = false` replaces one.
+ */
 export declare function clearCache(): void
 
 export declare function stats(): OboStats

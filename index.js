@@ -95,7 +95,7 @@ function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
 }
 
 /**
- * LibreChat's variables as this thread sees them (jest and worker threads can
+ * LibreChat's variables (OpenID, proxy, Redis) as this thread sees them (jest and worker threads can
  * have their own `process.env`); sent only while the addon says it still
  * needs the environment (ENV_SLOT), since reading `process.env` is not free.
  */
@@ -108,6 +108,14 @@ function openIdEnv() {
     openidTokenEndpointAuthMethod: env.OPENID_TOKEN_ENDPOINT_AUTH_METHOD,
     proxy: env.PROXY,
     azureFederatedTokenFile: env.AZURE_FEDERATED_TOKEN_FILE,
+    useRedis: env.USE_REDIS,
+    redisUri: env.REDIS_URI,
+    useRedisCluster: env.USE_REDIS_CLUSTER,
+    redisKeyPrefix: env.REDIS_KEY_PREFIX,
+    redisUsername: env.REDIS_USERNAME,
+    redisPassword: env.REDIS_PASSWORD,
+    redisCa: env.REDIS_CA,
+    credsKey: env.CREDS_KEY,
   };
 }
 
@@ -459,7 +467,11 @@ function setLogger(candidate) {
   logger = checkLogger(candidate, 'setLogger');
 }
 
-/** Forgets every cached token and remembered throttle, in every thread. */
+/**
+ * Forgets every cached token and remembered throttle of this process, in
+ * every thread. A shared Redis tier keeps its entries (the other instances
+ * use them; they expire on their own): `fromCache = false` replaces one.
+ */
 function clearCache() {
   native.clearCache();
   forgetMemo();
@@ -487,6 +499,10 @@ function stats() {
     throttled: counters.throttled,
     cacheSize: counters.cacheSize,
     inFlight: counters.inFlight,
+    redisHits: counters.redisHits,
+    redisMisses: counters.redisMisses,
+    redisErrors: counters.redisErrors,
+    lockWaits: counters.lockWaits,
   };
 }
 

@@ -4,7 +4,9 @@
  * `getGraphApiToken` (GraphTokenService) with their exact signatures,
  * configured from LibreChat's environment variables (OPENID_ISSUER,
  * OPENID_CLIENT_ID, OPENID_CLIENT_SECRET, OPENID_TOKEN_ENDPOINT_AUTH_METHOD,
- * PROXY), read when the first exchange needs them.
+ * PROXY, and for a Redis tier shared by several instances USE_REDIS,
+ * REDIS_URI, USE_REDIS_CLUSTER, REDIS_KEY_PREFIX, REDIS_USERNAME,
+ * REDIS_PASSWORD, REDIS_CA, CREDS_KEY), read when the first exchange needs them.
  *
  * In api/server/services/OboTokenService.js:
  *

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::claims::Claims;
 use crate::credentials::{AssertionCallback, ClientAssertionSource};
 use crate::error::ConfigError;
+use crate::redis_tier::RedisOptions;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_RETRIES: u32 = 1;
@@ -78,6 +79,10 @@ pub struct Config {
     pub client_assertion: Option<ClientAssertionSource>,
     /// `clientCapabilities` as a claims request (`xms_cc`), sent with every exchange.
     pub capabilities: Option<Claims>,
+    /// The shared Redis tier, when configured (see [`Config::redis_from_json`]).
+    pub redis: Option<RedisOptions>,
+    /// Why LibreChat's `USE_REDIS` was not honoured, to log once.
+    pub redis_warning: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -96,7 +101,8 @@ impl fmt::Debug for Config {
             .field("max_retry_after", &self.max_retry_after)
             .field("client_assertion", &self.client_assertion)
             .field("capabilities", &self.capabilities)
-            .finish()
+            .field("redis", &self.redis)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,7 +150,8 @@ impl Config {
         let Value::Object(options) = value else {
             return Err(ConfigError::new("options", "configure: options must be an object or null"));
         };
-        let known = || KNOWN_OPTIONS.iter().chain(CREDENTIAL_OPTIONS);
+        let redis_names = RedisOptions::known_option_names();
+        let known = || KNOWN_OPTIONS.iter().chain(CREDENTIAL_OPTIONS).chain(redis_names);
         if let Some(unknown) = options.keys().find(|key| !known().any(|name| name == key)) {
             return Err(ConfigError::new(
                 unknown.clone(),
@@ -154,6 +161,7 @@ impl Config {
                 ),
             ));
         }
+        let redis = Config::redis_from_json(&options)?;
         let options = Options(&options);
 
         let client_id = options.string("clientId")?.filter(|id| !id.is_empty()).ok_or_else(|| {
@@ -216,6 +224,8 @@ impl Config {
             ),
             client_assertion: credentials.client_assertion,
             capabilities: credentials.capabilities,
+            redis,
+            redis_warning: None,
         })
     }
 
@@ -244,6 +254,7 @@ impl Config {
             None => None,
             Some(proxy) => Some(parse_proxy(&proxy).map_err(|why| ConfigError::new("PROXY", format!("PROXY {why}")))?),
         };
+        let (redis, redis_warning) = RedisOptions::from_env(var);
         Ok(Some(Config {
             endpoint: EndpointSource::Issuer(issuer),
             client_id,
@@ -258,7 +269,20 @@ impl Config {
             max_retry_after: Duration::from_millis(DEFAULT_MAX_RETRY_AFTER_MS),
             client_assertion: credentials.client_assertion,
             capabilities: credentials.capabilities,
+            redis,
+            redis_warning,
         }))
+    }
+
+    // The Redis tier's options live in `redis_tier::options`; these two calls
+    // are all the configuration knows of them.
+
+    /// `redisUri` and its companions: no tier without `redisUri`, a TypeError
+    /// naming `cacheEncryptionKey` for a tier without a key.
+    fn redis_from_json(options: &Map<String, Value>) -> Result<Option<RedisOptions>, ConfigError> {
+        RedisOptions::from_options(options).map_err(|err| {
+            ConfigError::new(err.option, format!("configure: option \"{}\" {}", err.option, err.message))
+        })
     }
 
     /// The secrets an error text must never contain.
@@ -799,5 +823,42 @@ mod tests {
         assert_eq!(none.auth_method, AuthMethod::None);
         let err = Config::from_env(env(Some("secret-from-env"), Some("private_key_jwt"))).unwrap_err();
         assert_eq!(err.option, "AZURE_FEDERATED_TOKEN_FILE");
+    }
+
+    #[test]
+    fn redis_options_ride_along_and_a_uri_without_a_key_is_refused_naming_it() {
+        let base = r#""tokenEndpoint":"https://a.example/token","clientId":"a","clientSecret":"b""#;
+        assert_eq!(config(&format!("{{{base}}}")).unwrap().redis, None);
+        let key = "0f".repeat(32);
+        let with = config(&format!(
+            r#"{{{base},"redisUri":"redis://:pw-secret@127.0.0.1:7000","redisKeyPrefix":"lc:","cacheEncryptionKey":"{key}"}}"#
+        ))
+        .unwrap();
+        let redis = with.redis.as_ref().unwrap();
+        assert_eq!((redis.uris.len(), redis.key_prefix.as_str()), (1, "lc:"));
+        let debug = format!("{with:?}");
+        assert!(!debug.contains("pw-secret") && !debug.contains(&key), "{debug}");
+        let err = config(&format!(r#"{{{base},"redisUri":"redis://:pw-secret@127.0.0.1:7000"}}"#)).unwrap_err();
+        assert_eq!(err.option, "cacheEncryptionKey");
+        assert!(err.message.starts_with("configure: option \"cacheEncryptionKey\" is required"), "{}", err.message);
+        assert!(!err.message.contains("pw-secret"));
+    }
+
+    #[test]
+    fn use_redis_without_creds_key_runs_without_redis_and_says_why() {
+        let env = |name: &str| {
+            match name {
+                "OPENID_ISSUER" => Some("https://login.microsoftonline.com/tid/v2.0"),
+                "OPENID_CLIENT_ID" => Some("app-id"),
+                "OPENID_CLIENT_SECRET" => Some("secret-from-env"),
+                "USE_REDIS" => Some("true"),
+                "REDIS_URI" => Some("redis://127.0.0.1:7000"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let config = Config::from_env(env).unwrap().unwrap();
+        assert_eq!(config.redis, None);
+        assert!(config.redis_warning.unwrap().contains("CREDS_KEY is not set"));
     }
 }

@@ -22,9 +22,11 @@ use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::key::Identity;
+use crate::redis_tier::{RedisCounters, RedisTier};
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
 use crate::runtime;
+use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
 
@@ -77,16 +79,37 @@ struct Setup {
     config: Config,
     client: Client,
     endpoint: OnceCell<Url>,
+    /// The Redis tier shared with other instances, when configured.
+    shared: Option<SharedTier>,
 }
 
 impl Setup {
-    fn new(config: Config) -> Result<Arc<Setup>, String> {
-        let client = http::client_for(config.proxy.as_ref())?;
+    /// `from_env`: a Redis tier the client library refuses is then a warning
+    /// and no tier, as the environment cannot throw at anyone.
+    fn new(mut config: Config, counters: &Arc<RedisCounters>, from_env: bool) -> Result<Arc<Setup>, ConfigError> {
+        let client = http::client_for(config.proxy.as_ref())
+            .map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
         let endpoint = match &config.endpoint {
             EndpointSource::TokenEndpoint(url) => OnceCell::new_with(Some(url.clone())),
             EndpointSource::Issuer(_) => OnceCell::new(),
         };
-        Ok(Arc::new(Setup { config, client, endpoint }))
+        let tier = match config.redis.clone().map(|options| RedisTier::with_counters(options, counters.clone())) {
+            None => None,
+            Some(Ok(tier)) => Some(tier),
+            Some(Err(err)) if from_env => {
+                config.redis_warning =
+                    Some(format!("USE_REDIS is set, but {err}; running without the shared Redis tier"));
+                None
+            }
+            Some(Err(err)) => {
+                return Err(ConfigError::new(
+                    err.option,
+                    format!("configure: option \"{}\" {}", err.option, err.message),
+                ))
+            }
+        };
+        let shared = tier.map(|tier| SharedTier::new(tier, &config));
+        Ok(Arc::new(Setup { config, client, endpoint, shared }))
     }
 }
 
@@ -103,6 +126,8 @@ struct Footing {
     setup: Arc<Setup>,
     epoch: u32,
     flights: Arc<FlightMap<Outcome>>,
+    /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
+    redis_warning: Option<String>,
 }
 
 struct Inner {
@@ -113,6 +138,8 @@ struct Inner {
     /// its own exchange instead of joining one begun before.
     flights: RwLock<Arc<FlightMap<Outcome>>>,
     counters: Counters,
+    /// The Redis counters of every setup, so that totals survive `configure()`.
+    redis_counters: Arc<RedisCounters>,
     generations: &'static Generations,
 }
 
@@ -130,6 +157,7 @@ impl Engine {
             throttles: Throttles::default(),
             flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
+            redis_counters: Arc::default(),
             generations,
         }))
     }
@@ -159,7 +187,7 @@ impl Engine {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
                 let config = Config::from_options(json, assertion_callback)?;
-                let setup = Setup::new(config).map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
+                let setup = Setup::new(config, &self.0.redis_counters, false)?;
                 ConfigSlot::Configured(setup)
             }
         };
@@ -172,7 +200,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Forgets every token and throttle, and lets calls from now on start
+    /// Forgets every token and throttle of this process (a shared Redis tier
+    /// keeps its entries), and lets calls from now on start
     /// their own exchanges. Exchanges under way still answer the callers they
     /// have, but what they bring is not cached.
     pub fn clear_cache(&self) {
@@ -193,7 +222,7 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Stats {
-        self.0.counters.snapshot(self.0.cache.len())
+        self.0.counters.snapshot(self.0.cache.len(), self.0.redis_counters.snapshot())
     }
 
     /// Hits served by a JavaScript thread's memo, reported in batches.
@@ -221,6 +250,9 @@ impl Engine {
         Ok(async move {
             let mut request = request;
             let mut events = std::mem::replace(&mut request.events, Events::Off);
+            if let Some(warning) = &footing.redis_warning {
+                events.push(Level::Warn, || warning.clone());
+            }
             let outcome = engine.exchange_with(footing, &request, &mut events).await;
             if let Err(err) = &outcome {
                 if !err.throttled {
@@ -260,6 +292,7 @@ impl Engine {
             setup: setup.clone(),
             epoch: inner.generations.epoch(),
             flights: inner.flights.read().clone(),
+            redis_warning: None,
         };
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*inner.slot.read() {
             return Ok(footing(setup));
@@ -279,14 +312,14 @@ impl Engine {
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
         };
-        let setup = Setup::new(config).map_err(|why| unavailable(Some(why)))?;
+        let setup = Setup::new(config, &inner.redis_counters, true).map_err(|err| unavailable(Some(err.message)))?;
         let mut slot = inner.slot.write();
         match &mut *slot {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),
             ConfigSlot::FromEnv(empty) => {
                 *empty = Some(setup.clone());
                 inner.generations.set_env_needed(false);
-                Ok(footing(&setup))
+                Ok(Footing { redis_warning: setup.config.redis_warning.clone(), ..footing(&setup) })
             }
         }
     }
@@ -316,7 +349,11 @@ impl Engine {
             return Err(Arc::new(refusal));
         }
         if !from_cache {
-            return self.run(&footing, &key, request, events).await;
+            let outcome = self.run(&footing, &key, request, events).await;
+            if let Some(shared) = &footing.setup.shared {
+                shared.bypass().finish(shared, &key, &outcome, &self.local(&footing)).await;
+            }
+            return outcome;
         }
         match footing.flights.join_or_lead(&key) {
             Role::Follower(follower) => {
@@ -331,11 +368,54 @@ impl Engine {
                 // taking its slot has stored its token: use it.
                 let outcome = match inner.cache.get(&key, wall_clock_ms()) {
                     Some(hit) => Ok(hit.into()),
-                    None => self.run(&footing, &key, request, events).await,
+                    None => self.lead(&footing, &key, request, events).await,
                 };
                 flight.complete(outcome.clone());
                 outcome
             }
+        }
+    }
+
+    /// A leader's exchange; with a shared tier, only after asking it (see [`crate::shared`]).
+    async fn lead(&self, footing: &Footing, key: &CacheKey, request: &ExchangeRequest, events: &mut Events) -> Outcome {
+        let Some(shared) = &footing.setup.shared else {
+            return self.run(footing, key, request, events).await;
+        };
+        let local = self.local(footing);
+        match shared.ahead(key, &local).await {
+            Ahead::Served(token) => {
+                events.push(Level::Debug, || {
+                    format!("Using token shared by another instance for user: {}", request.identity.subject)
+                });
+                Ok(token)
+            }
+            Ahead::Refused(refusal) => {
+                Counters::bump(&self.0.counters.throttled);
+                events.push(Level::Warn, || {
+                    format!(
+                        "Refusing OBO exchange throttled by another instance for user: {}, scopes: {}, for {} s more",
+                        request.identity.subject,
+                        request.scopes,
+                        refusal.retry_after_secs().unwrap_or(0)
+                    )
+                });
+                Err(Arc::new(refusal))
+            }
+            Ahead::Exchange(exchanging) => {
+                let outcome = self.run(footing, key, request, events).await;
+                exchanging.finish(shared, key, &outcome, &local).await;
+                outcome
+            }
+        }
+    }
+
+    fn local(&self, footing: &Footing) -> Local<'_> {
+        Local {
+            cache: &self.0.cache,
+            throttles: &self.0.throttles,
+            capacity: footing.setup.config.max_cache_entries,
+            generations: self.0.generations,
+            epoch: footing.epoch,
         }
     }
 

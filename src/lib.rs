@@ -15,9 +15,11 @@ pub mod generations;
 pub mod grant;
 pub mod http;
 pub mod key;
+pub mod redis_tier;
 pub mod retry;
 pub mod routing;
 pub mod runtime;
+pub mod shared;
 pub mod stats;
 pub mod throttle;
 

@@ -137,6 +137,10 @@ pub struct NativeStats {
     pub throttled: f64,
     pub cache_size: f64,
     pub in_flight: f64,
+    pub redis_hits: f64,
+    pub redis_misses: f64,
+    pub redis_errors: f64,
+    pub lock_waits: f64,
 }
 
 /// Counters; `memo_hits` are the calling thread's memo hits not yet reported.
@@ -155,6 +159,10 @@ pub fn stats(memo_hits: u32) -> NativeStats {
         throttled: stats.throttled as f64,
         cache_size: stats.cache_size as f64,
         in_flight: stats.in_flight as f64,
+        redis_hits: stats.redis_hits as f64,
+        redis_misses: stats.redis_misses as f64,
+        redis_errors: stats.redis_errors as f64,
+        lock_waits: stats.lock_waits as f64,
     }
 }
 
@@ -276,6 +284,15 @@ pub struct OpenIdEnv {
     pub openid_token_endpoint_auth_method: Option<String>,
     pub proxy: Option<String>,
     pub azure_federated_token_file: Option<String>,
+    /// The shared Redis tier's (`redis_tier::RedisOptions::from_env`).
+    pub use_redis: Option<String>,
+    pub redis_uri: Option<String>,
+    pub use_redis_cluster: Option<String>,
+    pub redis_key_prefix: Option<String>,
+    pub redis_username: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_ca: Option<String>,
+    pub creds_key: Option<String>,
 }
 
 impl OpenIdEnv {
@@ -287,6 +304,14 @@ impl OpenIdEnv {
             "OPENID_TOKEN_ENDPOINT_AUTH_METHOD" => self.openid_token_endpoint_auth_method.clone(),
             "PROXY" => self.proxy.clone(),
             crate::credentials::FEDERATED_TOKEN_FILE_ENV => self.azure_federated_token_file.clone(),
+            "USE_REDIS" => self.use_redis.clone(),
+            "REDIS_URI" => self.redis_uri.clone(),
+            "USE_REDIS_CLUSTER" => self.use_redis_cluster.clone(),
+            "REDIS_KEY_PREFIX" => self.redis_key_prefix.clone(),
+            "REDIS_USERNAME" => self.redis_username.clone(),
+            "REDIS_PASSWORD" => self.redis_password.clone(),
+            "REDIS_CA" => self.redis_ca.clone(),
+            "CREDS_KEY" => self.creds_key.clone(),
             _ => None,
         }
     }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::redis_tier::RedisStats;
+
 #[derive(Default)]
 pub struct Counters {
     pub cache_hits: AtomicU64,
@@ -33,6 +35,14 @@ pub struct Stats {
     pub cache_size: u64,
     /// Exchanges under way now.
     pub in_flight: u64,
+    /// Reads of the shared Redis tier that found a token, or did not (an
+    /// unavailable Redis counts a miss), and Redis operations that failed or
+    /// timed out.
+    pub redis_hits: u64,
+    pub redis_misses: u64,
+    pub redis_errors: u64,
+    /// Waits for another instance's exchange of the same key.
+    pub lock_waits: u64,
 }
 
 impl Counters {
@@ -40,7 +50,7 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, cache_size: usize) -> Stats {
+    pub fn snapshot(&self, cache_size: usize, redis: RedisStats) -> Stats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
             cache_hits: read(&self.cache_hits),
@@ -52,6 +62,10 @@ impl Counters {
             throttled: read(&self.throttled),
             cache_size: cache_size as u64,
             in_flight: read(&self.in_flight),
+            redis_hits: redis.hits,
+            redis_misses: redis.misses,
+            redis_errors: redis.errors,
+            lock_waits: redis.lock_waits,
         }
     }
 }

@@ -130,6 +130,7 @@ const options: ConfigureOptions = {
 configure(options)
 configure({ tokenEndpoint: 'https://login.microsoftonline.com/tenant-id/oauth2/v2.0/token', clientId: 'client-id', clientSecret: 'secret' })
 configure(null)
+configure({ issuer: 'https://issuer.example/v2.0', clientId: 'client-id', clientSecret: 'secret', redisUri: 'redis://cache:6380', redisCluster: false, redisKeyPrefix: 'lc:', redisTimeoutMs: 200, cacheEncryptionKey: '00'.repeat(32) })
 assertType<Equal<ReturnType<typeof configure>, void>>()
 // @ts-expect-error options (or null) are required
 configure()
@@ -154,9 +155,14 @@ const statNames: Array<keyof OboStats> = [
   'throttled',
   'cacheSize',
   'inFlight',
+  'redisHits',
+  'redisMisses',
+  'redisErrors',
+  'lockWaits',
 ]
 const hits: number = counters.cacheHits + counters.cacheMisses + counters.coalesced + counters.exchanges
 const rest: number = counters.retries + counters.failures + counters.throttled + counters.cacheSize + counters.inFlight
+const shared: number = counters.redisHits + counters.redisMisses + counters.redisErrors + counters.lockWaits
 // @ts-expect-error counters are numbers
 const hitsText: string = counters.cacheHits
 // @ts-expect-error no such counter
@@ -204,7 +210,7 @@ async function mock(): Promise<void> {
   void [assertion, released, expected, minted, grant, fault]
 }
 
-void [uses, mock, logger, statNames, hits, rest, libreChatToken]
+void [uses, mock, logger, statNames, hits, rest, shared, libreChatToken]
 
 // ---- acquireOboToken and enterprise credentials ----
 async function enterprise(): Promise<void> {

@@ -1,0 +1,389 @@
+'use strict';
+/**
+ * The shared Redis tier, end to end: several instances of the package (child
+ * processes, see fixtures/redis-instance.js) against one loopback provider and
+ * real redis-server processes on free ports (a single node, a three-node
+ * cluster). Skipped with a notice without redis-server, unless REQUIRE_REDIS=1.
+ */
+const crypto = require('node:crypto');
+const path = require('node:path');
+const { fork } = require('node:child_process');
+const obo = require('..');
+const { startMockIdp, faults } = require('../testing');
+const { until } = require('./helpers');
+const { redisAvailable, startRedis, startRedisCluster, redisCli } = require('./support/redis');
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'redis-instance.js');
+const KEY = crypto.randomBytes(32).toString('hex');
+const OTHER_KEY = crypto.randomBytes(32).toString('hex');
+const SCOPES = 'api://clear-scope/.default';
+const REDIS_PASSWORD = 'redis-pw-secret-4711';
+
+/** A package instance in its own process, driven over IPC. */
+class Instance {
+  static async start(env = {}) {
+    const child = fork(FIXTURE, [], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const instance = new Instance(child);
+    await new Promise((resolve, reject) => {
+      child.once('message', (message) => (message.ready ? resolve() : reject(new Error('unexpected first message'))));
+      child.once('exit', () => reject(new Error('the instance exited before it was ready')));
+    });
+    return instance;
+  }
+
+  constructor(child) {
+    this.child = child;
+    this.pending = new Map();
+    this.nextId = 0;
+    child.on('message', ({ id, value, error }) => {
+      const call = this.pending.get(id);
+      if (!call) return;
+      this.pending.delete(id);
+      if (error) call.reject(Object.assign(new Error(error.message), error));
+      else call.resolve(value);
+    });
+    child.once('exit', () => {
+      for (const call of this.pending.values()) call.reject(new Error('the instance exited'));
+      this.pending.clear();
+    });
+  }
+
+  ask(op, args = {}) {
+    const id = ++this.nextId;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.child.send({ id, op, ...args });
+    });
+  }
+
+  configure(options) {
+    return this.ask('configure', { options });
+  }
+
+  /** One call, or `count` identical ones, concurrently. */
+  async exchange(call, count = 1) {
+    const outcomes = await this.ask('exchange', { calls: Array.from({ length: count }, () => call) });
+    return count === 1 ? outcomes[0] : outcomes;
+  }
+
+  start(call, count = 1) {
+    return this.ask('start', { calls: Array.from({ length: count }, () => call) });
+  }
+
+  /** Counters since the last `mark()` (the package's own count since it was loaded). */
+  async stats() {
+    const now = await this.ask('stats');
+    const since = this.baseline || {};
+    return Object.fromEntries(Object.entries(now).map(([name, value]) => [name, value - (since[name] || 0)]));
+  }
+
+  async mark() {
+    this.baseline = await this.ask('stats');
+  }
+
+  async kill() {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** Polls a condition over IPC until it holds (an event the test waits for). */
+async function eventually(condition, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+const sum = async (instances, counter) =>
+  (await Promise.all(instances.map((instance) => instance.stats()))).reduce((total, s) => total + s[counter], 0);
+
+const available = redisAvailable('__test__/redis.test.js (the shared Redis tier)');
+const describeRedis = available ? describe : describe.skip;
+
+describe('configure() and the Redis options, without a server', () => {
+  afterAll(() => obo.configure(null));
+
+  test('a redisUri without cacheEncryptionKey is a TypeError naming it, and never quotes the URI', () => {
+    const options = {
+      tokenEndpoint: 'http://127.0.0.1:9/token',
+      clientId: 'a',
+      clientSecret: 'b',
+      redisUri: `redis://:${REDIS_PASSWORD}@127.0.0.1:9`,
+    };
+    let thrown;
+    try {
+      obo.configure(options);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(TypeError);
+    expect(thrown.option).toBe('cacheEncryptionKey');
+    expect(thrown.message).toContain('cacheEncryptionKey');
+    expect(thrown.message).not.toContain(REDIS_PASSWORD);
+    // Without redisUri, no Redis: the key alone is accepted and unused.
+    expect(() => obo.configure({ ...options, redisUri: undefined, cacheEncryptionKey: KEY })).not.toThrow();
+  });
+});
+
+describeRedis('the shared Redis tier across instances', () => {
+  let idp;
+  let redis;
+  let cluster;
+  let instances;
+  let minted = 0;
+  let prefixes = 0;
+  let prefix;
+
+  const call = (user, extra = {}) => ({ user, assertion: `assertion-clear-${user}`, scopes: SCOPES, ...extra });
+  const options = (extra = {}) => ({
+    tokenEndpoint: idp.tokenEndpoint,
+    clientId: idp.clientId,
+    clientSecret: idp.clientSecret,
+    retryDelayMs: 20,
+    redisUri: redis.uri,
+    redisKeyPrefix: prefix,
+    cacheEncryptionKey: KEY,
+    // Generous: a cold cluster connection on a busy machine must not turn into a miss.
+    redisTimeoutMs: 2000,
+    ...extra,
+  });
+  const configureAll = (extra) => Promise.all(instances.map((instance) => instance.configure(options(extra))));
+
+  beforeAll(async () => {
+    [idp, redis, cluster] = await Promise.all([startMockIdp(), startRedis(), startRedisCluster()]);
+    instances = await Promise.all([0, 1, 2, 3].map(() => Instance.start()));
+  }, 120000);
+
+  afterAll(async () => {
+    await Promise.all((instances || []).map((instance) => instance.kill()));
+    await Promise.all([idp && idp.close(), redis && redis.stop(), cluster && cluster.stop()]);
+  });
+
+  beforeEach(async () => {
+    idp.reset();
+    // Every token differs, so that a refreshed token is told from the old one.
+    idp.setResponder(() => ({ body: { token_type: 'Bearer', access_token: `AT-${++minted}-zq`, expires_in: 3600 } }));
+    prefix = `t${++prefixes}:`;
+    await configureAll();
+    await Promise.all(instances.map((instance) => instance.mark()));
+  });
+
+  test('a token exchanged by one instance is served to the others (three-node cluster)', async () => {
+    const [a, b, c] = instances;
+    await Promise.all([a, b, c].map((instance) => instance.configure(options({ redisUri: cluster.uris }))));
+    const first = await a.exchange(call('u1'));
+    expect(first.token).toMatch(/^AT-/);
+    const second = await b.exchange(call('u1'));
+    expect(second).toEqual({ token: first.token, expiresIn: expect.any(Number), expiresAt: first.expiresAt });
+    // Another key, through another cluster slot, also travels.
+    const other = await b.exchange(call('u2'));
+    expect((await c.exchange(call('u2'))).token).toBe(other.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+    expect(await b.stats()).toMatchObject({ redisHits: 1, exchanges: 1, redisErrors: 0 });
+    // Copied into b's own cache: no second Redis read.
+    expect((await b.exchange(call('u1'))).token).toBe(first.token);
+    expect((await b.stats()).redisHits).toBe(1);
+  });
+
+  test('a rotated assertion in another instance is a new key, then shared', async () => {
+    const [a, b, c] = instances;
+    const old = await a.exchange(call('u1', { assertion: 'assertion-clear-old' }));
+    const rotated = await b.exchange(call('u1', { assertion: 'assertion-clear-new' }));
+    expect(rotated.token).not.toBe(old.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+    expect((await c.exchange(call('u1', { assertion: 'assertion-clear-new' }))).token).toBe(rotated.token);
+    expect((await a.exchange(call('u1', { assertion: 'assertion-clear-new' }))).token).toBe(rotated.token);
+    expect((await c.exchange(call('u1', { assertion: 'assertion-clear-old' }))).token).toBe(old.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+  });
+
+  test('fromCache=false exchanges without asking Redis and replaces what the others are served', async () => {
+    const [a, b, c] = instances;
+    const stale = await a.exchange(call('u1'));
+    expect((await b.exchange(call('u1'))).token).toBe(stale.token);
+    const fresh = await a.exchange(call('u1', { fromCache: false }));
+    expect(fresh.token).not.toBe(stale.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+    expect((await c.exchange(call('u1'))).token).toBe(fresh.token);
+    await b.ask('clearCache');
+    expect((await b.exchange(call('u1'))).token).toBe(fresh.token);
+    expect((await a.exchange(call('u1'))).token).toBe(fresh.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+    // a's forced call neither read Redis nor waited for a lock.
+    expect(await a.stats()).toMatchObject({ redisHits: 0, lockWaits: 0 });
+  });
+
+  test('a cold fan-out of 4 instances × 50 calls makes exactly one provider request', async () => {
+    idp.enqueue({ hold: true });
+    await Promise.all(instances.map((instance) => instance.start(call('fan'), 50)));
+    // Everyone is waiting: one request held at the provider, 49 callers joined
+    // per instance, and the three other instances waiting for the lock's holder.
+    await eventually(
+      async () =>
+        idp.heldCount() === 1 && (await sum(instances, 'coalesced')) === 196 && (await sum(instances, 'lockWaits')) === 3,
+    );
+    expect(idp.release()).toBe(1);
+    const outcomes = (await Promise.all(instances.map((instance) => instance.ask('collect')))).flat();
+    expect(outcomes).toHaveLength(200);
+    const tokens = new Set(outcomes.map((outcome) => outcome.token));
+    expect([...tokens]).toEqual([expect.stringMatching(/^AT-/)]);
+    expect(idp.tokenRequestCount()).toBe(1);
+    expect(await sum(instances, 'exchanges')).toBe(1);
+  });
+
+  test('a long Retry-After learned by one instance refuses the key in every instance, without a request', async () => {
+    const [a, b] = instances;
+    idp.enqueue(faults.throttled(60));
+    const refused = await a.exchange(call('u1'));
+    expect(refused.error).toMatchObject({ status: 429, retryAfter: 60 });
+    const shared = await b.exchange(call('u1'));
+    expect(shared.error).toMatchObject({ status: 429, throttled: true, error: 'temporarily_unavailable' });
+    expect(shared.error.retryAfter).toBeGreaterThan(55);
+    expect(idp.tokenRequestCount()).toBe(1);
+    expect(await b.stats()).toMatchObject({ throttled: 1, exchanges: 0 });
+    // Now remembered by b itself: refused again without Redis.
+    expect((await b.exchange(call('u1'))).error.throttled).toBe(true);
+    // Other keys go on.
+    expect((await b.exchange(call('u2'))).token).toMatch(/^AT-/);
+  });
+
+  test('when the lock holder dies mid-exchange, a waiter exchanges itself once the lock expires', async () => {
+    const b = instances[1];
+    const victim = await Instance.start();
+    try {
+      // The lock lives one attempt (timeoutMs) plus a second.
+      const short = options({ timeoutMs: 4000, maxRetries: 0 });
+      await Promise.all([victim.configure(short), b.configure(short)]);
+      idp.enqueue({ hold: true });
+      await victim.start(call('u1'));
+      await until(() => idp.heldCount() === 1, 20000);
+      await b.start(call('u1'));
+      await eventually(async () => (await b.stats()).lockWaits === 1);
+      await victim.kill();
+      const [outcome] = await b.ask('collect');
+      expect(outcome.token).toMatch(/^AT-/);
+      expect(idp.tokenRequestCount()).toBe(2);
+      expect(await b.stats()).toMatchObject({ exchanges: 1, redisErrors: 0 });
+    } finally {
+      await victim.kill();
+    }
+  });
+
+  test('with Redis killed mid-run, calls still complete, the breaker opens, and no credential leaks', async () => {
+    const doomed = await startRedis({ args: ['--requirepass', REDIS_PASSWORD] });
+    const a = instances[0];
+    try {
+      const uri = `redis://:${REDIS_PASSWORD}@127.0.0.1:${doomed.port}`;
+      await a.configure(options({ redisUri: uri, redisTimeoutMs: 300 }));
+      expect((await a.exchange(call('u0'))).token).toMatch(/^AT-/);
+      expect((await a.stats()).redisErrors).toBe(0);
+      await doomed.kill();
+      const users = (from) => Array.from({ length: 10 }, (_, i) => call(`u${from + i}`));
+      const first = await a.ask('exchange', { calls: users(1) });
+      expect(first.every((outcome) => /^AT-/.test(outcome.token))).toBe(true);
+      const afterFirst = (await a.stats()).redisErrors;
+      expect(afterFirst).toBeGreaterThan(0);
+      // The breaker is open: the next calls do not even try (a probe at most).
+      const second = await a.ask('exchange', { calls: users(11) });
+      expect(second.every((outcome) => /^AT-/.test(outcome.token))).toBe(true);
+      expect((await a.stats()).redisErrors - afterFirst).toBeLessThanOrEqual(1);
+      expect(idp.tokenRequestCount()).toBe(21);
+      const logged = JSON.stringify(await a.ask('logs'));
+      expect(logged).not.toContain(REDIS_PASSWORD);
+      expect(JSON.stringify([first, second])).not.toContain(REDIS_PASSWORD);
+    } finally {
+      await doomed.stop();
+    }
+  });
+
+  test('an instance with another encryption key misses, and never fails', async () => {
+    const [a, b] = instances;
+    await b.configure(options({ cacheEncryptionKey: OTHER_KEY }));
+    const first = await a.exchange(call('u1'));
+    const second = await b.exchange(call('u1'));
+    expect(second.token).toMatch(/^AT-/);
+    expect(second.token).not.toBe(first.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+    expect(await b.stats()).toMatchObject({ redisHits: 0, redisErrors: 0, exchanges: 1 });
+  });
+
+  test('Redis holds nothing readable, and every key it holds expires', async () => {
+    const [a, b] = instances;
+    const token = await a.exchange(call('user-clear-1'));
+    idp.enqueue(faults.throttled(60));
+    await a.exchange(call('user-clear-2'));
+    // A lock, caught while its holder exchanges.
+    idp.enqueue({ hold: true });
+    await b.start(call('user-clear-3'));
+    await until(() => idp.heldCount() === 1, 20000);
+    const keys = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}*`))
+      .toString('latin1')
+      .split('\n')
+      .filter(Boolean);
+    expect(keys).toHaveLength(3);
+    const clear = [
+      'user-clear',
+      'assertion-clear',
+      'tenant-clear',
+      'issuer-clear',
+      'clear-scope',
+      token.token,
+      idp.clientSecret,
+      'temporarily_unavailable',
+      'AADSTS',
+    ];
+    for (const key of keys) {
+      const value = await redisCli(redis.port, 'GET', key);
+      for (const text of clear) {
+        expect(key).not.toContain(text);
+        expect(value.includes(Buffer.from(text))).toBe(false);
+      }
+      const ttl = Number((await redisCli(redis.port, 'PTTL', key)).toString().trim());
+      expect(ttl).toBeGreaterThan(0);
+    }
+    idp.release();
+    expect((await b.ask('collect'))[0].token).toMatch(/^AT-/);
+  });
+
+  test("LibreChat's environment: USE_REDIS with CREDS_KEY shares; without it, one warning and no Redis", async () => {
+    const [a, b] = instances;
+    const env = {
+      OPENID_ISSUER: idp.issuer,
+      OPENID_CLIENT_ID: idp.clientId,
+      OPENID_CLIENT_SECRET: idp.clientSecret,
+      USE_REDIS: 'true',
+      REDIS_URI: redis.uri,
+      USE_REDIS_CLUSTER: 'false',
+      REDIS_KEY_PREFIX: prefix,
+      CREDS_KEY: KEY,
+    };
+    await a.ask('env', { vars: env });
+    await a.configure(null);
+    const token = await a.exchange(call('u1'));
+    expect(token.token).toMatch(/^AT-/);
+    const keys = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}*`)).toString().split('\n').filter(Boolean);
+    expect(keys).toHaveLength(1);
+    // b, configured explicitly on the same Redis and key, is served a's token.
+    expect((await b.exchange(call('u1'))).token).toBe(token.token);
+
+    await b.ask('env', { vars: { ...env, REDIS_KEY_PREFIX: `${prefix}nokey:`, CREDS_KEY: null } });
+    await b.configure(null);
+    expect((await b.exchange(call('u2'))).token).toMatch(/^AT-/);
+    expect((await b.exchange(call('u3'))).token).toMatch(/^AT-/);
+    const warnings = (await b.ask('logs')).filter((entry) => entry.level === 'warn');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0].message).toContain('CREDS_KEY');
+    const unencrypted = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}nokey:*`)).toString().trim();
+    expect(unencrypted).toBe('');
+    await Promise.all(
+      [a, b].map((instance) =>
+        instance.ask('env', { vars: Object.fromEntries(Object.keys(env).map((name) => [name, null])) }),
+      ),
+    );
+  });
+});

@@ -1,0 +1,398 @@
+//! What the leader of a local flight does when instances share a Redis tier:
+//! look there first, then make sure that only one instance of the deployment
+//! exchanges a given key while the others wait for its token, and afterwards
+//! share what the exchange learned (the token, or a throttle).
+//!
+//! It lives apart from the engine so that the engine keeps one job (a call's
+//! way through the local cache, throttles, flight and retries) and only asks
+//! this module before and after an exchange. Everything here is best effort:
+//! the tier answers every failure as a miss or as "unavailable", and then the
+//! instance simply exchanges on its own.
+//!
+//! ```text
+//! leader ──lookup──▶ token? ──▶ copy to the local cache, answer
+//!          │         throttle? ─▶ remember locally, refuse
+//!          ▼
+//!        try_lock ─ acquired ──▶ (token put meanwhile? serve it) exchange,
+//!          │                     put token or throttle, release
+//!          ├─ unavailable ─────▶ exchange on our own
+//!          ▼
+//!        wait_for ─ token ─────▶ copy, answer
+//!          └─ lock gone / timed out ─▶ back to lookup (bounded)
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{wall_clock_ms, CacheKey, CachedToken, TokenCache};
+use crate::config::Config;
+use crate::engine::{Outcome, Token};
+use crate::error::{ExchangeError, OAuthErrorBody};
+use crate::generations::Generations;
+use crate::redis_tier::{LockAttempt, LockGuard, RedisTier, Shared, SharedThrottle, SharedToken};
+use crate::throttle::Throttles;
+
+/// Slack added to the longest exchange when sizing the lock.
+const LOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// The Redis tier of one configuration, with what it needs to know of it.
+pub struct SharedTier {
+    tier: RedisTier,
+    /// The longest one exchange can last, retries included: the lock's life.
+    hold: Duration,
+    /// The configuration's expiry skew, to recompute a fresh token's serve-until.
+    skew: Duration,
+}
+
+/// The local tiers a shared answer is copied into, and the epoch the call
+/// began in: nothing is copied into tiers cleared since.
+pub struct Local<'a> {
+    pub cache: &'a TokenCache,
+    pub throttles: &'a Throttles,
+    pub capacity: usize,
+    pub generations: &'static Generations,
+    pub epoch: u32,
+}
+
+impl Local<'_> {
+    fn still_current(&self) -> bool {
+        self.generations.epoch() == self.epoch
+    }
+}
+
+/// What the leader does after asking the shared tier.
+pub enum Ahead {
+    /// Another instance's token, copied into the local cache.
+    Served(Token),
+    /// The key is throttled for the whole deployment (now remembered locally too).
+    Refused(ExchangeError),
+    /// Exchange, then hand the outcome to [`Exchanging::finish`].
+    Exchange(Exchanging),
+}
+
+/// The right to exchange a key: with the deployment's lock, or without one
+/// when Redis could not be asked.
+pub struct Exchanging {
+    lock: Option<LockGuard>,
+}
+
+impl SharedTier {
+    pub fn new(tier: RedisTier, config: &Config) -> SharedTier {
+        SharedTier { tier, hold: longest_exchange(config) + LOCK_MARGIN, skew: config.expiry_skew }
+    }
+
+    pub fn tier(&self) -> &RedisTier {
+        &self.tier
+    }
+
+    /// For the local leader of a cold key: a token or throttle from another
+    /// instance, or the right to exchange. Waits for another instance's
+    /// exchange at most about twice the lock's life; then exchanges itself.
+    pub async fn ahead(&self, key: &CacheKey, local: &Local<'_>) -> Ahead {
+        let deadline = Instant::now() + self.hold * 2;
+        loop {
+            match self.tier.lookup(key.as_bytes()).await {
+                Shared::Token(token) => return Ahead::Served(adopt(key, token, local)),
+                Shared::Throttled(throttle) => return Ahead::Refused(refusal(key, &throttle, local)),
+                Shared::Nothing => {}
+            }
+            match self.tier.try_lock(key.as_bytes(), self.hold).await {
+                LockAttempt::Acquired(lock) => {
+                    // A holder may have stored its token and let go between our read and our lock.
+                    if let Some(token) = self.tier.get(key.as_bytes()).await {
+                        lock.release().await;
+                        return Ahead::Served(adopt(key, token, local));
+                    }
+                    return Ahead::Exchange(Exchanging { lock: Some(lock) });
+                }
+                LockAttempt::Unavailable => return Ahead::Exchange(Exchanging { lock: None }),
+                LockAttempt::HeldElsewhere => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ahead::Exchange(Exchanging { lock: None });
+            }
+            // `None`: the holder let go without a token, or time is up. Look
+            // again: a throttle it shared refuses us, and of the waiters only
+            // the one that takes the lock next exchanges.
+            if let Some(token) = self.tier.wait_for(key.as_bytes(), left.min(self.hold)).await {
+                return Ahead::Served(adopt(key, token, local));
+            }
+        }
+    }
+
+    /// The right to exchange without asking Redis (`fromCache = false`): the
+    /// outcome still replaces what the other instances are served.
+    pub fn bypass(&self) -> Exchanging {
+        Exchanging { lock: None }
+    }
+}
+
+impl Exchanging {
+    /// Shares the outcome of the exchange (a token until its serve-until, or
+    /// the provider's `Retry-After`) before letting go of the lock, so that
+    /// the waiters it wakes find it. Nothing is shared from an exchange begun
+    /// before a `configure()`/`clearCache()`, as nothing is cached locally.
+    pub async fn finish(self, shared: &SharedTier, key: &CacheKey, outcome: &Outcome, local: &Local<'_>) {
+        if local.still_current() {
+            match outcome {
+                Ok(token) => shared.tier.put(key.as_bytes(), &shared_token(token, shared.skew)).await,
+                Err(err) if !err.throttled => {
+                    if let Some(wait) = err.retry_after {
+                        let until_ms = wall_clock_ms().saturating_add(wait.as_millis() as u64);
+                        shared.tier.throttle_put(key.as_bytes(), &shared_throttle(err, until_ms)).await;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(lock) = self.lock {
+            lock.release().await;
+        }
+    }
+}
+
+/// Attempts × timeout, plus the waits between them (a short `Retry-After` is
+/// waited out, up to `maxRetryAfterMs`).
+fn longest_exchange(config: &Config) -> Duration {
+    let attempts = config.max_retries + 1;
+    let between = config.retry_delay.max(config.max_retry_after);
+    config.timeout * attempts + between * config.max_retries
+}
+
+/// A token as [`crate::engine`]'s `store` cached it, from what the exchange
+/// answered: it is fresh, so `expires_in` is the whole grant.
+fn shared_token(token: &Token, skew: Duration) -> SharedToken {
+    let obtained_at_ms = token.expires_at_ms.saturating_sub(token.expires_in.saturating_mul(1000));
+    let cached = CachedToken::new(token.access_token.clone(), token.expires_in, obtained_at_ms, skew);
+    SharedToken {
+        access_token: token.access_token.to_string(),
+        granted_secs: cached.granted_secs,
+        expires_at_ms: cached.expires_at_ms,
+        serve_until_ms: cached.serve_until_ms,
+    }
+}
+
+/// Another instance's token, into the local cache with the same serve-until.
+fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
+    let now_ms = wall_clock_ms();
+    let cached = CachedToken {
+        access_token: Arc::from(shared.access_token),
+        granted_secs: shared.granted_secs,
+        expires_at_ms: shared.expires_at_ms,
+        serve_until_ms: shared.serve_until_ms,
+    };
+    let token = Token {
+        access_token: cached.access_token.clone(),
+        expires_in: cached.remaining_secs(now_ms),
+        expires_at_ms: cached.expires_at_ms,
+    };
+    local.cache.insert(*key, cached, local.capacity, now_ms, || local.still_current());
+    token
+}
+
+fn shared_throttle(err: &ExchangeError, until_ms: u64) -> SharedThrottle {
+    SharedThrottle {
+        until_ms,
+        status: err.status,
+        message: err.message.clone(),
+        code: err.code.clone(),
+        error: err.oauth.as_ref().map(|oauth| oauth.error.clone()),
+        error_description: err.oauth.as_ref().and_then(|oauth| oauth.error_description.clone()),
+    }
+}
+
+/// Another instance's throttle: remembered locally, and answered as the
+/// local throttle would answer it.
+fn refusal(key: &CacheKey, throttle: &SharedThrottle, local: &Local<'_>) -> ExchangeError {
+    let mut error = ExchangeError::failed(throttle.message.clone());
+    error.status = throttle.status;
+    error.code = throttle.code.clone();
+    error.oauth = throttle.error.as_ref().map(|oauth_error| {
+        Box::new(OAuthErrorBody {
+            error: oauth_error.clone(),
+            error_description: throttle.error_description.clone(),
+            ..OAuthErrorBody::default()
+        })
+    });
+    error.retryable = true;
+    let now_ms = wall_clock_ms();
+    local.throttles.remember(key, throttle.until_ms, Arc::new(error.clone()), || local.still_current());
+    error.throttled = true;
+    error.retry_after = Some(Duration::from_millis(throttle.until_ms.saturating_sub(now_ms)));
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::from_json(&format!(
+            r#"{{"tokenEndpoint":"http://127.0.0.1:9/token","clientId":"a","clientSecret":"b"{extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_lock_outlives_the_longest_exchange_and_no_more() {
+        // 2 attempts of 500 ms, one wait of at most max(300 ms, 5 s).
+        let longest = longest_exchange(&config(r#","timeoutMs":500,"maxRetries":1,"retryDelayMs":300"#));
+        assert_eq!(longest, Duration::from_millis(2 * 500 + 5_000));
+        let single = longest_exchange(&config(r#","timeoutMs":400,"maxRetries":0"#));
+        assert_eq!(single, Duration::from_millis(400));
+    }
+
+    #[test]
+    fn a_fresh_token_is_shared_with_the_serve_until_the_local_cache_gave_it() {
+        let now = wall_clock_ms();
+        let token = Token { access_token: Arc::from("tok"), expires_in: 3600, expires_at_ms: now + 3_600_000 };
+        let shared = shared_token(&token, Duration::from_secs(30));
+        let local = CachedToken::new(Arc::from("tok"), 3600, now, Duration::from_secs(30));
+        assert_eq!(
+            (shared.granted_secs, shared.expires_at_ms, shared.serve_until_ms),
+            (3600, local.expires_at_ms, local.serve_until_ms)
+        );
+    }
+
+    #[test]
+    fn a_shared_throttle_is_answered_as_the_provider_refused() {
+        let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+        let (cache, throttles) = (TokenCache::new(generations), Throttles::default());
+        let local =
+            Local { cache: &cache, throttles: &throttles, capacity: 10, generations, epoch: generations.epoch() };
+        let key = crate::key::test_key("u", "s");
+        let throttle = SharedThrottle {
+            until_ms: wall_clock_ms() + 60_000,
+            status: Some(429),
+            message: "Too many requests".into(),
+            code: Some("temporarily_unavailable".into()),
+            error: Some("temporarily_unavailable".into()),
+            error_description: Some("AADSTS50196".into()),
+        };
+        let refused = refusal(&key, &throttle, &local);
+        assert!(refused.throttled && refused.retryable);
+        assert_eq!(refused.status, Some(429));
+        assert!((59..=60).contains(&refused.retry_after_secs().unwrap()));
+        assert_eq!(refused.oauth.unwrap().error_description.as_deref(), Some("AADSTS50196"));
+        assert!(throttles.check(&key, wall_clock_ms()).is_some_and(|local| local.throttled));
+    }
+
+    /// One process's local tiers, for the tests that play several instances.
+    struct Instance {
+        shared: SharedTier,
+        cache: TokenCache,
+        throttles: Throttles,
+        generations: &'static Generations,
+    }
+
+    impl Instance {
+        fn new(uri: &str) -> Instance {
+            let options = serde_json::json!({
+                "tokenEndpoint": "http://127.0.0.1:9/token", "clientId": "a", "clientSecret": "b",
+                "timeoutMs": 2000, "maxRetries": 0,
+                "redisUri": uri, "cacheEncryptionKey": "ab".repeat(32), "redisTimeoutMs": 1000,
+            });
+            let config = Config::from_json(&options.to_string()).unwrap();
+            let mut redis = config.redis.clone().unwrap();
+            redis.poll_interval = Duration::from_millis(50);
+            let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+            Instance {
+                shared: SharedTier::new(RedisTier::new(redis).unwrap(), &config),
+                cache: TokenCache::new(generations),
+                throttles: Throttles::default(),
+                generations,
+            }
+        }
+
+        fn local(&self) -> Local<'_> {
+            Local {
+                cache: &self.cache,
+                throttles: &self.throttles,
+                capacity: 100,
+                generations: self.generations,
+                epoch: self.generations.epoch(),
+            }
+        }
+
+        async fn ahead(&self, key: &CacheKey) -> Ahead {
+            self.shared.ahead(key, &self.local()).await
+        }
+
+        /// Resolves once this instance waits for another's exchange.
+        async fn waiting(&self) {
+            while self.shared.tier().stats().lock_waits == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    fn exchanging(ahead: Ahead) -> Exchanging {
+        match ahead {
+            Ahead::Exchange(exchanging) => {
+                assert!(exchanging.lock.is_some(), "exchanging without the lock");
+                exchanging
+            }
+            _ => panic!("expected the right to exchange"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_instance_is_served_the_holders_token_with_its_serve_until() {
+        if !crate::redis_tier::test_servers::redis_available("shared: served the holder's token", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let (holder, waiter) = (Instance::new(&server.uri()), Instance::new(&server.uri()));
+        let key = crate::key::test_key("u", "s");
+        let exchange = exchanging(holder.ahead(&key).await);
+        let token =
+            Token { access_token: Arc::from("tok"), expires_in: 3600, expires_at_ms: wall_clock_ms() + 3_600_000 };
+        let (served, ()) = tokio::join!(waiter.ahead(&key), async {
+            waiter.waiting().await;
+            exchange.finish(&holder.shared, &key, &Ok(token.clone()), &holder.local()).await;
+        });
+        let Ahead::Served(served) = served else { panic!("the waiter was not served") };
+        assert_eq!((served.access_token.as_ref(), served.expires_at_ms), ("tok", token.expires_at_ms));
+        let copied = waiter.cache.get(&key, wall_clock_ms()).unwrap();
+        assert_eq!(copied.serve_until_ms, shared_token(&token, Duration::from_secs(30)).serve_until_ms);
+        // A third instance finds it at once, without waiting.
+        let late = Instance::new(&server.uri());
+        assert!(matches!(late.ahead(&key).await, Ahead::Served(_)));
+        assert_eq!(late.shared.tier().stats().lock_waits, 0);
+    }
+
+    #[tokio::test]
+    async fn a_holders_throttle_refuses_the_waiter_and_a_failed_holder_hands_the_lock_on() {
+        if !crate::redis_tier::test_servers::redis_available("shared: throttle and hand-over", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let (holder, waiter) = (Instance::new(&server.uri()), Instance::new(&server.uri()));
+
+        let throttled = crate::key::test_key("throttled", "s");
+        let exchange = exchanging(holder.ahead(&throttled).await);
+        let mut refusal = ExchangeError::failed("too many requests").with_status(429);
+        refusal.retry_after = Some(Duration::from_secs(60));
+        let (answer, ()) = tokio::join!(waiter.ahead(&throttled), async {
+            waiter.waiting().await;
+            exchange.finish(&holder.shared, &throttled, &Err(Arc::new(refusal)), &holder.local()).await;
+        });
+        let Ahead::Refused(refused) = answer else { panic!("the waiter was not refused") };
+        assert!(refused.throttled && refused.status == Some(429));
+        assert!(waiter.throttles.check(&throttled, wall_clock_ms()).is_some());
+
+        // A holder that fails without a throttle lets go: the waiter takes the lock itself.
+        let failing = crate::key::test_key("failing", "s");
+        let exchange = exchanging(holder.ahead(&failing).await);
+        let waits_before = waiter.shared.tier().stats().lock_waits;
+        let (answer, ()) = tokio::join!(waiter.ahead(&failing), async {
+            while waiter.shared.tier().stats().lock_waits == waits_before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let failed = Arc::new(ExchangeError::failed("invalid_grant"));
+            exchange.finish(&holder.shared, &failing, &Err(failed), &holder.local()).await;
+        });
+        drop(exchanging(answer));
+    }
+}
