@@ -12,8 +12,11 @@
  * Environment:
  *   BENCH_ROUNDS=n       rounds per workload (default 5, quick 3; verdicts need ≥ 3 to show a spread)
  *   BENCH_QUICK=1        smaller workloads; results go to bench/.out/results-quick.md
+ *   (BENCH_ONLY, BENCH_CONTESTANTS or BENCH_PARAMS set: results go to bench/.out/results-partial.md)
  *   BENCH_ONLY=hit,miss  a subset of workloads, by id or prefix (hit, hitFresh, miss, fanout,
  *                        memory, memory1200, memory2500, mixed, workers)
+ *   BENCH_CONTESTANTS=native,lean  a subset of contestants (investigations; ratios need all three)
+ *   BENCH_PARAMS='{"memoryReads":0}'  JSON merged over the workload parameters (investigations)
  *   BENCH_RESULTS=path   where to write the markdown (default as above)
  *   BENCH_CPU_PROF=1     children run with --cpu-prof into bench/.out/prof/
  * Children inherit the environment, so e.g. `MALLOC_ARENA_MAX=1 npm run bench`
@@ -28,14 +31,21 @@ const path = require('node:path');
 const QUICK = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK || '');
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS) || (QUICK ? 3 : 5));
 const OUT_DIR = path.join(__dirname, '.out');
+/** Only a full run of every workload and contestant, with the default parameters, replaces bench/results.md. */
+const PARTIAL = ['BENCH_ONLY', 'BENCH_CONTESTANTS', 'BENCH_PARAMS'].some((name) => process.env[name]);
 const RESULTS =
-  process.env.BENCH_RESULTS || (QUICK ? path.join(OUT_DIR, 'results-quick.md') : path.join(__dirname, 'results.md'));
+  process.env.BENCH_RESULTS ||
+  (QUICK
+    ? path.join(OUT_DIR, 'results-quick.md')
+    : PARTIAL
+      ? path.join(OUT_DIR, 'results-partial.md')
+      : path.join(__dirname, 'results.md'));
 const CPU_PROF = /^(1|true|yes)$/i.test(process.env.BENCH_CPU_PROF || '');
 /** A stack memory run makes 100 000 exchanges at ~2 000/s on a quiet machine. */
 const CHILD_TIMEOUT_MS = 900_000;
 const CONTESTANTS = ['native', 'lean', 'stack'];
 
-const PARAMS = QUICK
+const DEFAULT_PARAMS = QUICK
   ? {
       hitWarmMs: 100,
       hitMeasureMs: 300,
@@ -46,6 +56,8 @@ const PARAMS = QUICK
       memoryCounts: [2_000, 10_000],
       memoryTokenLengths: [1200, 2500],
       memoryReads: 2,
+      memoryHot: 1_500,
+      memoryFreshAssertions: true,
       mixedUsers: 1_000,
       mixedCalls: 20_000,
       mixedMissRate: 0.05,
@@ -66,6 +78,8 @@ const PARAMS = QUICK
       memoryCounts: [20_000, 100_000],
       memoryTokenLengths: [1200, 2500],
       memoryReads: 2,
+      memoryHot: 8_000,
+      memoryFreshAssertions: true,
       mixedUsers: 1_000,
       mixedCalls: 100_000,
       mixedMissRate: 0.05,
@@ -76,6 +90,15 @@ const PARAMS = QUICK
       workerLanes: 8,
       concurrency: 64,
     };
+
+const PARAMS = { ...DEFAULT_PARAMS, ...JSON.parse(process.env.BENCH_PARAMS || '{}') };
+const ONLY_CONTESTANTS = (process.env.BENCH_CONTESTANTS || '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+for (const name of ONLY_CONTESTANTS) {
+  if (!CONTESTANTS.includes(name)) throw new Error(`BENCH_CONTESTANTS: unknown contestant ${name} (${CONTESTANTS.join(', ')})`);
+}
 
 const lower = 'lower';
 const higher = 'higher';
@@ -121,7 +144,8 @@ const WORKLOADS = [
     idp: { tokenLength },
     title:
       `4. memory, ${tokenLength}-character tokens (${PARAMS.memoryCounts.join(' → ')} entries, ` +
-      `each read ${PARAMS.memoryReads} more times; slope between the counts)`,
+      `each read ${PARAMS.memoryReads} more times, the latest ${PARAMS.memoryHot} twice more` +
+      `${PARAMS.memoryFreshAssertions ? ', a fresh assertion string per call' : ''}; slope between the counts)`,
     metrics: [
       { key: 'rssSlope', label: 'RSS bytes per entry', better: lower, digits: 0 },
       { key: 'heapSlope', label: 'of which V8 heap (used, after gc)', better: lower, digits: 0 },
@@ -147,7 +171,9 @@ const WORKLOADS = [
 ];
 for (const workload of WORKLOADS) {
   workload.child = workload.child || workload.id;
-  workload.contestants = workload.contestants || CONTESTANTS;
+  workload.contestants = (workload.contestants || CONTESTANTS).filter(
+    (c) => ONLY_CONTESTANTS.length === 0 || ONLY_CONTESTANTS.includes(c),
+  );
 }
 
 // --- statistics ------------------------------------------------------------------
@@ -496,6 +522,8 @@ function render(results, info, attempts) {
   const memoryDetails = [
     ['rssPerEntryFirst', `RSS bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
     ['heapPerEntryFirst', `V8 heap bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
+    ['rssPerEntryLast', `RSS bytes per entry, baseline → ${PARAMS.memoryCounts[PARAMS.memoryCounts.length - 1]}`, 0],
+    ['heapPerEntryLast', `V8 heap bytes per entry, baseline → ${PARAMS.memoryCounts[PARAMS.memoryCounts.length - 1]}`, 0],
     ['offHeapPerEntryFirst', `outside the V8 heap, bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
     ['externalSlope', 'V8 external bytes per entry (slope)', 0],
     ['heapTotalSlope', 'V8 heapTotal bytes per entry (slope)', 0],
@@ -578,7 +606,7 @@ async function main() {
   const info = { machine: { ...machine(), mallocEnv }, build: build(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
   const started = Date.now();
   console.error(
-    `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × 3 contestants${QUICK ? ' (quick)' : ''}; ` +
+    `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × ${ONLY_CONTESTANTS.length || CONTESTANTS.length} contestants${QUICK ? ' (quick)' : ''}; ` +
       `${info.machine.cpu}, ${info.machine.cores} cores, Node ${info.machine.node}; ` +
       `commit ${info.build.commit.slice(0, 12)}${info.build.dirty ? ' (dirty tree)' : ''}`,
   );

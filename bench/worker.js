@@ -197,32 +197,45 @@ async function fanout(c, P) {
 }
 
 /**
- * 4. Memory per cached entry, tokens of `P.tokenLength` characters. Entries
- * are made by misses (64 in flight) and each is then read `P.memoryReads`
- * more times, as tool calls re-read a user's token (so native's per-thread
- * memo fills as in real use). After a warm-up, readings at every count of
- * `P.memoryCounts` (after forced collections): per entry from the baseline
- * to the first count, and the slope between the first and the last.
- * The assertions and identities of all users are made before the baseline
- * and held by the workload throughout, as a server's sessions hold them.
+ * 4. Memory per cached entry, tokens of `P.tokenLength` characters. Users
+ * arrive in groups of 256: each is served by a miss (64 in flight), then
+ * read `P.memoryReads` more times while still recent, as a conversation's
+ * tool calls re-read its token. Before each reading the most recent
+ * `P.memoryHot` users are read twice more (the active users of the moment),
+ * so native's per-thread memo holds its working set at every reading instead
+ * of whatever a sweep left in it. Readings (after forced collections) at the
+ * baseline (after a warm-up) and at every count of `P.memoryCounts`: per
+ * entry from the baseline to each count, and the slope between the first
+ * and the last count. The identities and assertions of all users are made
+ * before the baseline and held throughout, as a server's sessions hold them;
+ * with `P.memoryFreshAssertions` every call passes a fresh copy of the
+ * assertion (a server parses it from each request), so whatever a cache
+ * keeps of it beyond the call shows in its bytes per entry.
  */
 async function memory(c, P) {
   const tag = Date.now().toString(36);
   const counts = [...P.memoryCounts].sort((a, b) => a - b);
   const total = counts[counts.length - 1];
   const warm = 512;
+  const group = 256;
   const users = Array.from({ length: warm + total }, (_, i) => identity(`mem-${tag}-${i}`));
   const tokens = users.map((u) => makeAssertion(u.user.openidId));
   const samples = new Map();
+  const assertion = P.memoryFreshAssertions ? (i) => freshCopy(tokens[i]) : (i) => tokens[i];
   const call = async (i) => {
     const { user, context } = users[i];
-    const result = await c.exchangeOboToken(user, tokens[i], SCOPE, true, context);
+    const result = await c.exchangeOboToken(user, assertion(i), SCOPE, true, context);
     // Keep a small sample for the checks, nothing that grows with the count.
     if (i % 997 === 0) samples.set(i, result);
   };
+  const pass = (from, to) => pool(to - from, P.concurrency, (i) => call(from + i));
   const fill = async (from, to) => {
-    await pool(to - from, P.concurrency, (i) => call(from + i));
-    for (let r = 0; r < P.memoryReads; r++) await pool(to - from, P.concurrency, (i) => call(from + i));
+    for (let start = from; start < to; start += group) {
+      const end = Math.min(to, start + group);
+      for (let r = 0; r <= P.memoryReads; r++) await pass(start, end);
+    }
+    const hotFrom = Math.max(0, to - P.memoryHot);
+    for (let r = 0; r < 2; r++) await pass(hotFrom, to);
   };
   const reading = async () => {
     await settleHeap();
@@ -260,7 +273,11 @@ async function memory(c, P) {
       tokenLengthSeen: samples.values().next().value.access_token.length,
       counts,
       reads: P.memoryReads,
+      hot: P.memoryHot,
+      freshAssertions: P.memoryFreshAssertions,
       rssPerEntryFirst: per('rss', 0, first),
+      rssPerEntryLast: per('rss', 0, last),
+      heapPerEntryLast: per('heapUsed', 0, last),
       heapPerEntryFirst: per('heapUsed', 0, first),
       offHeapPerEntryFirst: (offHeap(readings[first]) - offHeap(readings[0])) / (readings[first].entries - readings[0].entries),
       externalSlope: per('external', first, last),
