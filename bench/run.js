@@ -19,6 +19,7 @@
  *   BENCH_PARAMS='{"memoryReads":0}'  JSON merged over the workload parameters (investigations)
  *   BENCH_RESULTS=path   where to write the markdown (default as above)
  *   BENCH_CPU_PROF=1     children run with --cpu-prof into bench/.out/prof/
+ *   BENCH_RENDER=raw.json  no runs: render a raw results file again (same BENCH_QUICK/BENCH_PARAMS as its run)
  * Children inherit the environment, so e.g. `MALLOC_ARENA_MAX=1 npm run bench`
  * applies to every contestant; the results record the MALLOC_* variables.
  */
@@ -229,9 +230,10 @@ const hitTargets = (s) => [
 ];
 const memoryTargets = (s, workload) => [
   {
-    text: `≤ the token's length + 300 (${workload.params.tokenLength + 300}) and ≤ lean (issue 8)`,
-    verdict: both(within(lower, s.native, workload.params.tokenLength + 300), atLeast(lower, s.native, s.lean, 1)),
+    text: `≤ the token's length + 300 (${workload.params.tokenLength + 300}) (issue 8)`,
+    verdict: within(lower, s.native, workload.params.tokenLength + 300),
   },
+  { text: '≤ lean (issue 8)', verdict: atLeast(lower, s.native, s.lean, 1) },
 ];
 const TARGETS = {
   'hit.usPerHit': hitTargets,
@@ -430,7 +432,7 @@ function addonDigest() {
 
 const MARK = { [MET]: '✅ met', [MISSED]: '❌ missed', [INCONCLUSIVE]: '❔ inconclusive' };
 
-function render(results, info, attempts) {
+function render(results, info, attempts, rounds = ROUNDS) {
   const lines = [];
   lines.push(`# obo-native benchmark${QUICK ? ' (quick mode)' : ''}`, '');
   lines.push(
@@ -483,13 +485,13 @@ function render(results, info, attempts) {
   }
   lines.push('');
   lines.push(
-    `Method: ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}; each run is a fresh child process (native, lean, stack alternating); ` +
+    `Method: ${rounds} round${rounds === 1 ? '' : 's'}; each run is a fresh child process (native, lean, stack alternating); ` +
       `the identity provider (bench/idp.js, the mock of testing.js) runs in its own process on loopback. ` +
       `Every call passes today's five arguments (user, 1.5 KB assertion, scopes, true, identity context). ` +
       `Cells: median (min–max) over rounds. Ratios: how many times better native is (> 1 = native better), from medians. ` +
       `Verdicts use the whole spread: *met* only when native's worst round beats the target against the other's best round, ` +
       `*missed* when even native's best round does not, *inconclusive* when the gap lies inside the spread of the rounds` +
-      `${ROUNDS === 1 ? ' (one round shows no spread: these verdicts are indicative only)' : ''}. ` +
+      `${rounds === 1 ? ' (one round shows no spread: these verdicts are indicative only)' : ''}. ` +
       `Total time ${(info.elapsedMs / 60000).toFixed(1)} min.`,
     '',
   );
@@ -599,7 +601,22 @@ function selectWorkloads() {
   return chosen;
 }
 
+/** Judges and writes the results of an earlier run again, e.g. after a change of targets. */
+function renderAgain(file) {
+  const { info, results, attempts } = JSON.parse(fs.readFileSync(file, 'utf8'));
+  if (JSON.stringify(info.params) !== JSON.stringify(PARAMS)) {
+    throw new Error(`${file} was measured with other parameters; set BENCH_QUICK/BENCH_PARAMS as for its run`);
+  }
+  const { text, tally } = render(results, { ...info, rounds: info.rounds }, attempts, info.rounds);
+  fs.writeFileSync(RESULTS, `${text}\n`);
+  console.error(`wrote ${path.relative(process.cwd(), RESULTS)} from ${file}; targets ${tally[MET]} met, ${tally[MISSED]} missed, ${tally[INCONCLUSIVE]} inconclusive`);
+}
+
 async function main() {
+  if (process.env.BENCH_RENDER) {
+    renderAgain(process.env.BENCH_RENDER);
+    return;
+  }
   const workloads = selectWorkloads();
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const mallocEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_')));
@@ -649,7 +666,7 @@ async function main() {
   }
   info.elapsedMs = Date.now() - started;
   info.buildAfter = build();
-  const { text, tally } = render(results, info, attempts);
+  const { text, tally } = render(results, info, attempts, ROUNDS);
   process.stdout.write(`${text}\n`);
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, `${text}\n`);
