@@ -7,6 +7,8 @@ const path = require('node:path');
 const CONTESTANTS = ['native', 'lean', 'stack'];
 const SCOPE = 'api://mcp-server-4f1c2d/Tools.ReadWrite';
 const ASSERTION_LENGTH = 1536;
+const TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47';
+const ISSUER = `https://login.microsoftonline.com/${TENANT}/v2.0`;
 
 function loadContestant(name) {
   if (!CONTESTANTS.includes(name)) throw new Error(`unknown contestant ${name}`);
@@ -14,6 +16,24 @@ function loadContestant(name) {
 }
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+/**
+ * The two arguments today's LibreChat passes for one signed-in user: the
+ * user (with its OpenID fields) and the identity context the MCP resolver
+ * builds from the request (subject, tenant, issuer).
+ */
+function identity(subject) {
+  return {
+    user: { openidId: subject, tenantId: TENANT, openidIssuer: ISSUER, email: 'jane.doe@contoso.example' },
+    context: { openidSubject: subject, tenantId: TENANT, openidIssuer: ISSUER },
+  };
+}
+
+/**
+ * A copy of `text` in a new string object, flat, whose hash V8 has not yet
+ * computed: what a caller holds after parsing a request's header.
+ */
+const freshCopy = (text) => Buffer.from(text, 'latin1').toString('latin1');
 
 /**
  * A ~1.5 KB JWT-shaped access token (an Entra v1 access token's claims and an
@@ -52,15 +72,19 @@ function makeAssertion(subject) {
   // base64url grows 4/3: pad `aio` so the token is ~ASSERTION_LENGTH characters.
   const padBytes = Math.max(0, Math.floor(((ASSERTION_LENGTH - bare) * 3) / 4) - 2);
   claims.aio = crypto.randomBytes(Math.ceil((padBytes * 3) / 4)).toString('base64url').slice(0, padBytes);
-  const token = `${header}.${b64(claims)}.${signature}`;
-  return Buffer.from(token, 'latin1').toString('latin1'); // flat, not a rope
+  return freshCopy(`${header}.${b64(claims)}.${signature}`); // flat, not a rope
 }
 
 /** The signature part of the token the mock IdP mints for (assertion, scope). */
 const expectedDigest = (assertion, scope) =>
   crypto.createHash('sha256').update(`${assertion}\n${scope}`).digest('base64url');
 
-function checkResult(result, assertion, scope, what) {
+/**
+ * Throws unless `result` is today's result shape for (assertion, scope):
+ * `expires_at` is required when `withExpiresAt` (a contestant that returns
+ * it), and must then lie in the future, at most a day away.
+ */
+function checkResult(result, assertion, scope, what, withExpiresAt = false) {
   if (
     !result ||
     typeof result.access_token !== 'string' ||
@@ -68,7 +92,13 @@ function checkResult(result, assertion, scope, what) {
     result.scope !== scope ||
     !(result.expires_in > 0)
   ) {
-    throw new Error(`${what}: malformed result ${JSON.stringify(result)}`);
+    throw new Error(`${what}: malformed result ${JSON.stringify(result).slice(0, 300)}`);
+  }
+  if (withExpiresAt) {
+    const left = result.expires_at - Date.now();
+    if (!(left > 0 && left <= 86_400_000)) {
+      throw new Error(`${what}: expires_at ${result.expires_at} is not an absolute expiry in the next 24 h`);
+    }
   }
   if (assertion !== undefined && !result.access_token.endsWith(`.${expectedDigest(assertion, scope)}`)) {
     throw new Error(`${what}: the token does not belong to this assertion and scope`);
@@ -159,6 +189,10 @@ function quantile(sorted, q) {
 module.exports = {
   CONTESTANTS,
   SCOPE,
+  TENANT,
+  ISSUER,
+  identity,
+  freshCopy,
   loadContestant,
   makeAssertion,
   expectedDigest,

@@ -9,6 +9,10 @@
  * answers control messages `{ id, cmd }`:
  *   - `count`  → `{ id, tokenRequests, otherRequests }` since the last reset;
  *   - `reset`  → zeroes the counters and forgets queued/held faults;
+ *   - `tokenLength` with `value` n → minted access tokens are n characters
+ *     long (a padding claim in the payload; the signature part is still the
+ *     mock's digest of assertion and scope), 0 → the mock's own short tokens.
+ *     Kept across `reset`;
  *   - `close`  → closes the server and exits.
  *
  * The provider does not keep the requests it receives (`record: false` and
@@ -17,10 +21,38 @@
  * `idp.requests`, they are tallied and dropped every 100 ms (and on every
  * control message) so a long run does not grow the provider's memory.
  */
-const { startMockIdp } = require('../testing.js');
+const { startMockIdp, mintToken } = require('../testing.js');
+
+const b64 = (text) => Buffer.from(text).toString('base64url');
+
+/** The mock's token for (assertion, scope), its payload padded so the whole is `length` characters (±1). */
+function paddedToken(assertion, scope, length) {
+  const [header, payload, digest] = mintToken(assertion, scope).split('.');
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  claims.xms_pad = '';
+  const bare = JSON.stringify(claims).length;
+  const payloadBytes = Math.floor(((length - header.length - digest.length - 2) * 3) / 4);
+  claims.xms_pad = 'p'.repeat(Math.max(0, payloadBytes - bare));
+  return `${header}.${b64(JSON.stringify(claims))}.${digest}`;
+}
 
 async function main() {
-  const idp = await startMockIdp({ record: false });
+  let tokenLength = 0;
+  const respond = (request) => {
+    if (tokenLength === 0) return undefined;
+    const { assertion, scope } = request.form;
+    return {
+      status: 200,
+      body: {
+        token_type: 'Bearer',
+        scope,
+        access_token: paddedToken(assertion, scope, tokenLength),
+        expires_in: 3600,
+        ext_expires_in: 3600,
+      },
+    };
+  };
+  const idp = await startMockIdp({ record: false, respond });
   const counting = typeof idp.tokenRequestCount === 'function';
   let tokenRequests = 0;
   let otherRequests = 0;
@@ -65,6 +97,10 @@ async function main() {
         tokenRequests = 0;
         otherRequests = counting ? null : 0;
         process.send({ id, tokenRequests, otherRequests });
+        break;
+      case 'tokenLength':
+        tokenLength = Math.max(0, Math.floor(Number(message.value) || 0));
+        process.send({ id, tokenLength });
         break;
       case 'close':
         clearInterval(timer);

@@ -1,19 +1,27 @@
 'use strict';
 /**
- * `npm run bench`: native vs lean JS vs the stack baseline (issue 4).
+ * `npm run bench`: native vs lean JS vs the stack baseline (issues 4, 8, 12).
  *
  * Starts the mock identity provider in a process of its own (bench/idp.js),
  * then for every workload runs each contestant in a fresh child process
  * (bench/worker.js), alternating native, lean, stack, native, … for
  * BENCH_ROUNDS rounds; reports medians and min–max, ratios and targets on
- * stdout and in bench/results.md.
+ * stdout and in bench/results.md, with the commit and the addon it measured
+ * and every attempt, failed ones included.
  *
  * Environment:
- *   BENCH_ROUNDS=n       rounds per workload (default 5; at least 3 is advised)
- *   BENCH_QUICK=1        smaller workloads, 3 rounds; results go to bench/.out/results-quick.md
- *   BENCH_ONLY=hit,miss  a subset of workloads (hit, miss, fanout, memory, mixed, workers)
+ *   BENCH_ROUNDS=n       rounds per workload (default 5, quick 3; verdicts need ≥ 3 to show a spread)
+ *   BENCH_QUICK=1        smaller workloads; results go to bench/.out/results-quick.md
+ *   (BENCH_ONLY, BENCH_CONTESTANTS or BENCH_PARAMS set: results go to bench/.out/results-partial.md)
+ *   BENCH_ONLY=hit,miss  a subset of workloads, by id or prefix (hit, hitFresh, miss, fanout,
+ *                        memory, memory1200, memory2500, mixed, workers)
+ *   BENCH_CONTESTANTS=native,lean  a subset of contestants (investigations; ratios need all three)
+ *   BENCH_PARAMS='{"memoryReads":0}'  JSON merged over the workload parameters (investigations)
  *   BENCH_RESULTS=path   where to write the markdown (default as above)
  *   BENCH_CPU_PROF=1     children run with --cpu-prof into bench/.out/prof/
+ *   BENCH_RENDER=raw.json  no runs: render a raw results file again (same BENCH_QUICK/BENCH_PARAMS as its run)
+ * Children inherit the environment, so e.g. `MALLOC_ARENA_MAX=1 npm run bench`
+ * applies to every contestant; the results record the MALLOC_* variables.
  */
 const { fork, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -24,13 +32,21 @@ const path = require('node:path');
 const QUICK = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK || '');
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS) || (QUICK ? 3 : 5));
 const OUT_DIR = path.join(__dirname, '.out');
+/** Only a full run of every workload and contestant, with the default parameters, replaces bench/results.md. */
+const PARTIAL = ['BENCH_ONLY', 'BENCH_CONTESTANTS', 'BENCH_PARAMS'].some((name) => process.env[name]);
 const RESULTS =
-  process.env.BENCH_RESULTS || (QUICK ? path.join(OUT_DIR, 'results-quick.md') : path.join(__dirname, 'results.md'));
+  process.env.BENCH_RESULTS ||
+  (QUICK
+    ? path.join(OUT_DIR, 'results-quick.md')
+    : PARTIAL
+      ? path.join(OUT_DIR, 'results-partial.md')
+      : path.join(__dirname, 'results.md'));
 const CPU_PROF = /^(1|true|yes)$/i.test(process.env.BENCH_CPU_PROF || '');
-const CHILD_TIMEOUT_MS = 180_000;
+/** A stack memory run makes 100 000 exchanges at ~2 000/s on a quiet machine. */
+const CHILD_TIMEOUT_MS = 900_000;
 const CONTESTANTS = ['native', 'lean', 'stack'];
 
-const PARAMS = QUICK
+const DEFAULT_PARAMS = QUICK
   ? {
       hitWarmMs: 100,
       hitMeasureMs: 300,
@@ -38,7 +54,11 @@ const PARAMS = QUICK
       misses: 1000,
       fanoutCalls: 10_000,
       fanoutIterations: 3,
-      memoryEntries: 5_000,
+      memoryCounts: [2_000, 10_000],
+      memoryTokenLengths: [1200, 2500],
+      memoryReads: 2,
+      memoryHot: 1_500,
+      memoryFreshAssertions: false,
       mixedUsers: 1_000,
       mixedCalls: 20_000,
       mixedMissRate: 0.05,
@@ -56,7 +76,11 @@ const PARAMS = QUICK
       misses: 4_000,
       fanoutCalls: 10_000,
       fanoutIterations: 5,
-      memoryEntries: 20_000,
+      memoryCounts: [20_000, 100_000],
+      memoryTokenLengths: [1200, 2500],
+      memoryReads: 2,
+      memoryHot: 8_000,
+      memoryFreshAssertions: false,
       mixedUsers: 1_000,
       mixedCalls: 100_000,
       mixedMissRate: 0.05,
@@ -68,14 +92,34 @@ const PARAMS = QUICK
       concurrency: 64,
     };
 
+const PARAMS = { ...DEFAULT_PARAMS, ...JSON.parse(process.env.BENCH_PARAMS || '{}') };
+const ONLY_CONTESTANTS = (process.env.BENCH_CONTESTANTS || '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+for (const name of ONLY_CONTESTANTS) {
+  if (!CONTESTANTS.includes(name)) throw new Error(`BENCH_CONTESTANTS: unknown contestant ${name} (${CONTESTANTS.join(', ')})`);
+}
+
 const lower = 'lower';
 const higher = 'higher';
-/** What each workload reports; `better` orients the ratios (> 1 = native better). */
+const hitMetrics = [{ key: 'usPerHit', label: 'µs per call', better: lower, digits: 3 }];
+/**
+ * What each workload runs and reports. `child` names the function in
+ * worker.js (default: `id`), `params` are added to PARAMS for its children,
+ * `idp` is the provider state every run starts from, `contestants` who takes
+ * part (default all three); `better` orients the ratios (> 1 = native better).
+ */
 const WORKLOADS = [
   {
     id: 'hit',
-    title: '1. cache hit (sequential, same user, 1.5 KB assertion)',
-    metrics: [{ key: 'usPerHit', label: 'µs per call', better: lower, digits: 3 }],
+    title: '1a. cache hit (sequential, same user, 1.5 KB assertion, same string object every call)',
+    metrics: hitMetrics,
+  },
+  {
+    id: 'hitFresh',
+    title: '1b. cache hit (sequential, same user, 1.5 KB assertion, a fresh equal string per call)',
+    metrics: hitMetrics,
   },
   {
     id: 'miss',
@@ -94,11 +138,21 @@ const WORKLOADS = [
       { key: 'settleMs', label: 'ms to settle all', better: lower, digits: 1 },
     ],
   },
-  {
-    id: 'memory',
-    title: `4. memory (${PARAMS.memoryEntries} cached entries)`,
-    metrics: [{ key: 'rssBytesPerEntry', label: 'RSS bytes per entry', better: lower, digits: 0 }],
-  },
+  ...PARAMS.memoryTokenLengths.map((tokenLength) => ({
+    id: `memory${tokenLength}`,
+    child: 'memory',
+    params: { tokenLength },
+    idp: { tokenLength },
+    title:
+      `4. memory, ${tokenLength}-character tokens (${PARAMS.memoryCounts.join(' → ')} entries, ` +
+      `each read ${PARAMS.memoryReads} more times, the latest ${PARAMS.memoryHot} twice more` +
+      `${PARAMS.memoryFreshAssertions ? ', a fresh assertion string per call' : ''}; slope between the counts)`,
+    metrics: [
+      { key: 'rssSlope', label: 'RSS bytes per entry', better: lower, digits: 0 },
+      { key: 'heapSlope', label: 'of which V8 heap (used, after gc)', better: lower, digits: 0 },
+      { key: 'offHeapSlope', label: 'of which outside the V8 heap (RSS − heapTotal)', better: lower, digits: 0 },
+    ],
+  })),
   {
     id: 'mixed',
     title: `5. mixed (${Math.round((1 - PARAMS.mixedMissRate) * 100)} % hits over ${PARAMS.mixedUsers} users, ${Math.round(PARAMS.mixedMissRate * 100)} % misses, ${PARAMS.concurrency} in flight)`,
@@ -116,6 +170,12 @@ const WORKLOADS = [
     ],
   },
 ];
+for (const workload of WORKLOADS) {
+  workload.child = workload.child || workload.id;
+  workload.contestants = (workload.contestants || CONTESTANTS).filter(
+    (c) => ONLY_CONTESTANTS.length === 0 || ONLY_CONTESTANTS.includes(c),
+  );
+}
 
 // --- statistics ------------------------------------------------------------------
 function median(values) {
@@ -129,34 +189,82 @@ function summary(values) {
   return { median: median(finite), min: Math.min(...finite), max: Math.max(...finite), n: finite.length, values };
 }
 
-// --- targets (issue 4) -----------------------------------------------------------
-/** Each: [workload, metric] → (summaries by contestant) → { text, met }. */
+// --- targets (issues 4 and 8) ----------------------------------------------------
+const MET = 'met';
+const MISSED = 'missed';
+const INCONCLUSIVE = 'inconclusive';
+
+/**
+ * Whether native is at least `factor` times better than `other`, judged on
+ * the whole spread of the rounds: met when even native's worst round beats
+ * `factor` × the other's best, missed when even native's best round does
+ * not reach `factor` × the other's worst, inconclusive in between (the gap
+ * is inside the spread). With one round the spread is zero.
+ */
+function atLeast(better, native, other, factor) {
+  if (!native || !other || native.n === 0 || other.n === 0) return INCONCLUSIVE;
+  if (better === lower) {
+    if (native.max * factor <= other.min) return MET;
+    if (native.min * factor > other.max) return MISSED;
+  } else {
+    if (native.min >= factor * other.max) return MET;
+    if (native.max < factor * other.min) return MISSED;
+  }
+  return INCONCLUSIVE;
+}
+/** Native's rounds against a fixed bound, the same way. */
+function within(better, native, bound) {
+  if (!native || native.n === 0) return INCONCLUSIVE;
+  if (better === lower) return native.max <= bound ? MET : native.min > bound ? MISSED : INCONCLUSIVE;
+  return native.min >= bound ? MET : native.max < bound ? MISSED : INCONCLUSIVE;
+}
+const both = (...verdicts) =>
+  verdicts.includes(MISSED) ? MISSED : verdicts.every((v) => v === MET) ? MET : INCONCLUSIVE;
+
+/** [workload id, metric key] → (summaries by contestant, workload) → [{ text, verdict }] */
+const hitTargets = (s) => [
+  {
+    text: '≥ 10× faster than stack and ≥ 2× faster than lean (issue 8)',
+    verdict: both(atLeast(lower, s.native, s.stack, 10), atLeast(lower, s.native, s.lean, 2)),
+  },
+];
+const memoryTargets = (s, workload) => [
+  {
+    text: `≤ the token's length + 300 (${workload.params.tokenLength + 300}) (issue 8)`,
+    verdict: within(lower, s.native, workload.params.tokenLength + 300),
+  },
+  { text: '≤ lean (issue 8)', verdict: atLeast(lower, s.native, s.lean, 1) },
+];
 const TARGETS = {
-  'hit.usPerHit': (s) => ({
-    text: '≥ 5× faster than stack; ≤ lean',
-    met: s.stack.median / s.native.median >= 5 && s.native.median <= s.lean.median,
-  }),
-  'miss.exchangesPerSec': (s) => ({
-    text: '≥ 3× stack; ≥ 1.2× lean',
-    met: s.native.median >= 3 * s.stack.median && s.native.median >= 1.2 * s.lean.median,
-  }),
-  'miss.cpuMsPerExchange': (s) => ({
-    text: '≤ ⅛ stack; ≤ ⅓ lean',
-    met: s.native.median <= s.stack.median / 8 && s.native.median <= s.lean.median / 3,
-  }),
-  'miss.elu': (s) => ({
-    text: 'well under both (taken as ≤ ½ of each)',
-    met: s.native.median <= 0.5 * s.lean.median && s.native.median <= 0.5 * s.stack.median,
-  }),
-  'fanout.providerRequests': (s) => ({
-    text: 'exactly 1 (every run)',
-    met: s.native.n > 0 && s.native.min === 1 && s.native.max === 1 && s.native.n === s.native.values.length,
-  }),
-  'fanout.settleMs': (s) => ({
-    text: 'no slower than either',
-    met: s.native.median <= s.lean.median && s.native.median <= s.stack.median,
-  }),
-  'memory.rssBytesPerEntry': (s) => ({ text: '≤ lean', met: s.native.median <= s.lean.median }),
+  'hit.usPerHit': hitTargets,
+  'hitFresh.usPerHit': hitTargets,
+  'miss.exchangesPerSec': (s) => [
+    { text: '≥ 3× stack and ≥ 1.2× lean (issue 4)', verdict: both(atLeast(higher, s.native, s.stack, 3), atLeast(higher, s.native, s.lean, 1.2)) },
+    {
+      text: 'no worse than the last published ratios, 6.5× stack and 1.84× lean (issue 8)',
+      verdict: both(atLeast(higher, s.native, s.stack, 6.5), atLeast(higher, s.native, s.lean, 1.84)),
+    },
+  ],
+  'miss.cpuMsPerExchange': (s) => [
+    { text: '≤ ⅛ stack and ≤ ⅓ lean (issue 4)', verdict: both(atLeast(lower, s.native, s.stack, 8), atLeast(lower, s.native, s.lean, 3)) },
+    {
+      text: 'no worse than the last published ratios, 9.4× stack and 2.4× lean (issue 8)',
+      verdict: both(atLeast(lower, s.native, s.stack, 9.4), atLeast(lower, s.native, s.lean, 2.4)),
+    },
+  ],
+  'miss.elu': (s) => [
+    { text: 'well under both (taken as ≤ ½ of each)', verdict: both(atLeast(lower, s.native, s.lean, 2), atLeast(lower, s.native, s.stack, 2)) },
+  ],
+  'fanout.providerRequests': (s) => [
+    {
+      text: 'exactly 1 (every fan-out of every run)',
+      verdict: s.native.n > 0 && s.native.n === s.native.values.length && s.native.min === 1 && s.native.max === 1 ? MET : MISSED,
+    },
+  ],
+  'fanout.settleMs': (s) => [
+    { text: 'no slower than either', verdict: both(atLeast(lower, s.native, s.lean, 1), atLeast(lower, s.native, s.stack, 1)) },
+  ],
+  ...Object.fromEntries(PARAMS.memoryTokenLengths.map((n) => [`memory${n}.rssSlope`, memoryTargets])),
 };
 
 // --- the provider process ----------------------------------------------------------
@@ -172,7 +280,7 @@ function startIdp() {
         resolve({
           provider,
           child,
-          control(cmd) {
+          control(cmd, value) {
             return new Promise((done, fail) => {
               const id = ++nextId;
               const timer = setTimeout(() => {
@@ -183,7 +291,7 @@ function startIdp() {
                 clearTimeout(timer);
                 done(answer);
               });
-              child.send({ id, cmd });
+              child.send({ id, cmd, value });
             });
           },
         });
@@ -204,16 +312,17 @@ function startIdp() {
 
 // --- one child run -------------------------------------------------------------------
 function runChild(idp, contestant, workload) {
+  const params = { ...PARAMS, ...(workload.params || {}) };
   return new Promise((resolve, reject) => {
     const execArgv = ['--expose-gc'];
     if (CPU_PROF) {
       const dir = path.join(OUT_DIR, 'prof');
       fs.mkdirSync(dir, { recursive: true });
-      execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${workload}-${contestant}-${Date.now()}.cpuprofile`);
+      execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${workload.id}-${contestant}-${Date.now()}.cpuprofile`);
     }
     const child = fork(
       path.join(__dirname, 'worker.js'),
-      [contestant, workload, JSON.stringify(idp.provider), JSON.stringify(PARAMS)],
+      [contestant, workload.child, JSON.stringify(idp.provider), JSON.stringify(params)],
       { execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
     );
     let stdout = '';
@@ -241,7 +350,7 @@ function runChild(idp, contestant, workload) {
           /* fall through */
         }
       }
-      reject(new Error(`${contestant}/${workload} failed (code ${code}, signal ${signal}): ${stderr.trim().slice(-2000)}`));
+      reject(new Error(`${contestant}/${workload.id} failed (code ${code}, signal ${signal}): ${stderr.trim().slice(-2000)}`));
     });
   });
 }
@@ -276,57 +385,78 @@ function machine() {
   };
 }
 
-/** A short digest of the addon binaries and the facade now on disk (they may be rebuilt during a run). */
-function addonDigest() {
-  const root = path.join(__dirname, '..');
-  const hash = crypto.createHash('sha256');
-  for (const file of [...fs.readdirSync(root).filter((f) => f.endsWith('.node')), 'index.js'].sort()) {
-    try {
-      hash.update(file).update(fs.readFileSync(path.join(root, file)));
-    } catch {
-      hash.update(`${file} missing`);
-    }
+const ROOT = path.join(__dirname, '..');
+
+function sha256Of(file) {
+  try {
+    return crypto.createHash('sha256').update(fs.readFileSync(path.join(ROOT, file))).digest('hex');
+  } catch {
+    return 'missing';
   }
+}
+
+/** git's output with only the final newline removed (porcelain lines start with a space), or null. */
+function git(args) {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().replace(/\n$/, '');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What is being measured: the commit, whether the working tree differs from
+ * it (and where), and the SHA-256 of the addon binaries and the JavaScript
+ * the native contestant loads, as they are on disk.
+ */
+function build() {
+  const status = git(['status', '--porcelain', '--untracked-files=normal']);
+  const changed = status === null ? null : status.split('\n').filter(Boolean).map((line) => line.slice(3));
+  return {
+    commit: git(['rev-parse', 'HEAD']) || 'unknown (not a git checkout)',
+    branch: git(['rev-parse', '--abbrev-ref', 'HEAD']),
+    dirty: changed === null ? null : changed.length > 0,
+    changed,
+    files: Object.fromEntries(
+      [...fs.readdirSync(ROOT).filter((f) => f.endsWith('.node')).sort(), 'binding.js', 'index.js'].map((f) => [f, sha256Of(f)]),
+    ),
+  };
+}
+
+/** A short digest of everything `build().files` lists, recorded with every run (a rebuild mid-run shows up). */
+function addonDigest() {
+  const hash = crypto.createHash('sha256');
+  for (const [file, digest] of Object.entries(build().files)) hash.update(`${file} ${digest}\n`);
   return hash.digest('hex').slice(0, 12);
 }
 
-/** What is being measured: the commit, and digests of the addon and the facade as they are on disk. */
-function build() {
-  const root = path.join(__dirname, '..');
-  const digest = (file) => {
-    try {
-      return crypto.createHash('sha256').update(fs.readFileSync(path.join(root, file))).digest('hex').slice(0, 12);
-    } catch {
-      return 'missing';
-    }
-  };
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] })
-      .toString()
-      .trim();
-  } catch {
-    // not a git checkout
-  }
-  const addons = fs.readdirSync(root).filter((f) => f.endsWith('.node'));
-  return {
-    commit,
-    addon: addons.map((f) => `${f} ${digest(f)}`).join(', ') || 'none',
-    facade: `index.js ${digest('index.js')}`,
-  };
-}
+const MARK = { [MET]: '✅ met', [MISSED]: '❌ missed', [INCONCLUSIVE]: '❔ inconclusive' };
 
-function render(results, info, failures) {
+function render(results, info, attempts, rounds = ROUNDS) {
   const lines = [];
   lines.push(`# obo-native benchmark${QUICK ? ' (quick mode)' : ''}`, '');
   lines.push(
     `Machine: ${info.machine.cpu}, ${info.machine.cores} cores, ${info.machine.memoryGB} GB, ${info.machine.platform}; ` +
-      `Node ${info.machine.node}; ${info.machine.date}; load average at start ${info.machine.loadAvg.join(' / ')}.`,
+      `Node ${info.machine.node}; ${info.machine.date}; load average at start ${info.machine.loadAvg.join(' / ')}` +
+      `${Object.keys(info.machine.mallocEnv).length ? `; ${Object.entries(info.machine.mallocEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}.`,
   );
+  const b = info.build;
   lines.push(
     '',
-    `Build: commit ${info.build.commit} (working tree as on disk); ${info.build.addon}; ${info.build.facade} (sha256 prefixes).`,
+    `Build measured: commit \`${b.commit}\`${b.branch ? ` (${b.branch})` : ''}, working tree ` +
+      (b.dirty === null ? 'state unknown' : b.dirty ? `**dirty** (${b.changed.length} paths differ: ${b.changed.slice(0, 12).join(', ')}${b.changed.length > 12 ? ', …' : ''})` : 'clean') +
+      '. SHA-256 on disk: ' +
+      Object.entries(b.files).map(([file, digest]) => `\`${file}\` ${digest}`).join('; ') +
+      '.',
   );
+  const native = Object.values(results).flatMap((byContestant) => byContestant.native || []);
+  if (native.some((r) => r.info.identityAware === false)) {
+    lines.push(
+      '',
+      '**Warning: this build of the addon ignores the identity context** (no `__internals.buildOboCacheKey`): native ran ' +
+        "the first generation's algorithm, keyed by (openidId, scopes), while lean and stack ran today's.",
+    );
+  }
   const builds = new Set();
   const loads = [];
   for (const byContestant of Object.values(results)) {
@@ -337,36 +467,37 @@ function render(results, info, failures) {
       }
     }
   }
-  lines.push(
-    '',
-    `Load average (1 min) when runs ended: median ${fmt(median(loads), 2)}, range ${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)} ` +
-      `(the machine is shared: other processes compete for the ${info.machine.cores} cores).`,
-  );
+  if (loads.length) {
+    lines.push(
+      '',
+      `Load average (1 min) when runs ended: median ${fmt(median(loads), 2)}, range ${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)} ` +
+        `(the machine is shared: other processes compete for the ${info.machine.cores} cores).`,
+    );
+  }
   if (builds.size > 1) {
     lines.push(
       '',
       `**Warning: ${builds.size} different builds of the addon/facade were measured in this run** (${[...builds].join(', ')}); ` +
-        'see bench/.out/raw-*.json (`run.build`) for which run used which.',
+        'see the raw results (`run.build`) for which run used which.',
     );
-  } else if (info.buildAfter && JSON.stringify(info.buildAfter) !== JSON.stringify(info.build)) {
-    lines.push(
-      '',
-      `**Warning: the addon or facade changed during the run** (at the end: ${info.buildAfter.addon}; ${info.buildAfter.facade}); ` +
-        'runs before and after the change are mixed in these numbers.',
-    );
+  } else if (info.buildAfter && JSON.stringify(info.buildAfter.files) !== JSON.stringify(info.build.files)) {
+    lines.push('', '**Warning: the addon or facade changed during the run**; runs before and after the change are mixed in these numbers.');
   }
   lines.push('');
   lines.push(
-    `Method: ${ROUNDS} rounds; each run is a fresh child process (native, lean, stack alternating); ` +
+    `Method: ${rounds} round${rounds === 1 ? '' : 's'}; each run is a fresh child process (native, lean, stack alternating); ` +
       `the identity provider (bench/idp.js, the mock of testing.js) runs in its own process on loopback. ` +
+      `Every call passes today's five arguments (user, 1.5 KB assertion, scopes, true, identity context). ` +
       `Cells: median (min–max) over rounds. Ratios: how many times better native is (> 1 = native better), from medians. ` +
+      `Verdicts use the whole spread: *met* only when native's worst round beats the target against the other's best round, ` +
+      `*missed* when even native's best round does not, *inconclusive* when the gap lies inside the spread of the rounds` +
+      `${rounds === 1 ? ' (one round shows no spread: these verdicts are indicative only)' : ''}. ` +
       `Total time ${(info.elapsedMs / 60000).toFixed(1)} min.`,
     '',
   );
-  lines.push('| Workload | Metric | native | lean JS | stack baseline | native vs lean | native vs stack | Target | Met |');
+  lines.push('| Workload | Metric | native | lean JS | stack baseline | native vs lean | native vs stack | Target | Verdict |');
   lines.push('|---|---|---|---|---|---|---|---|---|');
-  let met = 0;
-  let missed = 0;
+  const tally = { [MET]: 0, [MISSED]: 0, [INCONCLUSIVE]: 0 };
   for (const workload of WORKLOADS) {
     const byContestant = results[workload.id];
     if (!byContestant) continue;
@@ -374,23 +505,35 @@ function render(results, info, failures) {
       const s = {};
       for (const c of CONTESTANTS) s[c] = summary((byContestant[c] || []).map((r) => r.metrics[metric.key]));
       const target = TARGETS[`${workload.id}.${metric.key}`];
-      const verdict = target ? target(s) : null;
-      if (verdict) verdict.met ? met++ : missed++;
+      const verdicts = target ? target(s, workload) : [];
+      for (const v of verdicts) tally[v.verdict]++;
       lines.push(
         `| ${workload.title} | ${metric.label} | ${cell(s.native, metric.digits)} | ${cell(s.lean, metric.digits)} | ` +
           `${cell(s.stack, metric.digits)} | ${advantage(metric, s.native.median, s.lean.median)} | ` +
-          `${advantage(metric, s.native.median, s.stack.median)} | ${verdict ? verdict.text : '—'} | ` +
-          `${verdict ? (verdict.met ? '✅ met' : '❌ missed') : '—'} |`,
+          `${advantage(metric, s.native.median, s.stack.median)} | ` +
+          `${verdicts.length ? verdicts.map((v) => v.text).join('<br>') : '—'} | ` +
+          `${verdicts.length ? verdicts.map((v) => MARK[v.verdict]).join('<br>') : '—'} |`,
       );
     }
   }
-  lines.push('', `Targets: ${met} met, ${missed} missed.`, '');
+  lines.push('', `Targets: ${tally[MET]} met, ${tally[MISSED]} missed, ${tally[INCONCLUSIVE]} inconclusive.`, '');
 
   // Details: medians of what each run reported besides its headline metrics.
   lines.push('<details><summary>Details (medians of per-run extras)</summary>', '');
   lines.push('| Workload | Detail | native | lean JS | stack baseline |', '|---|---|---|---|---|');
+  const memoryDetails = [
+    ['rssPerEntryFirst', `RSS bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
+    ['heapPerEntryFirst', `V8 heap bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
+    ['rssPerEntryLast', `RSS bytes per entry, baseline → ${PARAMS.memoryCounts[PARAMS.memoryCounts.length - 1]}`, 0],
+    ['heapPerEntryLast', `V8 heap bytes per entry, baseline → ${PARAMS.memoryCounts[PARAMS.memoryCounts.length - 1]}`, 0],
+    ['offHeapPerEntryFirst', `outside the V8 heap, bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
+    ['externalSlope', 'V8 external bytes per entry (slope)', 0],
+    ['heapTotalSlope', 'V8 heapTotal bytes per entry (slope)', 0],
+    ['tokenLengthSeen', 'token length returned', 0],
+  ];
   const DETAILS = {
     hit: [['cpuUsPerHit', 'process CPU µs per hit', 3]],
+    hitFresh: [['cpuUsPerHit', 'process CPU µs per hit', 3]],
     miss: [
       ['cpuUserMs', 'CPU user ms (measured phase)', 0],
       ['cpuSystemMs', 'CPU system ms (measured phase)', 0],
@@ -399,11 +542,7 @@ function render(results, info, failures) {
       ['otherThreadsUs', 'CPU µs per exchange: other threads (V8 GC/JIT, libuv)', 1],
       ['providerRequests', 'provider requests (measured phase)', 0],
     ],
-    memory: [
-      ['heapBytesPerEntry', 'V8 heap bytes per entry', 0],
-      ['rssBeforeMB', 'RSS before (MB)', 1],
-      ['rssAfterMB', 'RSS after (MB)', 1],
-    ],
+    ...Object.fromEntries(PARAMS.memoryTokenLengths.map((n) => [`memory${n}`, memoryDetails])),
     mixed: [
       ['p50Ms', 'p50 latency ms', 4],
       ['p999Ms', 'p99.9 latency ms', 2],
@@ -416,7 +555,6 @@ function render(results, info, failures) {
       ['fillMs', 'cold fill ms (slowest thread)', 0],
       ['providerRequestsWhileHot', 'provider requests while hot', 0],
     ],
-    fanout: [],
   };
   for (const workload of WORKLOADS) {
     const byContestant = results[workload.id];
@@ -428,52 +566,98 @@ function render(results, info, failures) {
   }
   lines.push('', '</details>', '');
   lines.push(`Parameters: \`${JSON.stringify(PARAMS)}\``, '');
-  if (failures.length) {
-    lines.push('## Failed runs', '');
-    for (const f of failures) lines.push(`- ${f.contestant}/${f.workload} round ${f.round}: ${f.error.split('\n')[0]}`);
+
+  // Every attempt, failed ones first: a guard that failed once is part of the evidence.
+  const failed = attempts.filter((a) => !a.ok);
+  lines.push(
+    '## Attempts',
+    '',
+    `${attempts.length} attempts, ${failed.length} failed` +
+      (failed.length
+        ? ` (${failed.filter((a) => a.recovered).length} of them succeeded on the retry; a run is retried once).`
+        : '.') +
+      ' Every attempt, with its error, is in the raw results (`attempts`).',
+    '',
+  );
+  if (failed.length) {
+    lines.push('| Workload | Contestant | Round | Attempt | Outcome | Error |', '|---|---|---|---|---|---|');
+    for (const a of failed) {
+      const error = a.error.replace(/\s+/g, ' ').replace(/\|/g, '\\|').slice(0, 300);
+      lines.push(`| ${a.workload} | ${a.contestant} | ${a.round} | ${a.attempt} | ${a.recovered ? 'retry succeeded' : 'run lost'} | ${error} |`);
+    }
     lines.push('');
   }
-  return { text: lines.join('\n'), met, missed };
+  return { text: lines.join('\n'), tally };
 }
 
 // --- main ------------------------------------------------------------------------------
-async function main() {
+function selectWorkloads() {
   const only = (process.env.BENCH_ONLY || '')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  const workloads = WORKLOADS.filter((w) => only.length === 0 || only.includes(w.id));
-  if (workloads.length === 0) throw new Error(`BENCH_ONLY matches no workload (${WORKLOADS.map((w) => w.id).join(', ')})`);
+  const chosen = WORKLOADS.filter((w) => only.length === 0 || only.some((o) => w.id === o || w.child === o));
+  if (chosen.length === 0) throw new Error(`BENCH_ONLY matches no workload (${WORKLOADS.map((w) => w.id).join(', ')})`);
+  return chosen;
+}
+
+/** Judges and writes the results of an earlier run again, e.g. after a change of targets. */
+function renderAgain(file) {
+  const { info, results, attempts } = JSON.parse(fs.readFileSync(file, 'utf8'));
+  if (JSON.stringify(info.params) !== JSON.stringify(PARAMS)) {
+    throw new Error(`${file} was measured with other parameters; set BENCH_QUICK/BENCH_PARAMS as for its run`);
+  }
+  const { text, tally } = render(results, { ...info, rounds: info.rounds }, attempts, info.rounds);
+  fs.writeFileSync(RESULTS, `${text}\n`);
+  console.error(`wrote ${path.relative(process.cwd(), RESULTS)} from ${file}; targets ${tally[MET]} met, ${tally[MISSED]} missed, ${tally[INCONCLUSIVE]} inconclusive`);
+}
+
+async function main() {
+  if (process.env.BENCH_RENDER) {
+    renderAgain(process.env.BENCH_RENDER);
+    return;
+  }
+  const workloads = selectWorkloads();
   fs.mkdirSync(OUT_DIR, { recursive: true });
-  const info = { machine: machine(), build: build(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
+  const mallocEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_')));
+  const info = { machine: { ...machine(), mallocEnv }, build: build(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
   const started = Date.now();
   console.error(
-    `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × 3 contestants${QUICK ? ' (quick)' : ''}; ` +
-      `${info.machine.cpu}, ${info.machine.cores} cores, Node ${info.machine.node}`,
+    `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × ${ONLY_CONTESTANTS.length || CONTESTANTS.length} contestants${QUICK ? ' (quick)' : ''}; ` +
+      `${info.machine.cpu}, ${info.machine.cores} cores, Node ${info.machine.node}; ` +
+      `commit ${info.build.commit.slice(0, 12)}${info.build.dirty ? ' (dirty tree)' : ''}`,
   );
   const idp = await startIdp();
   const results = {};
-  const failures = [];
+  const attempts = [];
   try {
     for (const workload of workloads) {
-      results[workload.id] = { native: [], lean: [], stack: [] };
+      results[workload.id] = Object.fromEntries(workload.contestants.map((c) => [c, []]));
       for (let round = 1; round <= ROUNDS; round++) {
-        for (const contestant of CONTESTANTS) {
-          await idp.control('reset');
+        for (const contestant of workload.contestants) {
           let result = null;
           for (let attempt = 1; attempt <= 2 && !result; attempt++) {
+            await idp.control('tokenLength', (workload.idp && workload.idp.tokenLength) || 0);
+            await idp.control('reset');
+            const record = { workload: workload.id, contestant, round, attempt, ok: false, build: addonDigest(), startedAt: new Date().toISOString() };
+            attempts.push(record);
+            const t0 = Date.now();
             try {
-              result = await runChild(idp, contestant, workload.id);
+              result = await runChild(idp, contestant, workload);
+              record.ok = true;
             } catch (err) {
+              record.error = err.message;
               console.error(`  ! ${err.message.split('\n')[0]}${attempt === 1 ? ' (retrying once)' : ''}`);
-              if (attempt === 2) failures.push({ workload: workload.id, contestant, round, error: err.message });
             }
+            record.elapsedMs = Date.now() - t0;
           }
+          const mine = attempts.filter((a) => a.workload === workload.id && a.contestant === contestant && a.round === round);
+          for (const a of mine) if (!a.ok) a.recovered = result !== null;
           if (!result) continue;
-          result.run = { round, build: addonDigest(), loadAvg1m: +os.loadavg()[0].toFixed(2) };
+          result.run = { round, attempt: mine.length, build: addonDigest(), loadAvg1m: +os.loadavg()[0].toFixed(2) };
           results[workload.id][contestant].push(result);
           const shown = workload.metrics.map((m) => `${m.key}=${fmt(result.metrics[m.key], m.digits)}`).join(' ');
-          console.error(`  ${workload.id.padEnd(7)} round ${round} ${contestant.padEnd(6)} ${shown}`);
+          console.error(`  ${workload.id.padEnd(10)} round ${round} ${contestant.padEnd(6)} ${shown}`);
         }
       }
     }
@@ -482,14 +666,18 @@ async function main() {
   }
   info.elapsedMs = Date.now() - started;
   info.buildAfter = build();
-  const { text, met, missed } = render(results, info, failures);
+  const { text, tally } = render(results, info, attempts, ROUNDS);
   process.stdout.write(`${text}\n`);
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, `${text}\n`);
   const raw = path.join(OUT_DIR, `raw-${QUICK ? 'quick-' : ''}${info.machine.date.replace(/[:.]/g, '-')}.json`);
-  fs.writeFileSync(raw, JSON.stringify({ info, results, failures }, null, 2));
-  console.error(`wrote ${path.relative(process.cwd(), RESULTS)} and ${path.relative(process.cwd(), raw)}; targets ${met} met, ${missed} missed`);
-  if (failures.length) process.exitCode = 1;
+  fs.writeFileSync(raw, JSON.stringify({ info, results, attempts }, null, 2));
+  console.error(
+    `wrote ${path.relative(process.cwd(), RESULTS)} and ${path.relative(process.cwd(), raw)}; ` +
+      `targets ${tally[MET]} met, ${tally[MISSED]} missed, ${tally[INCONCLUSIVE]} inconclusive; ` +
+      `${attempts.filter((a) => !a.ok).length} failed attempts`,
+  );
+  if (attempts.some((a) => !a.ok && !a.recovered)) process.exitCode = 1;
 }
 
 main().catch((err) => {

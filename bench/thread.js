@@ -6,10 +6,10 @@
  */
 const { parentPort, workerData } = require('node:worker_threads');
 const { performance } = require('node:perf_hooks');
-const { SCOPE, loadContestant, checkResult, pool } = require('./common.js');
+const { SCOPE, identity, loadContestant, checkResult, pool } = require('./common.js');
 
 const { contestant: name, provider, thread, users: ids, tokens, calls, warmCalls, lanes } = workerData;
-const users = ids.map((openidId) => ({ openidId }));
+const users = ids.map((subject) => identity(subject));
 const K = users.length;
 
 /** `n` calls over the hot set, `lanes` in flight, each thread in its own order. */
@@ -19,7 +19,7 @@ function hammer(c, n) {
   const offset = thread * 31;
   return pool(n, lanes, (i) => {
     const k = (i * stride + offset) % K;
-    return ex(users[k], tokens[k], SCOPE);
+    return ex(users[k].user, tokens[k], SCOPE, true, users[k].context);
   });
 }
 
@@ -32,7 +32,9 @@ async function main() {
       const t0 = performance.now();
       if (command === 'fill') {
         await pool(K, lanes, async (k) => {
-          checkResult(await c.exchangeOboToken(users[k], tokens[k], SCOPE), undefined, SCOPE, 'workers/fill');
+          const { user, context } = users[k];
+          const result = await c.exchangeOboToken(user, tokens[k], SCOPE, true, context);
+          checkResult(result, tokens[k], SCOPE, 'workers/fill', c.returnsExpiresAt);
         });
         parentPort.postMessage({ type: 'filled', thread, elapsedMs: performance.now() - t0 });
       } else if (command === 'warm') {

@@ -15,6 +15,8 @@ const path = require('node:path');
 const { Worker } = require('node:worker_threads');
 const {
   SCOPE,
+  identity,
+  freshCopy,
   loadContestant,
   makeAssertion,
   checkResult,
@@ -54,47 +56,71 @@ const tokenRequests = async () => {
 
 // --- workloads -----------------------------------------------------------------
 
-/** 1. Sequential hits on one cached key: µs per call. */
-async function hit(c, P) {
-  const user = { openidId: '7d3f6a2e-1b4c-4e8f-9a0d-2c5b8e1f4a7d', email: 'jane.doe@contoso.example' };
+/**
+ * 1. Sequential hits on one cached key: µs per call. `fresh` passes a new,
+ * equal assertion string per call (made before each timed batch), as a server
+ * does that parses the token from each request; otherwise the same string
+ * object every call (V8 then has its hash cached).
+ */
+async function hitWith(c, P, fresh) {
+  const { user, context } = identity('7d3f6a2e-1b4c-4e8f-9a0d-2c5b8e1f4a7d');
   const token = makeAssertion(user.openidId);
-  const first = await c.exchangeOboToken(user, token, SCOPE);
-  checkResult(first, token, SCOPE, 'hit/first');
+  const first = await c.exchangeOboToken(user, token, SCOPE, true, context);
+  checkResult(first, token, SCOPE, 'hit/first', c.returnsExpiresAt);
   const ex = c.exchangeOboToken;
   const batch = 2000;
-  let t0 = now();
-  while (now() - t0 < P.hitWarmMs) {
-    for (let i = 0; i < batch; i++) await ex(user, token, SCOPE);
-  }
-  const last = await ex(user, token, SCOPE);
-  checkResult(last, token, SCOPE, 'hit/warm');
+  const copies = new Array(batch).fill(token);
+  const refill = () => {
+    if (fresh) for (let i = 0; i < batch; i++) copies[i] = freshCopy(token);
+  };
+  const timedBatch = async () => {
+    refill();
+    const t0 = now();
+    for (let i = 0; i < batch; i++) await ex(user, copies[i], SCOPE, true, context);
+    return now() - t0;
+  };
+  let warmed = 0;
+  while (warmed < P.hitWarmMs) warmed += await timedBatch();
+  refill();
+  checkResult(await ex(user, copies[0], SCOPE, true, context), token, SCOPE, 'hit/warm', c.returnsExpiresAt);
   await settleHeap();
   await idp('reset');
   let calls = 0;
   let elapsed = 0;
-  const cpu0 = process.cpuUsage();
-  t0 = now();
+  let cpuUs = 0;
   do {
-    for (let i = 0; i < batch; i++) await ex(user, token, SCOPE);
+    refill();
+    const cpu0 = process.cpuUsage();
+    const t0 = now();
+    for (let i = 0; i < batch; i++) await ex(user, copies[i], SCOPE, true, context);
+    elapsed += now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    cpuUs += cpu.user + cpu.system;
     calls += batch;
-    elapsed = now() - t0;
   } while (elapsed < P.hitMeasureMs);
-  const cpu = process.cpuUsage(cpu0);
+  const providerRequests = await tokenRequests();
+  if (providerRequests !== null && providerRequests !== 0) {
+    throw new Error(`hit: ${providerRequests} provider requests while every call should hit`);
+  }
   return {
     metrics: { usPerHit: (elapsed * 1000) / calls },
-    info: { calls, elapsedMs: elapsed, cpuUsPerHit: (cpu.user + cpu.system) / calls, providerRequests: await tokenRequests() },
+    info: { calls, elapsedMs: elapsed, cpuUsPerHit: cpuUs / calls, freshAssertion: fresh, providerRequests },
   };
 }
+
+const hit = (c, P) => hitWith(c, P, false);
+const hitFresh = (c, P) => hitWith(c, P, true);
 
 /** 2. Unique users, 64 in flight: exchanges/s, CPU ms per exchange, ELU. */
 async function miss(c, P) {
   const tag = Date.now().toString(36);
   const total = P.missWarm + P.misses;
-  const users = Array.from({ length: total }, (_, i) => ({ openidId: `miss-${tag}-${i}` }));
-  const tokens = users.map((u) => makeAssertion(u.openidId));
+  const users = Array.from({ length: total }, (_, i) => identity(`miss-${tag}-${i}`));
+  const tokens = users.map((u) => makeAssertion(u.user.openidId));
   const results = new Array(total);
   const run = (offset) => async (i) => {
-    results[offset + i] = await c.exchangeOboToken(users[offset + i], tokens[offset + i], SCOPE);
+    const { user, context } = users[offset + i];
+    results[offset + i] = await c.exchangeOboToken(user, tokens[offset + i], SCOPE, true, context);
   };
   await pool(P.missWarm, P.concurrency, run(0));
   await settleHeap();
@@ -109,7 +135,7 @@ async function miss(c, P) {
   const elu = performance.eventLoopUtilization(elu0);
   const threads = threadCpuSince(threads0);
   const providerRequests = await tokenRequests();
-  for (let i = 0; i < total; i++) checkResult(results[i], tokens[i], SCOPE, `miss/${i}`);
+  for (let i = 0; i < total; i++) checkResult(results[i], tokens[i], SCOPE, `miss/${i}`, c.returnsExpiresAt);
   if (providerRequests !== null && providerRequests !== P.misses) {
     throw new Error(`miss: ${P.misses} exchanges made ${providerRequests} provider requests`);
   }
@@ -138,24 +164,24 @@ async function fanout(c, P) {
   const tag = Date.now().toString(36);
   // Warm the code paths and the connection on keys of their own.
   for (let w = 0; w < 2; w++) {
-    const user = { openidId: `fan-warm-${tag}-${w}` };
+    const { user, context } = identity(`fan-warm-${tag}-${w}`);
     const token = makeAssertion(user.openidId);
-    await Promise.all(Array.from({ length: 1000 }, () => c.exchangeOboToken(user, token, SCOPE)));
+    await Promise.all(Array.from({ length: 1000 }, () => c.exchangeOboToken(user, token, SCOPE, true, context)));
   }
   const settleMs = [];
   const requests = [];
   for (let k = 0; k < P.fanoutIterations; k++) {
-    const user = { openidId: `fan-${tag}-${k}` };
+    const { user, context } = identity(`fan-${tag}-${k}`);
     const token = makeAssertion(user.openidId);
     const calls = new Array(P.fanoutCalls);
     await settleHeap();
     await idp('reset');
     const t0 = now();
-    for (let i = 0; i < P.fanoutCalls; i++) calls[i] = c.exchangeOboToken(user, token, SCOPE);
+    for (let i = 0; i < P.fanoutCalls; i++) calls[i] = c.exchangeOboToken(user, token, SCOPE, true, context);
     const results = await Promise.all(calls);
     settleMs.push(now() - t0);
     requests.push(await tokenRequests());
-    checkResult(results[0], token, SCOPE, 'fanout');
+    checkResult(results[0], token, SCOPE, 'fanout', c.returnsExpiresAt);
     for (const result of results) {
       if (result.access_token !== results[0].access_token) throw new Error('fanout: callers got different tokens');
     }
@@ -170,39 +196,94 @@ async function fanout(c, P) {
   };
 }
 
-/** 4. RSS growth per cached entry over N entries made by misses. */
+/**
+ * 4. Memory per cached entry, tokens of `P.tokenLength` characters. Users
+ * arrive in groups of 256: each is served by a miss (64 in flight), then
+ * read `P.memoryReads` more times while still recent, as a conversation's
+ * tool calls re-read its token. Before each reading the most recent
+ * `P.memoryHot` users are read twice more (the active users of the moment),
+ * so native's per-thread memo holds its working set at every reading instead
+ * of whatever a sweep left in it. Readings (after forced collections) at the
+ * baseline (after a warm-up) and at every count of `P.memoryCounts`: per
+ * entry from the baseline to each count, and the slope between the first
+ * and the last count. The identities and assertions of all users are made
+ * before the baseline and held throughout, as a server's sessions hold them;
+ * with `P.memoryFreshAssertions` every call passes a fresh copy of the
+ * assertion (a server parses it from each request), so whatever a cache
+ * keeps of it beyond the call shows in its bytes per entry.
+ */
 async function memory(c, P) {
   const tag = Date.now().toString(36);
-  const n = P.memoryEntries;
+  const counts = [...P.memoryCounts].sort((a, b) => a - b);
+  const total = counts[counts.length - 1];
   const warm = 512;
-  // Everything the measurement needs is allocated before the baseline.
-  const users = Array.from({ length: warm + n }, (_, i) => ({ openidId: `mem-${tag}-${i}` }));
-  const tokens = users.map((u) => makeAssertion(u.openidId));
-  const samples = new Array(warm + n);
-  const run = (offset) => async (i) => {
-    const result = await c.exchangeOboToken(users[offset + i], tokens[offset + i], SCOPE);
-    // Keep a small sample for the checks, nothing that grows with n.
-    if ((offset + i) % 997 === 0) samples[offset + i] = result;
+  const group = 256;
+  const users = Array.from({ length: warm + total }, (_, i) => identity(`mem-${tag}-${i}`));
+  const tokens = users.map((u) => makeAssertion(u.user.openidId));
+  const samples = new Map();
+  const assertion = P.memoryFreshAssertions ? (i) => freshCopy(tokens[i]) : (i) => tokens[i];
+  const call = async (i) => {
+    const { user, context } = users[i];
+    const result = await c.exchangeOboToken(user, assertion(i), SCOPE, true, context);
+    // Keep a small sample for the checks, nothing that grows with the count.
+    if (i % 997 === 0) samples.set(i, result);
   };
-  await pool(warm, P.concurrency, run(0)); // connections, code paths, pools
-  const size0 = c.cacheSize ? c.cacheSize() : null;
-  await settleHeap();
-  const m0 = process.memoryUsage();
-  await pool(n, P.concurrency, run(warm));
-  await settleHeap();
-  const m1 = process.memoryUsage();
-  const size1 = c.cacheSize ? c.cacheSize() : null;
-  samples.forEach((result, i) => checkResult(result, tokens[i], SCOPE, `memory/${i}`));
-  if (size1 !== null && size1 - size0 !== n) throw new Error(`memory: cache grew by ${size1 - size0}, not ${n}`);
+  const pass = (from, to) => pool(to - from, P.concurrency, (i) => call(from + i));
+  const fill = async (from, to) => {
+    for (let start = from; start < to; start += group) {
+      const end = Math.min(to, start + group);
+      for (let r = 0; r <= P.memoryReads; r++) await pass(start, end);
+    }
+    const hotFrom = Math.max(0, to - P.memoryHot);
+    for (let r = 0; r < 2; r++) await pass(hotFrom, to);
+  };
+  const reading = async () => {
+    await settleHeap();
+    const m = process.memoryUsage();
+    return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, entries: c.cacheSize() };
+  };
+  await fill(0, warm); // connections, code paths, pools
+  const readings = [await reading()];
+  let made = warm;
+  for (const count of counts) {
+    await fill(made, warm + count);
+    made = warm + count;
+    readings.push(await reading());
+  }
+  for (const [i, result] of samples) checkResult(result, tokens[i], SCOPE, `memory/${i}`, c.returnsExpiresAt);
+  const grown = readings[readings.length - 1].entries - readings[0].entries;
+  if (grown !== total) throw new Error(`memory: the cache grew by ${grown} entries, not ${total}`);
+  for (const s of samples.values()) {
+    if (s.access_token.length < P.tokenLength - 2) {
+      throw new Error(`memory: tokens are ${s.access_token.length} characters, not ${P.tokenLength}`);
+    }
+  }
+  const per = (field, a, b) => (readings[b][field] - readings[a][field]) / (readings[b].entries - readings[a].entries);
+  const offHeap = (r) => r.rss - r.heapTotal;
+  const first = 1;
+  const last = readings.length - 1;
   return {
-    metrics: { rssBytesPerEntry: (m1.rss - m0.rss) / n },
+    metrics: {
+      rssSlope: per('rss', first, last),
+      heapSlope: per('heapUsed', first, last),
+      offHeapSlope: (offHeap(readings[last]) - offHeap(readings[first])) / (readings[last].entries - readings[first].entries),
+    },
     info: {
-      entries: n,
-      rssBeforeMB: m0.rss / 2 ** 20,
-      rssAfterMB: m1.rss / 2 ** 20,
-      heapBytesPerEntry: (m1.heapUsed - m0.heapUsed) / n,
-      externalBytesPerEntry: (m1.external - m0.external) / n,
-      cacheEntries: size1,
+      tokenLength: P.tokenLength,
+      tokenLengthSeen: samples.values().next().value.access_token.length,
+      counts,
+      reads: P.memoryReads,
+      hot: P.memoryHot,
+      freshAssertions: P.memoryFreshAssertions,
+      rssPerEntryFirst: per('rss', 0, first),
+      rssPerEntryLast: per('rss', 0, last),
+      heapPerEntryLast: per('heapUsed', 0, last),
+      heapPerEntryFirst: per('heapUsed', 0, first),
+      offHeapPerEntryFirst: (offHeap(readings[first]) - offHeap(readings[0])) / (readings[first].entries - readings[0].entries),
+      externalSlope: per('external', first, last),
+      heapTotalSlope: per('heapTotal', first, last),
+      readings,
+      mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,
     },
   };
 }
@@ -210,8 +291,8 @@ async function memory(c, P) {
 /** 5. 95 % hits over 1 000 users, 5 % misses, 64 in flight: calls/s and p99. */
 async function mixed(c, P) {
   const tag = Date.now().toString(36);
-  const hot = Array.from({ length: P.mixedUsers }, (_, i) => ({ openidId: `mix-${tag}-${i}` }));
-  const hotTokens = hot.map((u) => makeAssertion(u.openidId));
+  const hot = Array.from({ length: P.mixedUsers }, (_, i) => identity(`mix-${tag}-${i}`));
+  const hotTokens = hot.map((u) => makeAssertion(u.user.openidId));
   const random = prng(20260101);
   const kind = new Uint8Array(P.mixedCalls);
   const index = new Int32Array(P.mixedCalls);
@@ -224,14 +305,15 @@ async function mixed(c, P) {
       index[i] = Math.floor(random() * P.mixedUsers);
     }
   }
-  const cold = Array.from({ length: missCount }, (_, i) => ({ openidId: `mix-miss-${tag}-${i}` }));
-  const coldTokens = cold.map((u) => makeAssertion(u.openidId));
+  const cold = Array.from({ length: missCount }, (_, i) => identity(`mix-miss-${tag}-${i}`));
+  const coldTokens = cold.map((u) => makeAssertion(u.user.openidId));
+  const ask = (who, token) => c.exchangeOboToken(who.user, token, SCOPE, true, who.context);
   await pool(hot.length, P.concurrency, async (i) => {
-    checkResult(await c.exchangeOboToken(hot[i], hotTokens[i], SCOPE), hotTokens[i], SCOPE, 'mixed/fill');
+    checkResult(await ask(hot[i], hotTokens[i]), hotTokens[i], SCOPE, 'mixed/fill', c.returnsExpiresAt);
   });
   // A short warm pass over the hot set, so JIT state matches the measured phase.
   for (let r = 0; r < 3; r++) {
-    await pool(hot.length, P.concurrency, (i) => c.exchangeOboToken(hot[i], hotTokens[i], SCOPE));
+    await pool(hot.length, P.concurrency, (i) => ask(hot[i], hotTokens[i]));
   }
   await settleHeap();
   await idp('reset');
@@ -241,14 +323,17 @@ async function mixed(c, P) {
   const t0 = now();
   await pool(P.mixedCalls, P.concurrency, async (i) => {
     const start = now();
-    if (kind[i] === 1) await c.exchangeOboToken(cold[index[i]], coldTokens[index[i]], SCOPE);
-    else await c.exchangeOboToken(hot[index[i]], hotTokens[index[i]], SCOPE);
+    if (kind[i] === 1) await ask(cold[index[i]], coldTokens[index[i]]);
+    else await ask(hot[index[i]], hotTokens[index[i]]);
     latency[i] = now() - start;
   });
   const elapsed = now() - t0;
   const cpu = process.cpuUsage(cpu0);
   const elu = performance.eventLoopUtilization(elu0);
   const providerRequests = await tokenRequests();
+  if (providerRequests !== null && providerRequests !== missCount) {
+    throw new Error(`mixed: ${missCount} misses made ${providerRequests} provider requests`);
+  }
   latency.sort();
   return {
     metrics: {
@@ -359,7 +444,7 @@ async function workers(c, P) {
   };
 }
 
-const WORKLOADS = { hit, miss, fanout, memory, mixed, workers };
+const WORKLOADS = { hit, hitFresh, miss, fanout, memory, mixed, workers };
 
 async function main() {
   const [name, workload, providerJson, paramsJson] = process.argv.slice(2);
@@ -372,7 +457,12 @@ async function main() {
   const setupMs = now() - tSetup;
   await tick();
   const result = await WORKLOADS[workload](contestant, params);
-  result.info = { ...result.info, setupMs, rssEndMB: process.memoryUsage().rss / 2 ** 20 };
+  result.info = {
+    ...result.info,
+    setupMs,
+    rssEndMB: process.memoryUsage().rss / 2 ** 20,
+    identityAware: contestant.identityAware !== false,
+  };
   const line = JSON.stringify({ contestant: name, workload, ...result });
   process.stdout.write(`${line}\n`, () => process.exit(0));
 }

@@ -1,35 +1,56 @@
 'use strict';
 /**
  * Contestant "lean JS": what a careful engineer would ship in plain
- * JavaScript with the seed service's contract, and no framework.
+ * JavaScript with today's LibreChat contract (shared/reference/UPSTREAM.md),
+ * and no framework, built for the fastest honest hit.
  *
- * - `node:http`/`node:https` with one keep-alive agent;
- * - a `Map` cache with an expiry per entry (TTL from `expires_in`, 3600 s
- *   when absent or not a positive number, served until 30 s before expiry);
- * - an in-flight `Map` for single flight (joined only by `fromCache` callers;
- *   the slot is removed on settle only if it still holds that promise);
- * - one retry after 300 ms on transient failures (HTTP 429/5xx, network
- *   codes, timeout texts), as the seed does;
- * - result `{ access_token, token_type: 'Bearer', expires_in, scope }`.
+ * - identity tuple (tenant, issuer, subject) with upstream's fallbacks,
+ *   trimming, issuer normalisation and defaults; values that need no
+ *   normalisation (the usual case) are used as they are, and the last issuer
+ *   seen is remembered with its normal form;
+ * - the cache is `Map<subject, Slot[]>`; a slot holds the rest of the key
+ *   (tenant, issuer, scopes, the caller's assertion string) and either the
+ *   result or the in-flight promise. A lookup hashes only the short subject
+ *   and compares the assertion with `===` (pointer equality when the caller
+ *   passes the same string object, else length then bytes): no key string
+ *   is built, no digest computed, and a fresh 1.5 KB string is never hashed.
+ *   Equal assertions are exactly those with equal SHA-256, so this is
+ *   upstream's key without its cost. The assertion string is kept by
+ *   reference for the entry's lifetime;
+ * - the hit path is a plain function that returns `Promise.resolve(result)`;
+ * - entries served while `expires_at > now + 30 s` (upstream's TTL
+ *   `max(1000, expires_at − now − 30 000)` plus its usable-expiry check);
+ * - single flight through the same slots, joined only by `fromCache`
+ *   callers; `fromCache = false` neither reads nor joins, and still writes;
+ * - `node:http`/`node:https` with one keep-alive agent; one retry after
+ *   300 ms on transient failures (HTTP 429/5xx, network codes, timeout texts);
+ * - result `{ access_token, token_type: 'Bearer', expires_in, expires_at, scope }`.
  */
 const http = require('node:http');
 const https = require('node:https');
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const GRANT_TYPE_FORM = encodeURIComponent(GRANT_TYPE);
-const DEFAULT_TTL_S = 3600;
-const SKEW_MS = 30_000;
+const DEFAULT_EXPIRES_IN_S = 3600;
+const EXPIRY_BUFFER_MS = 30_000;
+const NO_TENANT = 'no-tenant';
+const NO_ISSUER = 'no-issuer';
+const DISCOVERY_SUFFIX = '/.well-known/openid-configuration';
 const RETRY_DELAY_MS = 300;
 const TIMEOUT_MS = 30_000;
 const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
 const TRANSIENT_CODES = new Set(['ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENOTFOUND']);
 const TRANSIENT_TEXT = /timeout|timed out|socket hang up|temporarily unavailable|too many requests|service unavailable/i;
 
-/** key → { result, serveUntil } */
-const cache = new Map();
-/** key → Promise */
-const inFlight = new Map();
+/**
+ * subject → slots `{ tenant, issuer, scopes, assertion, result, serveUntil, pending }`:
+ * `result` with `serveUntil` once exchanged, or `pending` (a promise) while in flight.
+ */
+const slotsBySubject = new Map();
+let entries = 0;
 let target = null;
+let lastIssuerIn;
+let lastIssuerOut;
 
 /** RFC 6749 §2.3.1: client id and secret are form-encoded before Basic. */
 const formEncode = (text) => encodeURIComponent(text).replace(/%20/g, '+');
@@ -49,12 +70,73 @@ function setup(provider) {
       `${formEncode(provider.clientId)}:${formEncode(provider.clientSecret)}`,
     ).toString('base64')}`,
   };
-  cache.clear();
-  inFlight.clear();
+  slotsBySubject.clear();
+  entries = 0;
 }
 
-/** Unambiguous even when either part contains ':'. */
-const keyOf = (openidId, scopes) => `${openidId.length}:${openidId}:${scopes}`;
+/** A printable ASCII character: nothing `trim()` would remove. */
+const solid = (code) => code > 32 && code < 127;
+
+/** Upstream's `value?.trim() || undefined`, without trimming what needs none. */
+function identityValue(value) {
+  if (typeof value !== 'string' || value.length === 0) return undefined;
+  if (solid(value.charCodeAt(0)) && solid(value.charCodeAt(value.length - 1))) return value;
+  const trimmed = value.trim();
+  return trimmed ? trimmed : undefined;
+}
+
+/** Trimmed, without trailing `/` and without a trailing discovery path; the last one seen is remembered. */
+function issuerValue(value) {
+  if (typeof value !== 'string') return undefined;
+  if (value === lastIssuerIn) return lastIssuerOut;
+  let issuer = value.trim();
+  let end = issuer.length;
+  while (end > 0 && issuer.charCodeAt(end - 1) === 47) end--;
+  issuer = issuer.slice(0, end);
+  if (issuer.endsWith(DISCOVERY_SUFFIX)) issuer = issuer.slice(0, -DISCOVERY_SUFFIX.length);
+  lastIssuerIn = value;
+  lastIssuerOut = issuer || undefined;
+  return lastIssuerOut;
+}
+
+function findSlot(slots, tenant, issuer, scopes, assertion) {
+  for (let i = 0; i < slots.length; i++) {
+    const slot = slots[i];
+    if (slot.scopes === scopes && slot.tenant === tenant && slot.issuer === issuer && slot.assertion === assertion) {
+      return slot;
+    }
+  }
+  return undefined;
+}
+
+function dropSlot(subject, slot) {
+  const slots = slotsBySubject.get(subject);
+  if (slots === undefined) return;
+  const at = slots.indexOf(slot);
+  if (at < 0) return;
+  slots.splice(at, 1);
+  if (slot.result !== null) entries--;
+  if (slots.length === 0) slotsBySubject.delete(subject);
+}
+
+function storeResult(subject, tenant, issuer, scopes, assertion, result) {
+  let slots = slotsBySubject.get(subject);
+  if (slots === undefined) {
+    slots = [];
+    slotsBySubject.set(subject, slots);
+  }
+  const serveUntil = result.expires_at - EXPIRY_BUFFER_MS;
+  const slot = findSlot(slots, tenant, issuer, scopes, assertion);
+  if (slot === undefined) {
+    slots.push({ tenant, issuer, scopes, assertion, result, serveUntil, pending: null });
+    entries++;
+    return;
+  }
+  if (slot.result === null) entries++;
+  slot.result = result;
+  slot.serveUntil = serveUntil;
+  slot.pending = null;
+}
 
 function postToken(assertion, scopes) {
   const body =
@@ -146,44 +228,74 @@ async function requestWithRetry(assertion, scopes) {
   }
 }
 
-async function performExchange(key, assertion, scopes) {
+function expiresInSeconds(value) {
+  if (value == null) return DEFAULT_EXPIRES_IN_S;
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds)) return DEFAULT_EXPIRES_IN_S;
+  return Math.max(1, Math.floor(seconds));
+}
+
+async function performExchange(subject, tenant, issuer, scopes, assertion) {
   const grant = await requestWithRetry(assertion, scopes);
-  const lifetime = Number(grant.expires_in);
-  const expiresIn = Number.isFinite(lifetime) && lifetime > 0 ? lifetime : DEFAULT_TTL_S;
-  const result = { access_token: grant.access_token, token_type: 'Bearer', expires_in: expiresIn, scope: scopes };
-  const serveFor = expiresIn * 1000 - SKEW_MS;
-  if (serveFor > 0) cache.set(key, { result, serveUntil: Date.now() + serveFor });
+  const expiresIn = expiresInSeconds(grant.expires_in);
+  const result = {
+    access_token: grant.access_token,
+    token_type: 'Bearer',
+    expires_in: expiresIn,
+    expires_at: Date.now() + expiresIn * 1000,
+    scope: scopes,
+  };
+  storeResult(subject, tenant, issuer, scopes, assertion, result);
   return result;
 }
 
-async function exchangeOboToken(user, accessToken, scopes, fromCache = true) {
-  const openidId = user && user.openidId;
-  if (!openidId) throw new Error('User must be authenticated via OpenID to perform OBO token exchange');
-  if (!accessToken) throw new Error('Access token is required for OBO exchange');
-  if (!scopes) throw new Error('Scopes are required for OBO exchange');
-  if (target === null) throw new Error('OpenID configuration not available');
-  const key = keyOf(String(openidId), String(scopes));
+function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityContext) {
+  if (!accessToken) return Promise.reject(new Error('Access token is required for OBO exchange'));
+  if (!scopes) return Promise.reject(new Error('Scopes are required for OBO exchange'));
+  if (target === null) return Promise.reject(new Error('OpenID configuration not available'));
+  const subject = identityValue(identityContext?.openidSubject) ?? identityValue(user?.openidId);
+  if (subject === undefined) {
+    return Promise.reject(new Error('User must be authenticated via OpenID to perform OBO token exchange'));
+  }
+  const tenant = identityValue(identityContext?.tenantId) ?? identityValue(user?.tenantId) ?? NO_TENANT;
+  const issuer = issuerValue(identityContext?.openidIssuer) ?? issuerValue(user?.openidIssuer) ?? NO_ISSUER;
+  const scope = String(scopes);
+  const assertion = String(accessToken);
   if (fromCache) {
-    const entry = cache.get(key);
-    if (entry !== undefined) {
-      if (Date.now() < entry.serveUntil) return entry.result;
-      cache.delete(key);
+    const slots = slotsBySubject.get(subject);
+    const slot = slots === undefined ? undefined : findSlot(slots, tenant, issuer, scope, assertion);
+    if (slot !== undefined) {
+      if (slot.result !== null) {
+        if (Date.now() < slot.serveUntil) return Promise.resolve(slot.result);
+        slot.result = null;
+        entries--;
+      }
+      if (slot.pending !== null) return slot.pending;
+      if (slot.result === null) dropSlot(subject, slot);
     }
-    const pending = inFlight.get(key);
-    if (pending !== undefined) return pending;
   }
-  const promise = performExchange(key, accessToken, scopes);
-  inFlight.set(key, promise);
-  try {
-    return await promise;
-  } finally {
-    if (inFlight.get(key) === promise) inFlight.delete(key);
+  const promise = performExchange(subject, tenant, issuer, scope, assertion);
+  if (!fromCache) return promise;
+  let slots = slotsBySubject.get(subject);
+  if (slots === undefined) {
+    slots = [];
+    slotsBySubject.set(subject, slots);
   }
+  const flight = { tenant, issuer, scopes: scope, assertion, result: null, serveUntil: 0, pending: promise };
+  slots.push(flight);
+  // On success performExchange turned this slot into the entry; a failure leaves nothing behind.
+  promise.catch(() => {
+    if (flight.pending !== promise) return;
+    flight.pending = null;
+    if (flight.result === null) dropSlot(subject, flight);
+  });
+  return promise;
 }
 
 module.exports = {
   name: 'lean',
+  returnsExpiresAt: true,
   setup,
   exchangeOboToken,
-  cacheSize: () => cache.size,
+  cacheSize: () => entries,
 };

@@ -1,12 +1,22 @@
 'use strict';
 /**
  * Contestant "native": the obo-native package itself (the facade at the
- * package root, over the Rust addon).
+ * package root, over the Rust addon), called as today's LibreChat calls it:
+ * `exchangeOboToken(user, assertion, scopes, true, identityContext)`.
  */
 const obo = require('../..');
 
+/**
+ * Whether this build implements today's contract (identity context,
+ * assertion-bound keys, `expires_at`); an older build ignores the fifth
+ * argument, and the runner says so in the results.
+ */
+const identityAware = typeof obo.__internals?.buildOboCacheKey === 'function';
+
 module.exports = {
   name: 'native',
+  identityAware,
+  returnsExpiresAt: identityAware,
 
   /** @param {{tokenEndpoint: string, clientId: string, clientSecret: string}} provider */
   async setup(provider) {
@@ -15,6 +25,8 @@ module.exports = {
       clientId: provider.clientId,
       clientSecret: provider.clientSecret,
       tokenEndpointAuthMethod: 'client_secret_basic',
+      // Above the memory workload's 100 000 entries plus its warm-up, so nothing is evicted (default 100 000).
+      maxCacheEntries: 1_000_000,
     });
   },
 

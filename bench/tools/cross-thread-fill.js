@@ -13,7 +13,7 @@
 const { fork } = require('node:child_process');
 const path = require('node:path');
 const { Worker, isMainThread, workerData, parentPort } = require('node:worker_threads');
-const { SCOPE, loadContestant, makeAssertion, pool } = require('../common.js');
+const { SCOPE, identity, loadContestant, makeAssertion, pool } = require('../common.js');
 
 const THREADS = 4;
 const KEYS = 256;
@@ -93,10 +93,12 @@ async function main() {
 async function thread() {
   const c = loadContestant(workerData.name);
   await c.setup(workerData.provider);
-  const users = workerData.users.map((openidId) => ({ openidId }));
+  const users = workerData.users.map((subject) => identity(subject));
   parentPort.postMessage('ready');
   parentPort.once('message', async () => {
-    await pool(users.length, LANES, (k) => c.exchangeOboToken(users[k], workerData.tokens[k], SCOPE));
+    await pool(users.length, LANES, (k) =>
+      c.exchangeOboToken(users[k].user, workerData.tokens[k], SCOPE, true, users[k].context),
+    );
     parentPort.postMessage('done');
   });
 }
