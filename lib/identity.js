@@ -44,12 +44,32 @@ function normalizeIssuer(issuer) {
  * undefined is refused with a TypeError naming the field.
  */
 function field(value, name, failures) {
-  if (value === undefined || value === null) return '';
-  if (typeof value !== 'string') {
-    failures.error ??= new TypeError(`exchangeOboToken: ${name} must be a string, not ${describe(value)}`);
-    return '';
+  if (typeof value === 'string') {
+    // Most values need no trimming: checking both ends is cheaper than trim() on the hot path.
+    const length = value.length;
+    if (length !== 0 && solid(value.charCodeAt(0)) && solid(value.charCodeAt(length - 1))) return value;
+    return value.trim();
   }
-  return value.trim();
+  if (value === undefined || value === null) return '';
+  failures.error ??= new TypeError(`exchangeOboToken: ${name} must be a string, not ${describe(value)}`);
+  return '';
+}
+
+/** A printable ASCII character: nothing `trim()` would remove. */
+function solid(code) {
+  return code > 32 && code < 127;
+}
+
+/** The last issuer normalised, and its normal form: callers pass the same few issuers. */
+let lastIssuerIn = '';
+let lastIssuerOut = '';
+
+function normalizedIssuer(issuer) {
+  if (issuer === lastIssuerIn) return lastIssuerOut;
+  const normalized = normalizeIssuer(issuer);
+  lastIssuerIn = issuer;
+  lastIssuerOut = normalized;
+  return normalized;
 }
 
 /**
@@ -75,7 +95,7 @@ function resolveIdentity(user, context, out) {
   if (tenant === '' && person !== undefined) tenant = field(person.tenantId, 'user.tenantId', out);
   let issuer = source === undefined ? '' : field(source.openidIssuer, 'identityContext.openidIssuer', out);
   if (issuer === '' && person !== undefined) issuer = field(person.openidIssuer, 'user.openidIssuer', out);
-  if (issuer !== '') issuer = normalizeIssuer(issuer);
+  if (issuer !== '') issuer = normalizedIssuer(issuer);
   out.subject = subject;
   out.tenant = tenant === '' ? NO_TENANT : tenant;
   out.issuer = issuer === '' ? NO_ISSUER : issuer;
