@@ -16,6 +16,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { startMockIdp, faults, entraError } = require('../testing');
+const { opensslAvailable } = require('./support/pki');
 
 const ROOT = path.join(__dirname, '..');
 const CLI = path.join(ROOT, 'cli.js');
@@ -543,16 +544,7 @@ describe('obo-native demo', () => {
 });
 
 describe('obo-native exchange: certificates and client assertions', () => {
-  const hasOpenssl = (() => {
-    try {
-      execFileSync('openssl', ['version'], { stdio: 'ignore' });
-      return true;
-    } catch {
-      if (process.env.CI) throw new Error('openssl is required on CI to make the test certificates');
-      console.warn('NOTICE: openssl not found; skipping the CLI certificate tests');
-      return false;
-    }
-  })();
+  const hasOpenssl = opensslAvailable('the CLI certificate tests');
   const itWithOpenssl = hasOpenssl ? it : it.skip;
   let certIdp;
   const files = {};

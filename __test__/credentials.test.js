@@ -12,47 +12,12 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const { startMockIdp, CLIENT_ASSERTION_TYPE } = require('../testing');
 const { obo, until, settle, textsOf } = require('./helpers');
+const { opensslAvailable, makePki } = require('./support/pki');
 
-const hasOpenssl = (() => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    if (process.env.CI) throw new Error('openssl is required on CI to make the test certificates');
-    console.warn('NOTICE: openssl not found; skipping the credentials tests');
-    return false;
-  }
-})();
+const hasOpenssl = opensslAvailable('the credentials tests');
 const describeWithOpenssl = hasOpenssl ? describe : describe.skip;
-
-/** A CA, a client certificate it issued (key in PKCS#8 and PKCS#1), and a second, self-signed client. */
-function makePki() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obo-native-credentials-'));
-  try {
-    const sh = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const rsa = ['-newkey', 'rsa:2048', '-nodes'];
-    sh('req', '-x509', ...rsa, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=obo-native credentials CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-    sh('req', '-new', ...rsa, '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=obo-native client');
-    sh('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', '11', '-days', '2', '-out', 'client.pem');
-    sh('pkey', '-in', 'client.key', '-traditional', '-out', 'client.pkcs1.key');
-    sh('req', '-x509', ...rsa, '-keyout', 'next.key', '-out', 'next.pem', '-days', '2', '-subj', '/CN=obo-native next client');
-    const read = (name) => fs.readFileSync(path.join(dir, name), 'utf8');
-    return {
-      caCert: read('ca.pem'),
-      clientKey: read('client.key'),
-      clientKeyPkcs1: read('client.pkcs1.key'),
-      clientCert: read('client.pem'),
-      nextKey: read('next.key'),
-      nextCert: read('next.pem'),
-    };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const der = (pem) => new crypto.X509Certificate(pem).raw;
 const thumbprint = (algorithm, pem) => crypto.createHash(algorithm).update(der(pem)).digest('base64url');
@@ -92,7 +57,7 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
   beforeAll(async () => {
     pki = makePki();
     idp = await startMockIdp({
-      clientCertificate: [pki.clientCert, pki.nextCert],
+      clientCertificate: [pki.clientCert, pki.otherCert],
       clientCertificateIssuer: pki.caCert,
       // Workload identity: these assertions stand for federated tokens the provider trusts.
       acceptClientAssertion: (assertion) => (assertion.startsWith('workload.') ? true : undefined),
@@ -154,16 +119,16 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
 
     test('key rotation: a configure() with a new certificate signs with the new key from the next request on', async () => {
       await obo.exchangeOboToken(user, 'assertion-1', 'api://s');
-      obo.configure(withCertificate({ clientCertificate: pki.nextCert, clientPrivateKey: pki.nextKey }));
+      obo.configure(withCertificate({ clientCertificate: pki.otherCert, clientPrivateKey: pki.otherKey }));
       await obo.exchangeOboToken(user, 'assertion-1', 'api://s');
       const [before, after] = tokenRequests();
       expect(before.clientAssertion.header['x5t#S256']).toBe(thumbprint('sha256', pki.clientCert));
-      expect(after.clientAssertion.header['x5t#S256']).toBe(thumbprint('sha256', pki.nextCert));
+      expect(after.clientAssertion.header['x5t#S256']).toBe(thumbprint('sha256', pki.otherCert));
       expect(after.form.client_assertion).not.toBe(before.form.client_assertion);
     });
 
     test('a certificate the provider does not know is refused with AADSTS700027, and the error holds no assertion', async () => {
-      const stranger = await startMockIdp({ clientCertificate: pki.nextCert });
+      const stranger = await startMockIdp({ clientCertificate: pki.otherCert });
       try {
         obo.configure(withCertificate({ tokenEndpoint: stranger.tokenEndpoint }));
         const { error } = await settle(obo.exchangeOboToken(user, 'assertion-refused', 'api://s'));
@@ -180,7 +145,7 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
       const cases = [
         [withCertificate({ clientPrivateKey: 'not a key' }), 'clientPrivateKey'],
         [withCertificate({ clientPrivateKey: pki.clientKey.replace(/[A-Za-z0-9+/]{64}\n/, 'A'.repeat(64) + '\n') }), 'clientPrivateKey'],
-        [withCertificate({ clientPrivateKey: pki.nextKey }), 'clientCertificate'],
+        [withCertificate({ clientPrivateKey: pki.otherKey }), 'clientCertificate'],
         [withCertificate({ clientCertificate: 'certificate.pem' }), 'clientCertificate'],
         [base({ tokenEndpointAuthMethod: 'private_key_jwt' }), 'clientCertificate'],
         [withCertificate({ clientAssertionAlgorithm: 'ES256' }), 'clientAssertionAlgorithm'],

@@ -7,47 +7,11 @@
  * (and fails on CI, where openssl must be present).
  */
 const crypto = require('node:crypto');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const { startMockIdp, GRANT_TYPE, CLIENT_ASSERTION_TYPE } = require('../testing');
+const { opensslAvailable, makePki } = require('./support/pki');
 
-const hasOpenssl = (() => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    if (process.env.CI) throw new Error('openssl is required on CI to make the test certificates');
-    console.warn('NOTICE: openssl not found; skipping the mock client-assertion tests');
-    return false;
-  }
-})();
+const hasOpenssl = opensslAvailable('the mock client-assertion tests');
 const describeWithOpenssl = hasOpenssl ? describe : describe.skip;
-
-/** A CA, a client certificate it issued, and a self-signed certificate nobody registered. */
-function makePki() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obo-native-mock-pki-'));
-  try {
-    const sh = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const rsa = ['-newkey', 'rsa:2048', '-nodes'];
-    sh('req', '-x509', ...rsa, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=obo-native mock test CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-    sh('req', '-new', ...rsa, '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=obo-native mock client');
-    sh('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', '9', '-days', '2', '-out', 'client.pem');
-    sh('req', '-x509', ...rsa, '-keyout', 'stranger.key', '-out', 'stranger.pem', '-days', '2', '-subj', '/CN=unregistered');
-    const read = (name) => fs.readFileSync(path.join(dir, name), 'utf8');
-    return {
-      caCert: read('ca.pem'),
-      clientKey: read('client.key'),
-      clientCert: read('client.pem'),
-      strangerKey: read('stranger.key'),
-      strangerCert: read('stranger.pem'),
-    };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const der = (pem) => new crypto.X509Certificate(pem).raw;
 const thumbprint = (algorithm, pem) => crypto.createHash(algorithm).update(der(pem)).digest('base64url');
@@ -145,14 +109,14 @@ describeWithOpenssl('mock provider: private_key_jwt client assertions', () => {
   it('accepts x5c when its leaf is the registered certificate, and refuses one that is not the thumbprint', async () => {
     const x5c = [der(pki.clientCert).toString('base64'), der(pki.caCert).toString('base64')];
     expect((await exchange(idp.tokenEndpoint, asClient(idp, sign({ header: { x5c } })))).status).toBe(200);
-    const swapped = sign({ header: { x5c: [der(pki.strangerCert).toString('base64')] } });
+    const swapped = sign({ header: { x5c: [der(pki.otherCert).toString('base64')] } });
     expectEntraError(await exchange(idp.tokenEndpoint, asClient(idp, swapped)), 401, 'invalid_client', 700027);
     const garbage = sign({ header: { x5c: ['bm90IGEgY2VydGlmaWNhdGU='] } });
     expectEntraError(await exchange(idp.tokenEndpoint, asClient(idp, garbage)), 400, 'invalid_request', 50027);
   });
 
   it('refuses a signature that does not verify with the certificate (AADSTS700027)', async () => {
-    const otherKey = sign({ key: pki.strangerKey });
+    const otherKey = sign({ key: pki.otherKey });
     const otherPadding = sign({ signWith: 'RS256' });
     const tampered = sign().replace(/\.([^.]+)\./, (_, payload) => `.${encode({ ...JSON.parse(Buffer.from(payload, 'base64url')), sub: 'x' })}.`);
     for (const jwt of [otherKey, otherPadding, tampered]) {
@@ -163,10 +127,10 @@ describeWithOpenssl('mock provider: private_key_jwt client assertions', () => {
   });
 
   it('refuses an unregistered certificate (AADSTS700027, key not found)', async () => {
-    const stranger = assertion({ key: pki.strangerKey, cert: pki.strangerCert, audience: idp.tokenEndpoint, clientId: idp.clientId });
+    const stranger = assertion({ key: pki.otherKey, cert: pki.otherCert, audience: idp.tokenEndpoint, clientId: idp.clientId });
     const result = await exchange(idp.tokenEndpoint, asClient(idp, stranger));
     expectEntraError(result, 401, 'invalid_client', 700027);
-    expect(result.body.error_description).toContain(`The key was not found., Thumbprint of key used by client: '${thumbprint('sha256', pki.strangerCert)}'`);
+    expect(result.body.error_description).toContain(`The key was not found., Thumbprint of key used by client: '${thumbprint('sha256', pki.otherCert)}'`);
     const noThumbprint = sign({ header: { 'x5t#S256': undefined } });
     expectEntraError(await exchange(idp.tokenEndpoint, asClient(idp, noThumbprint)), 401, 'invalid_client', 700027);
   });
@@ -257,9 +221,9 @@ describeWithOpenssl('mock provider: other ways to accept a client assertion', ()
     expectEntraError(await exchange(idp.tokenEndpoint, asClient(idp, assertion(base))), 401, 'invalid_client', 700027);
     const stranger = assertion({
       ...base,
-      key: pki.strangerKey,
-      cert: pki.strangerCert,
-      header: { x5c: [der(pki.strangerCert).toString('base64')] },
+      key: pki.otherKey,
+      cert: pki.otherCert,
+      header: { x5c: [der(pki.otherCert).toString('base64')] },
     });
     expectEntraError(await exchange(idp.tokenEndpoint, asClient(idp, stranger)), 401, 'invalid_client', 700027);
   });
@@ -267,7 +231,7 @@ describeWithOpenssl('mock provider: other ways to accept a client assertion', ()
   it('lets acceptClientAssertion decide first (workload identity), then falls back to certificates', async () => {
     const seen = [];
     const idp = await start({
-      clientCertificate: [pki.strangerCert, pki.clientCert],
+      clientCertificate: [pki.otherCert, pki.clientCert],
       acceptClientAssertion: (jwt, request) => {
         seen.push({ jwt, path: request.path });
         if (jwt === 'federated-ok') return true;
