@@ -544,7 +544,7 @@ impl Engine {
 
     fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
         let now_ms = wall_clock_ms();
-        let access_token: Arc<str> = Arc::from(response.access_token);
+        let access_token = response.access_token;
         let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
         let expires_at_ms = token.expires_at_ms;
         let generations = self.0.generations;

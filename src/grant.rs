@@ -2,7 +2,12 @@
 //! token endpoint answers: a token, an OAuth error body, or something else.
 //! Pure functions over bytes, so they can be tested and fuzzed on their own.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use base64::Engine as _;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::form_urlencoded;
 
@@ -71,11 +76,28 @@ pub fn basic_authorization(auth: &ClientAuth<'_>) -> Option<String> {
     Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
 }
 
-/// A successful answer.
+/// A successful answer. The token is allocated once, where the cache keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenResponse {
-    pub access_token: String,
+    pub access_token: Arc<str>,
     pub expires_in: u64,
+}
+
+/// The usual success body, read without building a JSON tree: the token is
+/// borrowed from the body (tokens are JWTs, which JSON never escapes) and
+/// copied once, into the cache's allocation. Every copy of a kilobyte-long
+/// token made on the runtime thread and freed again fragments its heap, and
+/// each cached entry then costs more than its token. Anything unusual (an
+/// error member, a missing or empty token, escapes, duplicate members) goes
+/// the general way.
+#[derive(Deserialize)]
+struct UsualSuccess<'a> {
+    #[serde(borrow, default)]
+    access_token: Option<Cow<'a, str>>,
+    #[serde(default)]
+    expires_in: Option<Value>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
 }
 
 /// `expires_in` as LibreChat's service reads it: numbers and numeric strings,
@@ -95,6 +117,16 @@ pub fn normalize_expires_in(value: Option<&Value>) -> u64 {
 
 /// Reads a 2xx body.
 pub fn parse_success(status: u16, body: &[u8]) -> Result<TokenResponse, ExchangeError> {
+    if let Ok(UsualSuccess { access_token: Some(Cow::Borrowed(token)), expires_in, error: None }) =
+        serde_json::from_slice::<UsualSuccess<'_>>(body)
+    {
+        if !token.is_empty() {
+            return Ok(TokenResponse {
+                access_token: Arc::from(token),
+                expires_in: normalize_expires_in(expires_in.as_ref()),
+            });
+        }
+    }
     let value: Value = serde_json::from_slice(body).map_err(|_| {
         ExchangeError::failed(format!(
             "The identity provider returned an invalid token response: HTTP {status} with a body that is not JSON ({} bytes)",
@@ -113,7 +145,7 @@ pub fn parse_success(status: u16, body: &[u8]) -> Result<TokenResponse, Exchange
     }
     match object.get("access_token") {
         Some(Value::String(token)) if !token.is_empty() => Ok(TokenResponse {
-            access_token: token.clone(),
+            access_token: Arc::from(token.as_str()),
             expires_in: normalize_expires_in(object.get("expires_in")),
         }),
         _ => Err(ExchangeError::new(FailureReason::EmptyExchangeResponse, EMPTY_RESPONSE_MESSAGE).with_status(status)),
@@ -283,6 +315,23 @@ mod tests {
             assert_eq!(normalize_expires_in(Some(&value)), expected, "{value}");
         }
         assert_eq!(normalize_expires_in(None), DEFAULT_EXPIRES_IN);
+    }
+
+    #[test]
+    fn unusual_success_bodies_read_the_same_as_usual_ones() {
+        let read = |body: &str| parse_success(200, body.as_bytes());
+        let usual =
+            read(r#"{"token_type":"Bearer","expires_in":"1800","access_token":"a.b.c","ext":{"x":[1]}}"#).unwrap();
+        assert_eq!((usual.access_token.as_ref(), usual.expires_in), ("a.b.c", 1800));
+        // Escapes, a duplicate member, an empty error: the general reading, same answers.
+        assert_eq!(read(r#"{"access_token":"a\/b","expires_in":60}"#).unwrap().access_token.as_ref(), "a/b");
+        assert_eq!(read(r#"{"access_token":"old","access_token":"new"}"#).unwrap().access_token.as_ref(), "new");
+        assert_eq!(read(r#"{"access_token":"t","error":""}"#).unwrap().access_token.as_ref(), "t");
+        assert_eq!(read(r#"{"access_token":"t","error":null}"#).unwrap().access_token.as_ref(), "t");
+        // An error member on a 2xx is still an error.
+        let err =
+            read(r#"{"access_token":"t","error":"invalid_grant","error_description":"AADSTS50013: x"}"#).unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("invalid_grant"));
     }
 
     #[test]

@@ -173,7 +173,8 @@ async fn fetch(
         if response.content_length().is_some_and(|length| length > MAX_BODY_BYTES as u64) {
             return Err(too_large(url, what, status));
         }
-        let mut body = Vec::new();
+        // Sized once when announced (and already checked against the cap): no regrowth.
+        let mut body = Vec::with_capacity(response.content_length().map_or(0, |length| length as usize));
         while let Some(chunk) = response.chunk().await.map_err(|err| transport_error(&err, url, what, timeout))? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(too_large(url, what, status));

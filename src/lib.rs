@@ -26,5 +26,10 @@ pub mod throttle;
 #[cfg(feature = "node")]
 mod node;
 
+/// Only in the addon: see Cargo.toml for why.
+#[cfg(feature = "node")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(test)]
 mod fuzz;
