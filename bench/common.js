@@ -4,7 +4,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const CONTESTANTS = ['native', 'lean', 'stack'];
+const CONTESTANTS = ['native', 'lean', 'stack', 'stack-redis'];
 const SCOPE = 'api://mcp-server-4f1c2d/Tools.ReadWrite';
 const ASSERTION_LENGTH = 1536;
 const TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47';
@@ -36,13 +36,26 @@ function identity(subject) {
 const freshCopy = (text) => Buffer.from(text, 'latin1').toString('latin1');
 
 /**
- * A ~1.5 KB JWT-shaped access token (an Entra v1 access token's claims and an
- * RS256-sized signature), distinct per `subject`, as a flat string.
+ * Bytes that depend only on `seed`: `seededBytes(seed)(n)` is the next `n`
+ * bytes of SHAKE256(seed, counter). Processes that must build the same
+ * assertions (the instances of the multi-instance workload) use it in place
+ * of `crypto.randomBytes`.
  */
-function makeAssertion(subject) {
-  const now = Math.floor(Date.now() / 1000);
+function seededBytes(seed) {
+  let counter = 0;
+  return (n) => crypto.createHash('shake256', { outputLength: n }).update(`${seed}\x1f${counter++}`).digest();
+}
+
+/**
+ * A ~1.5 KB JWT-shaped access token (an Entra v1 access token's claims and an
+ * RS256-sized signature), distinct per `subject`, as a flat string. Random
+ * unless `randomBytes` and `issuedAt` (seconds) are given, in which case the
+ * same arguments give the same token in every process.
+ */
+function makeAssertion(subject, { randomBytes = crypto.randomBytes, issuedAt } = {}) {
+  const now = issuedAt ?? Math.floor(Date.now() / 1000);
   const header = b64({ typ: 'JWT', alg: 'RS256', x5t: 'JDNa_4i4r7FgigL3sHIlI3xV-IU', kid: 'JDNa_4i4r7FgigL3sHIlI3xV-IU' });
-  const signature = crypto.randomBytes(256).toString('base64url');
+  const signature = randomBytes(256).toString('base64url');
   const claims = {
     aud: 'api://librechat-4f1c2d',
     iss: 'https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/',
@@ -65,13 +78,13 @@ function makeAssertion(subject) {
     tid: '72f988bf-86f1-41af-91ab-2d7cd011db47',
     unique_name: 'jane.doe@contoso.example',
     upn: 'jane.doe@contoso.example',
-    uti: crypto.randomBytes(16).toString('base64url'),
+    uti: randomBytes(16).toString('base64url'),
     ver: '1.0',
   };
   const bare = header.length + 2 + b64(claims).length + signature.length;
   // base64url grows 4/3: pad `aio` so the token is ~ASSERTION_LENGTH characters.
   const padBytes = Math.max(0, Math.floor(((ASSERTION_LENGTH - bare) * 3) / 4) - 2);
-  claims.aio = crypto.randomBytes(Math.ceil((padBytes * 3) / 4)).toString('base64url').slice(0, padBytes);
+  claims.aio = randomBytes(Math.ceil((padBytes * 3) / 4)).toString('base64url').slice(0, padBytes);
   return freshCopy(`${header}.${b64(claims)}.${signature}`); // flat, not a rope
 }
 
@@ -186,6 +199,43 @@ function quantile(sorted, q) {
   return sorted[index];
 }
 
+/**
+ * Latency histogram that processes can merge: 16 buckets per octave (≈ 4.4 %
+ * wide) from 1/16 µs to 2^24 µs (~17 s), values outside clamped to the ends.
+ */
+const HISTOGRAM_PER_OCTAVE = 16;
+const HISTOGRAM_MIN_LOG2_US = -4;
+const HISTOGRAM_BUCKETS = (24 - HISTOGRAM_MIN_LOG2_US) * HISTOGRAM_PER_OCTAVE + 1;
+
+const latencyHistogram = () => new Float64Array(HISTOGRAM_BUCKETS);
+
+function recordLatency(histogram, ms) {
+  const us = ms * 1000;
+  const at = us > 0 ? Math.floor((Math.log2(us) - HISTOGRAM_MIN_LOG2_US) * HISTOGRAM_PER_OCTAVE) : 0;
+  histogram[at < 0 ? 0 : at >= HISTOGRAM_BUCKETS ? HISTOGRAM_BUCKETS - 1 : at]++;
+}
+
+/** Sums histograms (arrays or typed arrays, e.g. received over IPC). */
+function mergeHistograms(histograms) {
+  const sum = latencyHistogram();
+  for (const h of histograms) for (let i = 0; i < HISTOGRAM_BUCKETS; i++) sum[i] += h[i] || 0;
+  return sum;
+}
+
+/** The `q` quantile in ms: the upper edge of the bucket that holds it (NaN when empty). */
+function histogramQuantile(histogram, q) {
+  let total = 0;
+  for (let i = 0; i < histogram.length; i++) total += histogram[i];
+  if (total === 0) return NaN;
+  const rank = Math.max(1, Math.ceil(q * total));
+  let seen = 0;
+  for (let i = 0; i < histogram.length; i++) {
+    seen += histogram[i];
+    if (seen >= rank) return 2 ** ((i + 1) / HISTOGRAM_PER_OCTAVE + HISTOGRAM_MIN_LOG2_US) / 1000;
+  }
+  return NaN;
+}
+
 module.exports = {
   CONTESTANTS,
   SCOPE,
@@ -195,6 +245,7 @@ module.exports = {
   freshCopy,
   loadContestant,
   makeAssertion,
+  seededBytes,
   expectedDigest,
   checkResult,
   pool,
@@ -203,6 +254,10 @@ module.exports = {
   settleHeap,
   prng,
   quantile,
+  latencyHistogram,
+  recordLatency,
+  mergeHistograms,
+  histogramQuantile,
   threadCpu,
   threadCpuSince,
 };

@@ -1,21 +1,25 @@
 'use strict';
 /**
- * `npm run bench`: native vs lean JS vs the stack baseline (issues 4, 8, 12).
+ * `npm run bench`: native vs lean JS vs the stack baseline (issues 4, 8, 10, 12).
  *
  * Starts the mock identity provider in a process of its own (bench/idp.js),
  * then for every workload runs each contestant in a fresh child process
  * (bench/worker.js), alternating native, lean, stack, native, … for
  * BENCH_ROUNDS rounds; reports medians and min–max, ratios and targets on
  * stdout and in bench/results.md, with the commit and the addon it measured
- * and every attempt, failed ones included.
+ * and every attempt, failed ones included. The multi-instance workload runs
+ * several children of one contestant at once on a private `redis-server`
+ * this runner starts on a free port (never the shared 6379), flushed before
+ * every run; without redis-server it is skipped, and results.md says so.
  *
  * Environment:
  *   BENCH_ROUNDS=n       rounds per workload (default 5, quick 3; verdicts need ≥ 3 to show a spread)
  *   BENCH_QUICK=1        smaller workloads; results go to bench/.out/results-quick.md
  *   (BENCH_ONLY, BENCH_CONTESTANTS or BENCH_PARAMS set: results go to bench/.out/results-partial.md)
  *   BENCH_ONLY=hit,miss  a subset of workloads, by id or prefix (hit, hitFresh, miss, fanout,
- *                        memory, memory1200, memory2500, mixed, workers)
- *   BENCH_CONTESTANTS=native,lean  a subset of contestants (investigations; ratios need all three)
+ *                        memory, memory1200, memory2500, mixed, workers, multiInstance)
+ *   BENCH_CONTESTANTS=native,lean  a subset of contestants (native, lean, stack, stack-redis;
+ *                        investigations: ratios need every contestant of a workload)
  *   BENCH_PARAMS='{"memoryReads":0}'  JSON merged over the workload parameters (investigations)
  *   BENCH_RESULTS=path   where to write the markdown (default as above)
  *   BENCH_CPU_PROF=1     children run with --cpu-prof into bench/.out/prof/
@@ -23,11 +27,14 @@
  * Children inherit the environment, so e.g. `MALLOC_ARENA_MAX=1 npm run bench`
  * applies to every contestant; the results record the MALLOC_* variables.
  */
-const { fork, execFileSync } = require('node:child_process');
+const { fork, execFileSync, spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { mergeHistograms, histogramQuantile } = require('./common.js');
+// The jest suite's private redis-server (free port, never 6379, no persistence).
+const { startRedis, redisCli } = require('../__test__/support/redis.js');
 
 const QUICK = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK || '');
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS) || (QUICK ? 3 : 5));
@@ -44,7 +51,9 @@ const RESULTS =
 const CPU_PROF = /^(1|true|yes)$/i.test(process.env.BENCH_CPU_PROF || '');
 /** A stack memory run makes 100 000 exchanges at ~2 000/s on a quiet machine. */
 const CHILD_TIMEOUT_MS = 900_000;
-const CONTESTANTS = ['native', 'lean', 'stack'];
+/** The table's columns; a workload may put another contestant in the stack column (its `baseline`). */
+const COLUMNS = ['native', 'lean', 'stack'];
+const CONTESTANTS = [...COLUMNS, 'stack-redis'];
 
 const DEFAULT_PARAMS = QUICK
   ? {
@@ -67,6 +76,11 @@ const DEFAULT_PARAMS = QUICK
       workerCalls: 50_000,
       workerWarmCalls: 25_000,
       workerLanes: 8,
+      multiInstances: 4,
+      multiUsers: 1_000,
+      multiSteadyMs: 500,
+      multiHitWarmMs: 100,
+      multiHitMs: 200,
       concurrency: 64,
     }
   : {
@@ -89,6 +103,11 @@ const DEFAULT_PARAMS = QUICK
       workerCalls: 400_000,
       workerWarmCalls: 50_000,
       workerLanes: 8,
+      multiInstances: 4,
+      multiUsers: 1_000,
+      multiSteadyMs: 2_000,
+      multiHitWarmMs: 200,
+      multiHitMs: 500,
       concurrency: 64,
     };
 
@@ -108,7 +127,10 @@ const hitMetrics = [{ key: 'usPerHit', label: 'µs per call', better: lower, dig
  * What each workload runs and reports. `child` names the function in
  * worker.js (default: `id`), `params` are added to PARAMS for its children,
  * `idp` is the provider state every run starts from, `contestants` who takes
- * part (default all three); `better` orients the ratios (> 1 = native better).
+ * part (default the three columns), `baseline` who fills the stack column
+ * (default stack), `redis` whether its runs need the private Redis (they
+ * then run as several instances, see runMultiInstance); `better` orients the
+ * ratios (> 1 = native better).
  */
 const WORKLOADS = [
   {
@@ -169,10 +191,28 @@ const WORKLOADS = [
       { key: 'providerRequests', label: 'provider requests (cold fill)', better: lower, digits: 0 },
     ],
   },
+  {
+    id: 'multiInstance',
+    title:
+      `7. multi-instance (${PARAMS.multiInstances} processes × the same ${PARAMS.multiUsers} users, one shared Redis, ` +
+      `${PARAMS.concurrency} in flight each; stack column: stack-redis, i.e. Keyv + @keyv/redis)`,
+    contestants: ['native', 'stack-redis'],
+    baseline: 'stack-redis',
+    redis: true,
+    metrics: [
+      { key: 'providerRequests', label: `provider requests, cold start (${PARAMS.multiUsers} distinct keys)`, better: lower, digits: 0 },
+      { key: 'coldMs', label: 'cold start: ms until every instance has served every user', better: lower, digits: 0 },
+      { key: 'callsPerSec', label: 'steady calls/s (all instances)', better: higher, digits: 0 },
+      { key: 'p50Ms', label: 'steady p50 latency ms', better: lower, digits: 4 },
+      { key: 'p99Ms', label: 'steady p99 latency ms', better: lower, digits: 3 },
+      { key: 'usPerHit', label: 'µs per hit (sequential, one instance at a time), a fresh assertion string per call', better: lower, digits: 3 },
+      { key: 'usPerHitSame', label: 'µs per hit (likewise), the same string object every call', better: lower, digits: 3 },
+    ],
+  },
 ];
 for (const workload of WORKLOADS) {
   workload.child = workload.child || workload.id;
-  workload.contestants = (workload.contestants || CONTESTANTS).filter(
+  workload.contestants = (workload.contestants || COLUMNS).filter(
     (c) => ONLY_CONTESTANTS.length === 0 || ONLY_CONTESTANTS.includes(c),
   );
 }
@@ -235,6 +275,9 @@ const memoryTargets = (s, workload) => [
   },
   { text: '≤ lean (issue 8)', verdict: atLeast(lower, s.native, s.lean, 1) },
 ];
+const multiHitTargets = (s) => [
+  { text: "≥ 100× faster than the stack's Redis round trip (issue 10)", verdict: atLeast(lower, s.native, s.stack, 100) },
+];
 const TARGETS = {
   'hit.usPerHit': hitTargets,
   'hitFresh.usPerHit': hitTargets,
@@ -265,6 +308,18 @@ const TARGETS = {
     { text: 'no slower than either', verdict: both(atLeast(lower, s.native, s.lean, 1), atLeast(lower, s.native, s.stack, 1)) },
   ],
   ...Object.fromEntries(PARAMS.memoryTokenLengths.map((n) => [`memory${n}.rssSlope`, memoryTargets])),
+  'multiInstance.providerRequests': (s, workload, attempts) => {
+    const failedGuard = attempts.some((a) => a.workload === workload.id && a.contestant === 'native' && a.guard === 'providerRequests');
+    const exact = s.native.n > 0 && s.native.n === s.native.values.length && s.native.min === PARAMS.multiUsers && s.native.max === PARAMS.multiUsers;
+    return [
+      {
+        text: `= distinct keys (${PARAMS.multiUsers}), exactly, in every run and every attempt (issue 10)`,
+        verdict: exact && !failedGuard ? MET : MISSED,
+      },
+    ];
+  },
+  'multiInstance.usPerHit': multiHitTargets,
+  'multiInstance.usPerHitSame': multiHitTargets,
 };
 
 // --- the provider process ----------------------------------------------------------
@@ -311,15 +366,20 @@ function startIdp() {
 }
 
 // --- one child run -------------------------------------------------------------------
+function childExecArgv(workload, contestant, suffix = '') {
+  const execArgv = ['--expose-gc'];
+  if (CPU_PROF) {
+    const dir = path.join(OUT_DIR, 'prof');
+    fs.mkdirSync(dir, { recursive: true });
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${workload.id}-${contestant}${suffix}-${Date.now()}.cpuprofile`);
+  }
+  return execArgv;
+}
+
 function runChild(idp, contestant, workload) {
   const params = { ...PARAMS, ...(workload.params || {}) };
   return new Promise((resolve, reject) => {
-    const execArgv = ['--expose-gc'];
-    if (CPU_PROF) {
-      const dir = path.join(OUT_DIR, 'prof');
-      fs.mkdirSync(dir, { recursive: true });
-      execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${workload.id}-${contestant}-${Date.now()}.cpuprofile`);
-    }
+    const execArgv = childExecArgv(workload, contestant);
     const child = fork(
       path.join(__dirname, 'worker.js'),
       [contestant, workload.child, JSON.stringify(idp.provider), JSON.stringify(params)],
@@ -355,7 +415,210 @@ function runChild(idp, contestant, workload) {
   });
 }
 
+// --- the multi-instance workload (issue 10) --------------------------------------------
+
+/** Whether redis-server and redis-cli can run here; the multi-instance workload is skipped otherwise. */
+function redisInstalled() {
+  const works = (program) => spawnSync(program, ['--version'], { stdio: 'ignore' }).status === 0;
+  return works('redis-server') && works('redis-cli');
+}
+
+/** A failed correctness guard: fails the attempt, and the results name the guard. */
+function guardFailure(guard, message) {
+  return Object.assign(new Error(message), { guard });
+}
+
+/**
+ * One instance of the multi-instance workload: a worker.js child that
+ * reports each phase over IPC (`{ multi: phase, … }`) and waits for the
+ * runner's `{ multiGo: phase }` before the next.
+ */
+class Instance {
+  constructor(contestant, workload, params, provider) {
+    this.label = `${contestant}/${workload.id}#${params.multiInstance}`;
+    this.child = fork(
+      path.join(__dirname, 'worker.js'),
+      [contestant, workload.child, JSON.stringify(provider), JSON.stringify(params)],
+      { execArgv: childExecArgv(workload, contestant, `-${params.multiInstance}`), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+    );
+    this.stdout = '';
+    this.stderr = '';
+    this.child.stdout.setEncoding('utf8').on('data', (d) => (this.stdout += d));
+    this.child.stderr.setEncoding('utf8').on('data', (d) => (this.stderr += d));
+    this.reports = new Map();
+    this.waiters = new Map();
+    this.exited = null;
+    this.child.on('message', (message) => {
+      if (!message || message.multi === undefined) return;
+      const waiter = this.waiters.get(message.multi);
+      if (waiter) {
+        this.waiters.delete(message.multi);
+        waiter.resolve(message);
+      } else {
+        this.reports.set(message.multi, message);
+      }
+    });
+    this.exit = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        this.exited = { code, signal };
+        for (const [phase, waiter] of this.waiters) waiter.reject(this.failure(`before reporting ${phase}`));
+        this.waiters.clear();
+        resolve(this.exited);
+      });
+    });
+  }
+
+  failure(when) {
+    const { code, signal } = this.exited;
+    return new Error(`${this.label} exited ${when} (code ${code}, signal ${signal}): ${this.stderr.trim().slice(-2000)}`);
+  }
+
+  /** The child's report of `phase`. */
+  next(phase) {
+    const report = this.reports.get(phase);
+    if (report) {
+      this.reports.delete(phase);
+      return Promise.resolve(report);
+    }
+    if (this.exited) return Promise.reject(this.failure(`before reporting ${phase}`));
+    return new Promise((resolve, reject) => this.waiters.set(phase, { resolve, reject }));
+  }
+
+  go(phase) {
+    this.child.send({ multiGo: phase });
+  }
+
+  /** The JSON line the child prints when it ends. */
+  async result() {
+    await this.exit;
+    const line = this.stdout.trim().split('\n').filter(Boolean).pop();
+    if (this.exited.code !== 0 || !line) throw this.failure('at the end');
+    return JSON.parse(line);
+  }
+
+  kill() {
+    if (!this.exited) this.child.kill('SIGKILL');
+  }
+}
+
+const sum = (values) => values.reduce((a, b) => a + b, 0);
+
+/**
+ * One run of the multi-instance workload: `multiInstances` children of one
+ * contestant on the private Redis (flushed first), all configured alike,
+ * paced through the phases together (cold, steady), then one at a time
+ * (hit). The provider's counter is read between phases. Guards (a failure
+ * fails the attempt and names its guard): native's cold start makes exactly
+ * one provider request per distinct key and gives every instance the same
+ * token per user; the stack's makes between one and `multiInstances` per key;
+ * neither makes any request once warm.
+ */
+async function runMultiInstance(idp, redis, contestant, workload) {
+  const P = { ...PARAMS, ...(workload.params || {}) };
+  await redisCli(redis.port, 'FLUSHALL');
+  const shared = {
+    redisUri: redis.uri,
+    redisKeyPrefix: 'obo-bench',
+    // A throwaway key for a throwaway Redis, new for every run.
+    cacheEncryptionKey: crypto.randomBytes(32).toString('hex'),
+    multiTag: `${Date.now().toString(36)}${crypto.randomBytes(3).toString('hex')}`,
+    multiIssuedAt: Math.floor(Date.now() / 1000),
+  };
+  const instances = Array.from(
+    { length: P.multiInstances },
+    (_, i) => new Instance(contestant, workload, { ...P, ...shared, multiInstance: i }, idp.provider),
+  );
+  const timer = setTimeout(() => instances.forEach((x) => x.kill()), CHILD_TIMEOUT_MS);
+  const everyone = (phase) => Promise.all(instances.map((x) => x.next(phase)));
+  const providerCount = async () => (await idp.control('count')).tokenRequests;
+  try {
+    await everyone('ready');
+    await idp.control('reset');
+    instances.forEach((x) => x.go('cold'));
+    const cold = await everyone('cold');
+    const coldRequests = await providerCount();
+    await idp.control('reset');
+    instances.forEach((x) => x.go('steady'));
+    const steady = await everyone('steady');
+    const hits = [];
+    for (const x of instances) {
+      x.go('hit');
+      hits.push(await x.next('hit'));
+    }
+    const warmRequests = await providerCount();
+    instances.forEach((x) => x.go('finish'));
+    const ends = await Promise.all(instances.map((x) => x.result()));
+    const redisKeys = Number(String(await redisCli(redis.port, 'DBSIZE')).trim());
+    const usedMemory = /used_memory:(\d+)/.exec(String(await redisCli(redis.port, 'INFO', 'memory')));
+
+    const keys = P.multiUsers;
+    const sameTokens = new Set(cold.map((r) => r.tokenDigest)).size === 1;
+    const failures = [];
+    if (contestant === 'native' && coldRequests !== keys) {
+      failures.push(['providerRequests', `the cold start made ${coldRequests} provider requests for ${keys} distinct keys (must be exactly ${keys})`]);
+    }
+    if (contestant !== 'native' && !(coldRequests >= keys && coldRequests <= keys * P.multiInstances)) {
+      failures.push(['providerRequests', `the cold start made ${coldRequests} provider requests for ${keys} keys on ${P.multiInstances} instances`]);
+    }
+    if (warmRequests !== 0) failures.push(['warmRequests', `${warmRequests} provider requests in the steady and hit phases, where every call should hit`]);
+    if (contestant === 'native' && !sameTokens) failures.push(['sameTokens', 'the instances hold different tokens for the same user']);
+    if (failures.length) {
+      throw guardFailure(failures[0][0], `multiInstance/${contestant}: ${failures.map((f) => f[1]).join('; ')}`);
+    }
+
+    const coldMs = Math.max(...cold.map((r) => r.elapsedMs));
+    const coldHistogram = mergeHistograms(cold.map((r) => r.histogram));
+    const steadyHistogram = mergeHistograms(steady.map((r) => r.histogram));
+    const stats = ends.map((e) => e.info.stats).filter(Boolean);
+    const statSum = (field) => (stats.length ? sum(stats.map((st) => st[field] ?? 0)) : null);
+    return {
+      contestant,
+      workload: workload.id,
+      metrics: {
+        providerRequests: coldRequests,
+        coldMs,
+        callsPerSec: (sum(steady.map((r) => r.calls)) * 1000) / Math.max(...steady.map((r) => r.elapsedMs)),
+        p50Ms: histogramQuantile(steadyHistogram, 0.5),
+        p99Ms: histogramQuantile(steadyHistogram, 0.99),
+        usPerHit: median(hits.map((r) => r.usPerHit)),
+        usPerHitSame: median(hits.map((r) => r.usPerHitSame)),
+      },
+      info: {
+        instances: P.multiInstances,
+        users: keys,
+        coldCallsPerSec: (keys * P.multiInstances * 1000) / coldMs,
+        coldP50Ms: histogramQuantile(coldHistogram, 0.5),
+        coldP99Ms: histogramQuantile(coldHistogram, 0.99),
+        coldMsEach: cold.map((r) => r.elapsedMs),
+        steadyCalls: sum(steady.map((r) => r.calls)),
+        steadyP999Ms: histogramQuantile(steadyHistogram, 0.999),
+        steadyCpuUsPerCall: median(steady.map((r) => r.cpuUsPerCall)),
+        usPerHitEach: hits.map((r) => r.usPerHit),
+        usPerHitSameEach: hits.map((r) => r.usPerHitSame),
+        cpuUsPerHit: median(hits.map((r) => r.cpuUsPerHit)),
+        cpuUsPerHitSame: median(hits.map((r) => r.cpuUsPerHitSame)),
+        warmProviderRequests: warmRequests,
+        sameTokens: sameTokens ? 1 : 0,
+        redisHits: statSum('redisHits'),
+        redisMisses: statSum('redisMisses'),
+        redisErrors: statSum('redisErrors'),
+        lockWaits: statSum('lockWaits'),
+        redisKeys,
+        redisUsedMemoryMB: usedMemory ? Number(usedMemory[1]) / 2 ** 20 : null,
+        setupMs: median(ends.map((e) => e.info.setupMs)),
+        identityAware: ends.every((e) => e.info.identityAware !== false),
+      },
+    };
+  } finally {
+    clearTimeout(timer);
+    instances.forEach((x) => x.kill());
+  }
+}
+
 // --- formatting ----------------------------------------------------------------------
+/** Who fills `column` of the table for `workload`. */
+const columnContestant = (workload, column) => (column === 'stack' && workload.baseline ? workload.baseline : column);
+
 function fmt(value, digits) {
   if (value === null || value === undefined || Number.isNaN(value)) return 'n/a';
   if (!Number.isFinite(value)) return String(value);
@@ -492,6 +755,7 @@ function render(results, info, attempts, rounds = ROUNDS) {
       `Verdicts use the whole spread: *met* only when native's worst round beats the target against the other's best round, ` +
       `*missed* when even native's best round does not, *inconclusive* when the gap lies inside the spread of the rounds` +
       `${rounds === 1 ? ' (one round shows no spread: these verdicts are indicative only)' : ''}. ` +
+      `${results.multiInstance ? 'Workload 7 runs native and stack-redis only (lean has no shared store); its stack column is stack-redis, and each run is 4 child processes on one private redis-server, flushed before the run. ' : ''}` +
       `Total time ${(info.elapsedMs / 60000).toFixed(1)} min.`,
     '',
   );
@@ -503,9 +767,11 @@ function render(results, info, attempts, rounds = ROUNDS) {
     if (!byContestant) continue;
     for (const metric of workload.metrics) {
       const s = {};
-      for (const c of CONTESTANTS) s[c] = summary((byContestant[c] || []).map((r) => r.metrics[metric.key]));
+      for (const column of COLUMNS) {
+        s[column] = summary((byContestant[columnContestant(workload, column)] || []).map((r) => r.metrics[metric.key]));
+      }
       const target = TARGETS[`${workload.id}.${metric.key}`];
-      const verdicts = target ? target(s, workload) : [];
+      const verdicts = target ? target(s, workload, attempts) : [];
       for (const v of verdicts) tally[v.verdict]++;
       lines.push(
         `| ${workload.title} | ${metric.label} | ${cell(s.native, metric.digits)} | ${cell(s.lean, metric.digits)} | ` +
@@ -515,6 +781,10 @@ function render(results, info, attempts, rounds = ROUNDS) {
           `${verdicts.length ? verdicts.map((v) => MARK[v.verdict]).join('<br>') : '—'} |`,
       );
     }
+  }
+  for (const [id, reason] of Object.entries(info.skipped || {})) {
+    const workload = WORKLOADS.find((w) => w.id === id);
+    lines.push('', `**Skipped: ${workload ? workload.title : id}**: ${reason}.`);
   }
   lines.push('', `Targets: ${tally[MET]} met, ${tally[MISSED]} missed, ${tally[INCONCLUSIVE]} inconclusive.`, '');
 
@@ -555,12 +825,31 @@ function render(results, info, attempts, rounds = ROUNDS) {
       ['fillMs', 'cold fill ms (slowest thread)', 0],
       ['providerRequestsWhileHot', 'provider requests while hot', 0],
     ],
+    multiInstance: [
+      ['coldCallsPerSec', 'cold start calls/s (all instances)', 0],
+      ['coldP50Ms', 'cold start p50 latency ms', 2],
+      ['coldP99Ms', 'cold start p99 latency ms', 2],
+      ['steadyP999Ms', 'steady p99.9 latency ms', 3],
+      ['steadyCpuUsPerCall', 'steady process CPU µs per call (median instance)', 3],
+      ['cpuUsPerHit', 'process CPU µs per sequential hit, fresh string (median instance)', 3],
+      ['cpuUsPerHitSame', 'process CPU µs per sequential hit, same string (median instance)', 3],
+      ['warmProviderRequests', 'provider requests after the cold start (steady + hit)', 0],
+      ['sameTokens', 'every instance got the same token per user (1 = yes)', 0],
+      ['redisHits', 'redisHits (sum over instances)', 0],
+      ['redisMisses', 'redisMisses (sum)', 0],
+      ['lockWaits', 'lockWaits (sum)', 0],
+      ['redisErrors', 'redisErrors (sum)', 0],
+      ['redisKeys', 'keys in Redis after the run', 0],
+      ['redisUsedMemoryMB', 'Redis used_memory after the run, MB', 2],
+    ],
   };
   for (const workload of WORKLOADS) {
     const byContestant = results[workload.id];
     if (!byContestant) continue;
     for (const [key, label, digits] of DETAILS[workload.id] || []) {
-      const cells = CONTESTANTS.map((c) => cell(summary((byContestant[c] || []).map((r) => r.info[key])), digits));
+      const cells = COLUMNS.map((column) =>
+        cell(summary((byContestant[columnContestant(workload, column)] || []).map((r) => r.info[key])), digits),
+      );
       lines.push(`| ${workload.id} | ${label} | ${cells.join(' | ')} |`);
     }
   }
@@ -604,7 +893,8 @@ function selectWorkloads() {
 /** Judges and writes the results of an earlier run again, e.g. after a change of targets. */
 function renderAgain(file) {
   const { info, results, attempts } = JSON.parse(fs.readFileSync(file, 'utf8'));
-  if (JSON.stringify(info.params) !== JSON.stringify(PARAMS)) {
+  // Parameters added since that run (e.g. a new workload's) do not matter to it.
+  if (Object.keys(info.params).some((key) => JSON.stringify(info.params[key]) !== JSON.stringify(PARAMS[key]))) {
     throw new Error(`${file} was measured with other parameters; set BENCH_QUICK/BENCH_PARAMS as for its run`);
   }
   const { text, tally } = render(results, { ...info, rounds: info.rounds }, attempts, info.rounds);
@@ -623,15 +913,27 @@ async function main() {
   const info = { machine: { ...machine(), mallocEnv }, build: build(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
   const started = Date.now();
   console.error(
-    `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × ${ONLY_CONTESTANTS.length || CONTESTANTS.length} contestants${QUICK ? ' (quick)' : ''}; ` +
+    `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × ${new Set(workloads.flatMap((w) => w.contestants)).size} contestants${QUICK ? ' (quick)' : ''}; ` +
       `${info.machine.cpu}, ${info.machine.cores} cores, Node ${info.machine.node}; ` +
       `commit ${info.build.commit.slice(0, 12)}${info.build.dirty ? ' (dirty tree)' : ''}`,
   );
   const idp = await startIdp();
   const results = {};
   const attempts = [];
+  let redis = null;
+  info.skipped = {};
   try {
+    if (workloads.some((w) => w.redis)) {
+      if (redisInstalled()) {
+        redis = await startRedis();
+        console.error(`  private redis-server on port ${redis.port} (pid ${redis.pid})`);
+      } else {
+        for (const w of workloads.filter((x) => x.redis)) info.skipped[w.id] = 'redis-server/redis-cli not found on this machine';
+        console.error('  NOTICE: redis-server/redis-cli not found: skipping the multi-instance workload');
+      }
+    }
     for (const workload of workloads) {
+      if (info.skipped[workload.id]) continue;
       results[workload.id] = Object.fromEntries(workload.contestants.map((c) => [c, []]));
       for (let round = 1; round <= ROUNDS; round++) {
         for (const contestant of workload.contestants) {
@@ -643,10 +945,11 @@ async function main() {
             attempts.push(record);
             const t0 = Date.now();
             try {
-              result = await runChild(idp, contestant, workload);
+              result = workload.redis ? await runMultiInstance(idp, redis, contestant, workload) : await runChild(idp, contestant, workload);
               record.ok = true;
             } catch (err) {
               record.error = err.message;
+              if (err.guard) record.guard = err.guard;
               console.error(`  ! ${err.message.split('\n')[0]}${attempt === 1 ? ' (retrying once)' : ''}`);
             }
             record.elapsedMs = Date.now() - t0;
@@ -663,6 +966,7 @@ async function main() {
     }
   } finally {
     await idp.control('close').catch(() => idp.child.kill());
+    if (redis) await redis.stop();
   }
   info.elapsedMs = Date.now() - started;
   info.buildAfter = build();

@@ -4,12 +4,15 @@
  * provider, prints one JSON line `{ contestant, workload, metrics, info }` on
  * stdout and exits.
  *
- *   node --expose-gc bench/worker.js <native|lean|stack> <workload> '<provider json>' '<params json>'
+ *   node --expose-gc bench/worker.js <native|lean|stack|stack-redis> <workload> '<provider json>' '<params json>'
  *
  * Forked by run.js with an IPC channel, through which it asks the provider
  * process for its request counter (`count`) or to zero it (`reset`). Run by
- * hand without IPC, provider counts are reported as null.
+ * hand without IPC, provider counts are reported as null. The multi-instance
+ * workload is one of several such children, and is paced by the runner over
+ * the same channel (it cannot run by hand).
  */
+const crypto = require('node:crypto');
 const { performance } = require('node:perf_hooks');
 const path = require('node:path');
 const { Worker } = require('node:worker_threads');
@@ -24,6 +27,9 @@ const {
   settleHeap,
   prng,
   quantile,
+  seededBytes,
+  latencyHistogram,
+  recordLatency,
   tick,
   threadCpu,
   threadCpuSince,
@@ -34,13 +40,25 @@ const now = () => performance.now();
 // --- provider control, relayed by the runner ---------------------------------
 let nextId = 0;
 const waiting = new Map();
+const commands = [];
+let commandWaiter = null;
 process.on('message', (message) => {
   if (message && message.idpReply !== undefined) {
     const resolve = waiting.get(message.idpReply);
     waiting.delete(message.idpReply);
     if (resolve) resolve(message.result);
+  } else if (message && message.multiGo !== undefined) {
+    commands.push(message.multiGo);
+    if (commandWaiter) commandWaiter();
   }
 });
+/** The runner's next command to a multi-instance child; throws unless it is `expected`. */
+async function command(expected) {
+  while (commands.length === 0) await new Promise((resolve) => (commandWaiter = resolve));
+  commandWaiter = null;
+  const got = commands.shift();
+  if (got !== expected) throw new Error(`multiInstance: expected the runner's ${expected}, got ${got}`);
+}
 function idp(cmd) {
   if (!process.send) return Promise.resolve(null);
   return new Promise((resolve) => {
@@ -444,7 +462,116 @@ async function workers(c, P) {
   };
 }
 
-const WORKLOADS = { hit, hitFresh, miss, fanout, memory, mixed, workers };
+/**
+ * 7. One of `P.multiInstances` instances (processes) sharing one Redis, each
+ * serving the same `P.multiUsers` users: the runner starts them together and
+ * paces them through the phases, reads the provider's counter between phases
+ * and judges across instances. This child reports each phase to the runner:
+ * - `cold`: every user once, in the same order in every instance and at the
+ *   same moment (a cold start behind a load balancer: all instances see the
+ *   same users' first calls), `P.concurrency` in flight; latency of each
+ *   call; every result checked; a digest of the tokens, so the runner can
+ *   tell whether every instance holds the same token per user;
+ * - `steady`: passes over the users, `P.concurrency` in flight, for at least
+ *   `P.multiSteadyMs`, all instances at once: calls, time, latencies;
+ * - `hit`: the cost of one hit, with the other instances idle: sequential
+ *   calls over the users after `P.multiHitWarmMs` of warm-up, for at least
+ *   `P.multiHitMs` each way: first with a fresh copy of each assertion per
+ *   call (as a server parses it from each request; copies made outside the
+ *   timing), then with the same string objects every call (V8 has their
+ *   hashes cached), as workloads 1b and 1a do for one user.
+ * Assertions come from `seededBytes(multiTag/i)` so that every instance
+ * passes the same token for a user.
+ */
+async function multiInstance(c, P) {
+  if (!process.send) throw new Error('multiInstance runs under bench/run.js only (it paces the instances)');
+  const n = P.multiUsers;
+  const users = Array.from({ length: n }, (_, i) => identity(`multi-${P.multiTag}-${i}`));
+  const tokens = users.map((u, i) =>
+    makeAssertion(u.user.openidId, { randomBytes: seededBytes(`${P.multiTag}/${i}`), issuedAt: P.multiIssuedAt }),
+  );
+  const ex = c.exchangeOboToken;
+  const report = (phase, data) => process.send({ multi: phase, instance: P.multiInstance, ...data });
+  await settleHeap();
+  report('ready', {});
+
+  await command('cold');
+  const results = new Array(n);
+  let histogram = latencyHistogram();
+  let t0 = now();
+  await pool(n, P.concurrency, async (i) => {
+    const start = now();
+    results[i] = await ex(users[i].user, tokens[i], SCOPE, true, users[i].context);
+    recordLatency(histogram, now() - start);
+  });
+  const coldMs = now() - t0;
+  for (let i = 0; i < n; i++) checkResult(results[i], tokens[i], SCOPE, `multiInstance/cold/${i}`, c.returnsExpiresAt);
+  const digest = crypto.createHash('sha256');
+  for (const r of results) digest.update(`${r.access_token}\n`);
+  report('cold', { elapsedMs: coldMs, histogram: Array.from(histogram), tokenDigest: digest.digest('hex') });
+
+  await command('steady');
+  histogram = latencyHistogram();
+  let calls = 0;
+  let elapsed = 0;
+  const cpu0 = process.cpuUsage();
+  t0 = now();
+  do {
+    await pool(n, P.concurrency, async (i) => {
+      const start = now();
+      results[i] = await ex(users[i].user, tokens[i], SCOPE, true, users[i].context);
+      recordLatency(histogram, now() - start);
+    });
+    calls += n;
+    elapsed = now() - t0;
+  } while (elapsed < P.multiSteadyMs);
+  const steadyCpu = process.cpuUsage(cpu0);
+  for (let i = 0; i < n; i++) checkResult(results[i], tokens[i], SCOPE, `multiInstance/steady/${i}`, c.returnsExpiresAt);
+  report('steady', {
+    calls,
+    elapsedMs: elapsed,
+    histogram: Array.from(histogram),
+    cpuUsPerCall: (steadyCpu.user + steadyCpu.system) / calls,
+  });
+
+  await command('hit');
+  const copies = new Array(n);
+  const batch = async (fresh) => {
+    for (let i = 0; i < n; i++) copies[i] = fresh ? freshCopy(tokens[i]) : tokens[i];
+    const start = now();
+    for (let i = 0; i < n; i++) await ex(users[i].user, copies[i], SCOPE, true, users[i].context);
+    return now() - start;
+  };
+  const measureHits = async (fresh) => {
+    for (let warmed = 0; warmed < P.multiHitWarmMs; ) warmed += await batch(fresh);
+    await settleHeap();
+    let hits = 0;
+    let elapsedMs = 0;
+    let cpuUs = 0;
+    do {
+      const cpu = process.cpuUsage();
+      elapsedMs += await batch(fresh);
+      const used = process.cpuUsage(cpu);
+      cpuUs += used.user + used.system;
+      hits += n;
+    } while (elapsedMs < P.multiHitMs);
+    const last = n - 1;
+    const result = await ex(users[last].user, copies[last], SCOPE, true, users[last].context);
+    checkResult(result, tokens[last], SCOPE, 'multiInstance/hit', c.returnsExpiresAt);
+    return { usPerHit: (elapsedMs * 1000) / hits, cpuUsPerHit: cpuUs / hits, hits };
+  };
+  const fresh = await measureHits(true);
+  const same = await measureHits(false);
+  report('hit', { ...fresh, usPerHitSame: same.usPerHit, cpuUsPerHitSame: same.cpuUsPerHit });
+
+  await command('finish');
+  return {
+    metrics: {},
+    info: { instance: P.multiInstance, stats: typeof c.stats === 'function' ? c.stats() : null },
+  };
+}
+
+const WORKLOADS = { hit, hitFresh, miss, fanout, memory, mixed, workers, multiInstance };
 
 async function main() {
   const [name, workload, providerJson, paramsJson] = process.argv.slice(2);
@@ -453,7 +580,7 @@ async function main() {
   const params = { concurrency: 64, ...JSON.parse(paramsJson || '{}'), provider, tag: Date.now().toString(36) };
   const contestant = loadContestant(name);
   const tSetup = now();
-  if (workload !== 'workers') await contestant.setup(provider);
+  if (workload !== 'workers') await contestant.setup(provider, params);
   const setupMs = now() - tSetup;
   await tick();
   const result = await WORKLOADS[workload](contestant, params);

@@ -18,8 +18,15 @@ module.exports = {
   identityAware,
   returnsExpiresAt: identityAware,
 
-  /** @param {{tokenEndpoint: string, clientId: string, clientSecret: string}} provider */
-  async setup(provider) {
+  /**
+   * @param {{tokenEndpoint: string, clientId: string, clientSecret: string}} provider
+   * @param {{redisUri?: string, redisKeyPrefix?: string, cacheEncryptionKey?: string}} [params]
+   *   with `redisUri`, the Redis tier shared by the instances of the multi-instance workload
+   */
+  async setup(provider, params = {}) {
+    const redis = params.redisUri
+      ? { redisUri: params.redisUri, redisKeyPrefix: params.redisKeyPrefix, cacheEncryptionKey: params.cacheEncryptionKey }
+      : {};
     obo.configure({
       tokenEndpoint: provider.tokenEndpoint,
       clientId: provider.clientId,
@@ -27,6 +34,7 @@ module.exports = {
       tokenEndpointAuthMethod: 'client_secret_basic',
       // Above the memory workload's 100 000 entries plus its warm-up, so nothing is evicted (default 100 000).
       maxCacheEntries: 1_000_000,
+      ...redis,
     });
   },
 
@@ -35,4 +43,7 @@ module.exports = {
   cacheSize() {
     return obo.stats().cacheSize;
   },
+
+  /** The package's counters (the Redis tier's among them). */
+  stats: () => obo.stats(),
 };

@@ -14,7 +14,8 @@
  * - a `keyv` v5 in-memory namespace (its default Map store and JSON
  *   serialisation, as LibreChat's `getLogStores` builds it), TTL
  *   `max(1000, expires_at − now − 30 000)` ms; a cached entry is served only
- *   while `expires_at > now + 30 s`;
+ *   while `expires_at > now + 30 s` (stack-redis.js runs this same code on
+ *   LibreChat's Redis store);
  * - a module-level in-flight `Map` on the same key, joined by `fromCache`
  *   callers after the cache read; `fromCache = false` neither reads nor joins,
  *   and still writes the cache;
@@ -39,26 +40,6 @@ const DISCOVERY_SUFFIX = '/.well-known/openid-configuration';
 const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
 const TRANSIENT_CODES = new Set(['ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENOTFOUND']);
 const TRANSIENT_TEXT = ['timed out', 'timeout', 'econnreset', 'socket hang up', 'temporarily unavailable', 'too many requests', 'service unavailable'];
-
-let client = null;
-let openIdConfig = null;
-let tokensCache = null;
-const inFlight = new Map();
-
-async function setup(provider) {
-  client = await import('openid-client');
-  openIdConfig = await client.discovery(
-    new URL(provider.issuer),
-    provider.clientId,
-    { client_secret: provider.clientSecret, token_endpoint_auth_method: 'client_secret_basic' },
-    client.ClientSecretBasic(provider.clientSecret),
-    { execute: [client.allowInsecureRequests] },
-  );
-  tokensCache = new Keyv({ namespace: 'openid_exchanged_tokens' });
-  inFlight.clear();
-}
-
-const getOpenIdConfig = () => openIdConfig;
 
 // --- identity, as @librechat/api resolves it ------------------------------------
 function identityValue(value) {
@@ -122,69 +103,105 @@ function tag(err, retryable) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function performExchange(config, cacheKey, accessToken, scopes) {
-  const request = () =>
-    client.genericGrantRequest(config, GRANT_TYPE, {
-      scope: scopes,
-      assertion: accessToken,
-      requested_token_use: 'on_behalf_of',
-    });
-  let grant;
-  try {
-    grant = await request();
-  } catch (first) {
-    if (!isTransient(first)) throw tag(first, false);
-    await sleep(RETRY_DELAY_MS);
+// --- the service, over a token store ------------------------------------------------
+/**
+ * Upstream's service with its module state (openid-client configuration,
+ * Keyv namespace, in-flight map) over the Keyv that `createTokensCache(params)`
+ * makes at setup: Keyv's in-memory default here, Keyv on Redis in
+ * stack-redis.js. The code of the exchange is the same for both.
+ */
+function createStackContestant({ name, createTokensCache, cacheSize }) {
+  let client = null;
+  let openIdConfig = null;
+  let tokensCache = null;
+  const inFlight = new Map();
+
+  async function setup(provider, params = {}) {
+    client = await import('openid-client');
+    openIdConfig = await client.discovery(
+      new URL(provider.issuer),
+      provider.clientId,
+      { client_secret: provider.clientSecret, token_endpoint_auth_method: 'client_secret_basic' },
+      client.ClientSecretBasic(provider.clientSecret),
+      { execute: [client.allowInsecureRequests] },
+    );
+    tokensCache = await createTokensCache(params);
+    inFlight.clear();
+  }
+
+  const getOpenIdConfig = () => openIdConfig;
+
+  async function performExchange(config, cacheKey, accessToken, scopes) {
+    const request = () =>
+      client.genericGrantRequest(config, GRANT_TYPE, {
+        scope: scopes,
+        assertion: accessToken,
+        requested_token_use: 'on_behalf_of',
+      });
+    let grant;
     try {
       grant = await request();
-    } catch (second) {
-      throw tag(second, isTransient(second));
+    } catch (first) {
+      if (!isTransient(first)) throw tag(first, false);
+      await sleep(RETRY_DELAY_MS);
+      try {
+        grant = await request();
+      } catch (second) {
+        throw tag(second, isTransient(second));
+      }
     }
+    if (!grant?.access_token) {
+      throw Object.assign(new Error('The identity provider returned no access token for the OBO exchange'), {
+        retryable: false,
+        oboFailureReason: 'empty_exchange_response',
+      });
+    }
+    const expiresIn = expiresInSeconds(grant.expires_in);
+    const now = Date.now();
+    const expiresAt = now + expiresIn * 1000;
+    const result = { access_token: grant.access_token, token_type: 'Bearer', expires_in: expiresIn, expires_at: expiresAt, scope: scopes };
+    await tokensCache.set(cacheKey, result, Math.max(MIN_LIFETIME_MS, expiresAt - now - EXPIRY_BUFFER_MS));
+    return result;
   }
-  if (!grant?.access_token) {
-    throw Object.assign(new Error('The identity provider returned no access token for the OBO exchange'), {
-      retryable: false,
-      oboFailureReason: 'empty_exchange_response',
-    });
+
+  async function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityContext) {
+    if (!accessToken) throw new Error('Access token is required for OBO exchange');
+    if (!scopes) throw new Error('Scopes are required for OBO exchange');
+    const config = getOpenIdConfig();
+    if (!config) throw new Error('OpenID configuration not available');
+    const cacheKey = cacheKeyOf(user, accessToken, scopes, identityContext);
+    if (!cacheKey) throw new Error('User must be authenticated via OpenID to perform OBO token exchange');
+
+    if (fromCache) {
+      const cached = await tokensCache.get(cacheKey);
+      if (cached && usable(cached.expires_at)) return cached;
+      const pending = inFlight.get(cacheKey);
+      if (pending) return pending;
+    }
+    const promise = performExchange(config, cacheKey, accessToken, scopes);
+    if (fromCache) {
+      inFlight.set(cacheKey, promise);
+      promise
+        .finally(() => {
+          if (inFlight.get(cacheKey) === promise) inFlight.delete(cacheKey);
+        })
+        .catch(() => {});
+    }
+    return promise;
   }
-  const expiresIn = expiresInSeconds(grant.expires_in);
-  const now = Date.now();
-  const expiresAt = now + expiresIn * 1000;
-  const result = { access_token: grant.access_token, token_type: 'Bearer', expires_in: expiresIn, expires_at: expiresAt, scope: scopes };
-  await tokensCache.set(cacheKey, result, Math.max(MIN_LIFETIME_MS, expiresAt - now - EXPIRY_BUFFER_MS));
-  return result;
+
+  return {
+    name,
+    returnsExpiresAt: true,
+    setup,
+    exchangeOboToken,
+    cacheSize: () => (tokensCache ? cacheSize(tokensCache) : 0),
+  };
 }
 
-async function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityContext) {
-  if (!accessToken) throw new Error('Access token is required for OBO exchange');
-  if (!scopes) throw new Error('Scopes are required for OBO exchange');
-  const config = getOpenIdConfig();
-  if (!config) throw new Error('OpenID configuration not available');
-  const cacheKey = cacheKeyOf(user, accessToken, scopes, identityContext);
-  if (!cacheKey) throw new Error('User must be authenticated via OpenID to perform OBO token exchange');
-
-  if (fromCache) {
-    const cached = await tokensCache.get(cacheKey);
-    if (cached && usable(cached.expires_at)) return cached;
-    const pending = inFlight.get(cacheKey);
-    if (pending) return pending;
-  }
-  const promise = performExchange(config, cacheKey, accessToken, scopes);
-  if (fromCache) {
-    inFlight.set(cacheKey, promise);
-    promise
-      .finally(() => {
-        if (inFlight.get(cacheKey) === promise) inFlight.delete(cacheKey);
-      })
-      .catch(() => {});
-  }
-  return promise;
-}
-
-module.exports = {
+module.exports = createStackContestant({
   name: 'stack',
-  returnsExpiresAt: true,
-  setup,
-  exchangeOboToken,
-  cacheSize: () => (tokensCache ? tokensCache.store.size : 0),
-};
+  createTokensCache: () => new Keyv({ namespace: 'openid_exchanged_tokens' }),
+  cacheSize: (cache) => cache.store.size,
+});
+module.exports.createStackContestant = createStackContestant;
