@@ -295,11 +295,7 @@ function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCach
   const joinable = fromCache && claims === undefined && generations !== null;
   if (joinable) {
     const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
-    if (flight !== undefined) {
-      countJoin();
-      if (logger !== null) log('debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
-      return settleWith(flight.outcome, scopes, withExpiry);
-    }
+    if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
   }
   const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
   if (joinable && typeof outcome.then === 'function') {
@@ -308,6 +304,12 @@ function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCach
     outcome.then(() => removeFlight(subject, scopes, flight));
   }
   return settleWith(outcome, scopes, withExpiry);
+}
+
+function joinFlight(flight, subject, scopes, withExpiry) {
+  countJoin();
+  if (logger !== null) log('debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
+  return settleWith(flight.outcome, scopes, withExpiry);
 }
 
 /** `async` so that the promise belongs to this module's realm (the caller's), as the JavaScript service's did. */
@@ -342,6 +344,9 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityC
   ) {
     const hit = fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry);
     if (hit !== undefined) return Promise.resolve(hit);
+    // The same strings as a flight's, which were checked when it began.
+    const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+    if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
   }
   const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
   if (invalid) return Promise.reject(invalid);
