@@ -31,6 +31,7 @@ const view = native.generationsView();
 const memo = view ? new Memo(new Uint32Array(view), MEMO_LIMIT) : null;
 const generations = memo === null ? null : memo.generations;
 let unreportedHits = 0;
+let unreportedJoins = 0;
 /** This thread's logger, or null: nothing is logged, and the addon produces no event. */
 let logger = null;
 /** The identity of the call under way; reused, so the hot path allocates nothing for it. */
@@ -228,11 +229,92 @@ function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, 
 }
 
 /**
- * The miss path. `async` so that the promise belongs to this module's realm
- * (the caller's), as the JavaScript service's did.
+ * This thread's exchanges under way that later calls with the same key join
+ * in JavaScript, without a call into Rust (a fan-out of tool calls on a cold
+ * key then costs one native call): subject → scopes → flights
+ * `{ tenant, issuer, assertion, epoch, outcome }`. The native single flight
+ * still joins calls from other threads.
  */
-async function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
-  const outcome = await startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+const flights = new Map();
+
+function findFlight(subject, scopes, tenant, issuer, assertion) {
+  const byScopes = flights.get(subject);
+  if (byScopes === undefined) return undefined;
+  const list = byScopes.get(scopes);
+  if (list === undefined) return undefined;
+  for (let i = 0; i < list.length; i++) {
+    const flight = list[i];
+    // A flight begun before a configure()/clearCache() (from any thread) is not joined.
+    if (
+      flight.assertion === assertion &&
+      flight.tenant === tenant &&
+      flight.issuer === issuer &&
+      flight.epoch === generations[0]
+    ) {
+      return flight;
+    }
+  }
+  return undefined;
+}
+
+function addFlight(subject, scopes, flight) {
+  let byScopes = flights.get(subject);
+  if (byScopes === undefined) {
+    byScopes = new Map();
+    flights.set(subject, byScopes);
+  }
+  const list = byScopes.get(scopes);
+  if (list === undefined) byScopes.set(scopes, [flight]);
+  else list.push(flight);
+}
+
+function removeFlight(subject, scopes, flight) {
+  const byScopes = flights.get(subject);
+  const list = byScopes === undefined ? undefined : byScopes.get(scopes);
+  if (list === undefined) return;
+  const at = list.indexOf(flight);
+  if (at >= 0) list.splice(at, 1);
+  if (list.length === 0) {
+    byScopes.delete(scopes);
+    if (byScopes.size === 0) flights.delete(subject);
+  }
+}
+
+function countJoin() {
+  if (++unreportedJoins >= HIT_BATCH) {
+    native.addJoins(unreportedJoins);
+    unreportedJoins = 0;
+  }
+}
+
+/**
+ * The miss path: joins this thread's exchange under way for the same key, or
+ * starts one. Each caller gets its own result or Error.
+ */
+function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
+  const joinable = fromCache && claims === undefined && generations !== null;
+  if (joinable) {
+    const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+    if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+  }
+  const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+  if (joinable && typeof outcome.then === 'function') {
+    const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+    addFlight(subject, scopes, flight);
+    outcome.then(() => removeFlight(subject, scopes, flight));
+  }
+  return settleWith(outcome, scopes, withExpiry);
+}
+
+function joinFlight(flight, subject, scopes, withExpiry) {
+  countJoin();
+  if (logger !== null) log('debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
+  return settleWith(flight.outcome, scopes, withExpiry);
+}
+
+/** `async` so that the promise belongs to this module's realm (the caller's), as the JavaScript service's did. */
+async function settleWith(pending, scopes, withExpiry) {
+  const outcome = await pending;
   if (outcome.failure) throw toError(outcome.failure);
   return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
 }
@@ -262,6 +344,9 @@ function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityC
   ) {
     const hit = fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry);
     if (hit !== undefined) return Promise.resolve(hit);
+    // The same strings as a flight's, which were checked when it began.
+    const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+    if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
   }
   const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
   if (invalid) return Promise.reject(invalid);
@@ -487,8 +572,9 @@ function tokenEndpoint() {
 
 /** Counters since the package was loaded, for the whole process. */
 function stats() {
-  const counters = native.stats(unreportedHits);
+  const counters = native.stats(unreportedHits, unreportedJoins);
   unreportedHits = 0;
+  unreportedJoins = 0;
   return {
     cacheHits: counters.cacheHits,
     cacheMisses: counters.cacheMisses,

@@ -252,6 +252,28 @@ describe('assertion-bound cache and memo', () => {
     expect(ctx.idp.tokenRequests()).toHaveLength(2);
   });
 
+  it('calls on one thread join its exchange under way: one request, each caller its own result or error', async () => {
+    const before = stats().coalesced;
+    ctx.idp.enqueue({ ...faults.invalidSignature(), hold: true });
+    const failing = Array.from({ length: 5 }, () => settle(exchangeOboToken(mockUser, 'joined-assertion', SCOPES, true, {})));
+    await until(() => ctx.idp.heldCount() === 1);
+    expect(stats().coalesced - before).toBe(4);
+    ctx.idp.release();
+    const errors = (await Promise.all(failing)).map(({ error }) => error);
+    expect(new Set(errors).size).toBe(5);
+    for (const error of errors) expect(error).toMatchObject({ error: 'invalid_grant', oboFailureReason: 'exchange_failed' });
+
+    ctx.idp.enqueue({ hold: true });
+    const joined = Array.from({ length: 5 }, () => exchangeOboToken(mockUser, 'joined-assertion', SCOPES, true, {}));
+    await until(() => ctx.idp.heldCount() === 1);
+    ctx.idp.release();
+    const results = await Promise.all(joined);
+    expect(new Set(results).size).toBe(5);
+    expect(new Set(results.map((result) => result.access_token))).toEqual(new Set(['token-2']));
+    expect(ctx.idp.tokenRequests()).toHaveLength(2);
+    expect(stats().coalesced - before).toBe(8);
+  });
+
   it('a rotated assertion is never joined to the old assertion\'s failing flight', async () => {
     ctx.idp.enqueue({ ...faults.assertionExpired(), hold: true });
     const old = settle(exchangeOboToken(mockUser, 'access-token-old', SCOPES));

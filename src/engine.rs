@@ -230,6 +230,13 @@ impl Engine {
         self.0.counters.cache_hits.fetch_add(hits, Ordering::Relaxed);
     }
 
+    /// Calls a JavaScript thread joined to one of its own exchanges under way
+    /// (each missed the cache, then joined), reported in batches.
+    pub fn add_joins(&self, joins: u64) {
+        self.0.counters.cache_misses.fetch_add(joins, Ordering::Relaxed);
+        self.0.counters.coalesced.fetch_add(joins, Ordering::Relaxed);
+    }
+
     /// A cached token, without any exchange: the synchronous fast path.
     pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str) -> Option<Hit> {
         let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion), wall_clock_ms())?;

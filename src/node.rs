@@ -143,11 +143,13 @@ pub struct NativeStats {
     pub lock_waits: f64,
 }
 
-/// Counters; `memo_hits` are the calling thread's memo hits not yet reported.
+/// Counters; `memo_hits` and `joins` are the calling thread's memo hits and
+/// joins not yet reported.
 #[napi(catch_unwind)]
-pub fn stats(memo_hits: u32) -> NativeStats {
+pub fn stats(memo_hits: u32, joins: u32) -> NativeStats {
     let engine = Engine::global();
     engine.add_cache_hits(memo_hits.into());
+    engine.add_joins(joins.into());
     let stats = engine.stats();
     NativeStats {
         cache_hits: stats.cache_hits as f64,
@@ -169,6 +171,12 @@ pub fn stats(memo_hits: u32) -> NativeStats {
 #[napi(catch_unwind)]
 pub fn add_cache_hits(hits: u32) {
     Engine::global().add_cache_hits(hits.into());
+}
+
+/// Calls the calling thread joined to its own exchanges under way, not yet reported.
+#[napi(catch_unwind)]
+pub fn add_joins(joins: u32) {
+    Engine::global().add_joins(joins.into());
 }
 
 #[napi(object)]
