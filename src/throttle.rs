@@ -1,5 +1,5 @@
 //! Keys the identity provider asked us to leave alone (`Retry-After` longer
-//! than a caller should wait). Only that (openidId, scopes) pair is refused
+//! than a caller should wait). Only that key (identity, scopes and assertion) is refused
 //! until the time has passed; every other key goes on as usual.
 //!
 //! Ends are wall-clock times (milliseconds since the Unix epoch), as the
