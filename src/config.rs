@@ -336,6 +336,17 @@ impl Options<'_> {
         }
     }
 
+    fn boolean(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(value)) => Ok(Some(*value)),
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("configure: option \"{name}\" must be a boolean, not {}", type_name(other)),
+            )),
+        }
+    }
+
     fn url(&self, name: &str) -> Result<Option<Url>, ConfigError> {
         match self.string(name)? {
             None => Ok(None),
@@ -460,7 +471,7 @@ impl ClientCredentials {
             other => other.map(|text| text.trim().to_owned()),
         };
         let algorithm = options.string(AssertionAlgorithm::OPTION)?;
-        let send_x5c = boolean(options, "sendX5c")?;
+        let send_x5c = options.boolean("sendX5c")?;
         let capabilities = match options.get(crate::claims::CAPABILITIES_OPTION) {
             None => None,
             Some(Value::Array(values)) => {
@@ -590,17 +601,6 @@ impl ClientCredentials {
             _ => None,
         };
         Ok(ClientCredentials { auth_method, client_assertion, capabilities: None })
-    }
-}
-
-fn boolean(options: &Options<'_>, name: &str) -> Result<Option<bool>, ConfigError> {
-    match options.get(name) {
-        None => Ok(None),
-        Some(Value::Bool(value)) => Ok(Some(*value)),
-        Some(other) => Err(ConfigError::new(
-            name,
-            format!("configure: option \"{name}\" must be a boolean, not {}", type_name(other)),
-        )),
     }
 }
 

@@ -29,10 +29,12 @@ mod tests;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::RedisResult;
 use serde::{Deserialize, Serialize};
+
+use crate::cache::wall_clock_ms;
 
 pub use breaker::BreakerPolicy;
 pub use lock::{LockAttempt, LockGuard};
@@ -153,10 +155,6 @@ impl std::fmt::Debug for RedisTier {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 enum Peek {
     Token(SharedToken),
     Locked,
@@ -187,12 +185,12 @@ impl Inner {
 
     fn open_token(&self, name: &str, sealed: &[u8]) -> Option<SharedToken> {
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
-        (token.serve_until_ms > now_ms()).then_some(token)
+        (token.serve_until_ms > wall_clock_ms()).then_some(token)
     }
 
     fn open_throttle(&self, name: &str, sealed: &[u8]) -> Option<SharedThrottle> {
         let throttle: SharedThrottle = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
-        (throttle.until_ms > now_ms()).then_some(throttle)
+        (throttle.until_ms > wall_clock_ms()).then_some(throttle)
     }
 
     fn count(&self, found: Option<SharedToken>) -> Option<SharedToken> {
@@ -219,7 +217,7 @@ impl Inner {
     }
 
     async fn set_expiring(&self, name: &str, plaintext: &[u8], until_ms: u64) -> bool {
-        let ttl_ms = until_ms.saturating_sub(now_ms());
+        let ttl_ms = until_ms.saturating_sub(wall_clock_ms());
         if ttl_ms == 0 {
             return false;
         }
@@ -362,7 +360,7 @@ impl RedisTier {
         let sealed =
             inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten()?;
         let throttle: SharedThrottle = serde_json::from_slice(&inner.sealer.open(&name, &sealed)?).ok()?;
-        (throttle.until_ms > now_ms()).then_some(throttle)
+        (throttle.until_ms > wall_clock_ms()).then_some(throttle)
     }
 
     /// Shares a throttle of `key` until its `until_ms`.

@@ -48,7 +48,7 @@ fn tier(options: RedisOptions) -> RedisTier {
 }
 
 fn token(serve_for: Duration) -> SharedToken {
-    let now = now_ms();
+    let now = wall_clock_ms();
     SharedToken {
         access_token: ACCESS_TOKEN.into(),
         granted_secs: 3600,
@@ -59,7 +59,7 @@ fn token(serve_for: Duration) -> SharedToken {
 
 fn throttle() -> SharedThrottle {
     SharedThrottle {
-        until_ms: now_ms() + 60_000,
+        until_ms: wall_clock_ms() + 60_000,
         status: Some(429),
         message: format!("The identity provider throttled {SUBJECT}"),
         code: Some("temporarily_unavailable".into()),
@@ -127,7 +127,7 @@ async fn tokens_and_throttles_round_trip_expire_and_are_stored_unreadable() {
     assert_eq!(dump(&server.uri()).await.len(), 2);
 
     // A token past its serve-until is never stored, and one read after it is a miss.
-    tier.put(&engine_key("expired"), &SharedToken { serve_until_ms: now_ms() - 1, ..stored.clone() }).await;
+    tier.put(&engine_key("expired"), &SharedToken { serve_until_ms: wall_clock_ms() - 1, ..stored.clone() }).await;
     assert_eq!(dump(&server.uri()).await.len(), 2);
     assert_eq!(tier.stats(), RedisStats { hits: 2, misses: 4, errors: 0, lock_waits: 0 });
 }
