@@ -11,7 +11,7 @@
  */
 const { createHash } = require('node:crypto');
 const native = require('./binding.js');
-const { resolveIdentity, normalizeIssuer, describe, NO_TENANT, NO_ISSUER } = require('./lib/identity.js');
+const { resolveIdentity, describe } = require('./lib/identity.js');
 const { Memo } = require('./lib/memo.js');
 
 const GRAPH_PREFIX = 'Graph token acquisition failed: ';
@@ -423,10 +423,12 @@ function acquireIdentity(user, identityContext, assertion) {
       { option: 'identityContext' },
     );
   }
-  out.subject = claims.subject.trim();
-  out.tenant = claims.tenant == null || claims.tenant.trim() === '' ? NO_TENANT : claims.tenant.trim();
-  out.issuer = claims.issuer == null || claims.issuer.trim() === '' ? NO_ISSUER : normalizeIssuer(claims.issuer.trim());
-  return out;
+  // The claims stand where an identity context would: the same trimming, defaults and issuer rules.
+  return resolveIdentity(
+    undefined,
+    { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer },
+    out,
+  );
 }
 
 /**

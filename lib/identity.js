@@ -102,4 +102,4 @@ function resolveIdentity(user, context, out) {
   return out;
 }
 
-module.exports = { resolveIdentity, normalizeIssuer, describe, NO_TENANT, NO_ISSUER };
+module.exports = { resolveIdentity, describe };
