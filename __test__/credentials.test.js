@@ -13,7 +13,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startMockIdp, CLIENT_ASSERTION_TYPE } = require('../testing');
-const { obo, until, settle, textsOf } = require('./helpers');
+const { obo, until, settle, thrownBy, textsOf } = require('./helpers');
 const { opensslAvailable, makePki } = require('./support/pki');
 
 const hasOpenssl = opensslAvailable('the credentials tests');
@@ -156,12 +156,7 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
         [withCertificate({ clientCapabilities: [{}] }), 'clientCapabilities'],
       ];
       for (const [options, option] of cases) {
-        let thrown;
-        try {
-          obo.configure(options);
-        } catch (err) {
-          thrown = err;
-        }
+        const thrown = thrownBy(() => obo.configure(options));
         expect(thrown).toBeInstanceOf(TypeError);
         expect(thrown).toMatchObject({ option });
         expect(thrown.message).not.toMatch(/MII/);

@@ -4,7 +4,7 @@
  * titles are the spec's, word for word), against a real loopback provider
  * instead of mocks; then the contract points the spec does not cover.
  */
-const { obo, sleep, sleepUntil, until, optionsFor, useMockIdp, settle, textsOf } = require('./helpers');
+const { obo, sleep, sleepUntil, until, optionsFor, useMockIdp, settle, thrownBy, textsOf } = require('./helpers');
 const { faults } = require('../testing');
 
 const { exchangeOboToken, getGraphApiToken, configure, clearCache, stats } = obo;
@@ -641,12 +641,7 @@ describe('configuration', () => {
       [{ ...optionsFor(ctx.idp), maxRetries: 10n }, 'maxRetries'],
     ];
     for (const [options, option] of bad) {
-      let thrown;
-      try {
-        configure(options);
-      } catch (err) {
-        thrown = err;
-      }
+      const thrown = thrownBy(() => configure(options));
       expect(thrown).toMatchObject({ name: 'TypeError', option, message: expect.stringContaining(option) });
     }
     expect(() => configure('https://issuer')).toThrow(TypeError);

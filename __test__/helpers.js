@@ -49,6 +49,16 @@ function useMockIdp(idpOptions = {}, configureExtra = {}) {
   return context;
 }
 
+/** What `action()` throws, or undefined when it returns. */
+function thrownBy(action) {
+  try {
+    action();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
+
 /** Settles a promise into `{ value }` or `{ error }`. */
 const settle = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
 
@@ -65,4 +75,4 @@ function textsOf(value, seen = new Set()) {
   return texts;
 }
 
-module.exports = { obo, sleep, sleepUntil, until, optionsFor, useMockIdp, settle, textsOf };
+module.exports = { obo, sleep, sleepUntil, until, optionsFor, useMockIdp, settle, thrownBy, textsOf };

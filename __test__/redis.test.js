@@ -10,7 +10,7 @@ const path = require('node:path');
 const { fork } = require('node:child_process');
 const obo = require('..');
 const { startMockIdp, faults } = require('../testing');
-const { until } = require('./helpers');
+const { until, thrownBy } = require('./helpers');
 const { redisAvailable, startRedis, startRedisCluster, redisCli } = require('./support/redis');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'redis-instance.js');
@@ -115,12 +115,7 @@ describe('configure() and the Redis options, without a server', () => {
       clientSecret: 'b',
       redisUri: `redis://:${REDIS_PASSWORD}@127.0.0.1:9`,
     };
-    let thrown;
-    try {
-      obo.configure(options);
-    } catch (err) {
-      thrown = err;
-    }
+    const thrown = thrownBy(() => obo.configure(options));
     expect(thrown).toBeInstanceOf(TypeError);
     expect(thrown.option).toBe('cacheEncryptionKey');
     expect(thrown.message).toContain('cacheEncryptionKey');
