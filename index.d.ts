@@ -261,4 +261,6 @@ export declare const __internals: {
   }): string | null
   /** What the calling thread's memo of hot tokens holds. */
   memoStats(): { entries: number; subjects: number }
+  /** Calls the calling thread answered by joining its own exchange under way, without a call into the addon. */
+  threadJoins(): number
 }

@@ -32,6 +32,8 @@ const memo = view ? new Memo(new Uint32Array(view), MEMO_LIMIT) : null;
 const generations = memo === null ? null : memo.generations;
 let unreportedHits = 0;
 let unreportedJoins = 0;
+/** Calls this thread answered by joining its own exchange under way, without a native call. */
+let joinsWithoutNativeCall = 0;
 /** This thread's logger, or null: nothing is logged, and the addon produces no event. */
 let logger = null;
 /** The identity of the call under way; reused, so the hot path allocates nothing for it. */
@@ -307,6 +309,7 @@ function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCach
 }
 
 function joinFlight(flight, subject, scopes, withExpiry) {
+  joinsWithoutNativeCall++;
   countJoin();
   if (logger !== null) log('debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
   return settleWith(flight.outcome, scopes, withExpiry);
@@ -614,7 +617,12 @@ function memoStats() {
   return memo === null ? { entries: 0, subjects: 0 } : { entries: memo.size, subjects: memo.subjects };
 }
 
-const __internals = { buildOboCacheKey, memoStats };
+/** For tests: joins this thread made in JavaScript (`coalesced` also counts the native single flight's). */
+function threadJoins() {
+  return joinsWithoutNativeCall;
+}
+
+const __internals = { buildOboCacheKey, memoStats, threadJoins };
 
 module.exports = {
   exchangeOboToken,

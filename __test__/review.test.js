@@ -9,6 +9,8 @@
 const http = require('node:http');
 const { obo, until, optionsFor, settle, textsOf } = require('./helpers');
 const { startMockIdp, faults } = require('../testing');
+const { formsOf, basicValues, leaksIn } = require('./support/secret-forms');
+const { recordingLogger } = require('./support/recording-logger');
 
 const { exchangeOboToken, configure, clearCache } = obo;
 
@@ -22,41 +24,6 @@ const PROXY_USER = 'proxy-user';
 const PROXY_PASSWORD = 'pr0xy~pass word';
 /** Not loopback, so that it goes through the proxy; only the proxy resolves it. */
 const PROXIED_HOST = 'idp.review.test';
-
-/** Every form a secret may be echoed in. */
-function formsOf(secret) {
-  const form = new URLSearchParams({ x: secret }).toString().slice(2);
-  const percent = encodeURIComponent(secret);
-  const strict = percent.replace(/[!'()*~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-  const forms = new Set([secret, form, percent, strict, form.replace(/\+/g, '%20')]);
-  for (const text of [...forms]) forms.add(text.replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase()));
-  return [...forms];
-}
-
-/** The `Authorization: Basic` value the package sends (RFC 6749 §2.3.1), and the plain one. */
-function basicValues(id, secret) {
-  const form = (text) => new URLSearchParams({ x: text }).toString().slice(2);
-  return [
-    Buffer.from(`${form(id)}:${form(secret)}`).toString('base64'),
-    Buffer.from(`${id}:${secret}`).toString('base64'),
-  ];
-}
-
-function recordingLogger() {
-  const lines = [];
-  const logger = {};
-  for (const level of ['debug', 'info', 'warn', 'error']) logger[level] = (message) => lines.push(`${level} ${message}`);
-  return { logger, lines };
-}
-
-/** The texts that contain any form of any secret. */
-function leaksIn(texts, secrets) {
-  const leaks = [];
-  for (const text of texts) {
-    for (const secret of secrets) if (text.includes(secret)) leaks.push({ secret, text });
-  }
-  return leaks;
-}
 
 /** An OAuth error body that repeats what the request carried. */
 function echo(entry) {
@@ -159,10 +126,11 @@ describe('secrets echoed back in any form are redacted', () => {
   });
 
   async function exchangeAgainst(provider, options) {
-    const { logger, lines } = recordingLogger();
+    const { logger, texts } = recordingLogger();
     configure(optionsFor(provider, { maxRetries: 0, logger, ...options }));
     const { error } = await settle(exchangeOboToken({ openidId: 'echo-user' }, ASSERTION, 'api://echo/.default'));
-    return { error, lines };
+    // Every argument of every log call, the error passed with a failure included.
+    return { error, lines: texts() };
   }
 
   it.each(['client_secret_post', 'client_secret_basic'])(

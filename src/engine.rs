@@ -821,6 +821,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_retry_warning_carries_the_echoed_error_redacted() {
+        // A provider that echoes the request (assertion and client secret) into a retryable 503.
+        let echo = r#"{"error":"temporarily_unavailable","error_description":"echo assertion=assertion-value-123&client_secret=secret-value","correlation_id":"assertion-value-123","claims":"secret-value"}"#;
+        let (url, count) = provider(vec![(503, "", echo)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let (outcome, events) = run(&engine, request("u", true)).await;
+        let failure = outcome.unwrap_err();
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        let warned = events
+            .iter()
+            .find(|event| event.message.ends_with("retrying once"))
+            .and_then(|event| event.error.as_ref())
+            .expect("the retry warning carries its error");
+        assert_eq!(warned.status, Some(503));
+        assert!(warned.message.starts_with("temporarily_unavailable: echo assertion="), "{}", warned.message);
+        for text in events.iter().map(|event| format!("{event:?}")).chain([format!("{failure:?}")]) {
+            assert!(!text.contains("assertion-value-123") && !text.contains("secret-value"), "{text}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_long_retry_after_throttles_the_key_without_more_requests() {
         let (url, count) =
             provider(vec![(429, "retry-after: 60\r\n", r#"{"error":"temporarily_unavailable"}"#)], Duration::ZERO)

@@ -242,6 +242,33 @@ mod tests {
         }
     }
 
+    /// Whether `text` has the dashes of a GUID (8-4-4-4-12), whatever its other characters.
+    fn guid_shaped(text: &str) -> bool {
+        text.len() == 36 && text.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+    }
+
+    #[test]
+    fn guid_shaped_tenants_of_other_characters_keep_the_configured_endpoint() {
+        let endpoint = "https://login.microsoftonline.com/common/oauth2/v2.0/token";
+        assert!(guid_shaped(TENANT) && is_tenant(TENANT));
+        // None of these is a domain name either (no dot, or characters a label cannot hold).
+        for tid in [
+            "../../x/-abc/-def/-ghi/-jklmnopqrstu",
+            "..%2f..%-2fx/-abcd-efgh-ijklmnopqrst",
+            "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
+            "72f988bf-86f1-41af-91ab-2d7cd011db4g",
+            "72f988bf-86f1-41af-91ab-2d7cd011d/..",
+            "72f988bf-86f1-41af-91ab-2d7cd011db4?",
+            "72f988bf-86f1-41af-91ab-2d7cd011db4#",
+            "72f988bf-86f1-41af-91ab-2d7cd011db4 ",
+            "72f988bf-86f1-41af-91ab-2d7cd011dbé",
+        ] {
+            assert!(guid_shaped(tid), "{tid:?} has the dashes of a GUID");
+            assert_eq!(routed(endpoint, &format!(r#"{{"tid":"{tid}"}}"#)), endpoint, "tid {tid:?}");
+            assert!(!is_tenant(tid), "{tid:?}");
+        }
+    }
+
     #[test]
     fn tenants_are_guids_or_domain_names() {
         assert!(is_tenant(TENANT));

@@ -56,6 +56,7 @@ async function uses(): Promise<void> {
   await getGraphApiToken(user, 'access-token', 'https://graph.microsoft.com/.default', true, context)
   const key: string | null = __internals.buildOboCacheKey({ user, accessToken: 'a', scopes: 's', identityContext: context })
   const sameKey: string | null = librechat.__internals.buildOboCacheKey({ user, accessToken: 'a', scopes: 's' })
+  const joins: number = __internals.threadJoins()
   // @ts-expect-error a four-argument call's result has no expires_at
   token.expires_at
   // @ts-expect-error tenantId is a string
