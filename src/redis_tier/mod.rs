@@ -10,7 +10,8 @@
 //! Redis holds nothing readable: key names are keyed hashes and values are
 //! sealed (see `crypto`), and every key written expires.
 //!
-//! Key names, for an engine key `k` (`tag = base64url(HMAC-SHA256(k))`):
+//! Key names, for a shared key `k` (the engine's key under the application's
+//! namespace, see [`crate::shared::Namespace`]; `tag = base64url(HMAC-SHA256(k))`):
 //! `{prefix}obo:{tag}:t` the token, `…:l` the exchange lock, `…:r` a throttle,
 //! and the pub/sub channel `…:c` that announces a new token or a released lock.
 
