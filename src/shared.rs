@@ -35,8 +35,12 @@ use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{LockAttempt, LockGuard, RedisTier, Shared, SharedThrottle, SharedToken};
 use crate::throttle::Throttles;
 
-/// Slack added to the longest exchange when sizing the lock.
-const LOCK_MARGIN: Duration = Duration::from_secs(1);
+/// Slack added to the longest exchange when sizing how long a waiter waits.
+const WAIT_MARGIN: Duration = Duration::from_secs(1);
+
+/// The lock's lease with the default Redis budget: what a holder that dies
+/// mid-exchange costs the other instances' callers of its key, at most.
+const LOCK_LEASE: Duration = Duration::from_secs(3);
 
 /// What every shared name of a configuration is derived under. The engine's
 /// key says whose token it is and for what; the namespace says which
@@ -95,8 +99,11 @@ fn authority(url: &Url) -> String {
 pub struct SharedTier {
     tier: RedisTier,
     namespace: Namespace,
-    /// The longest one exchange can last, retries included: the lock's life.
-    hold: Duration,
+    /// The exchange lock's lease, renewed by its holder every third of it.
+    lease: Duration,
+    /// The longest one exchange can last, retries included, with a margin:
+    /// a waiter waits for other instances at most twice this.
+    patience: Duration,
     /// The configuration's expiry skew, to recompute a fresh token's serve-until.
     skew: Duration,
 }
@@ -138,7 +145,8 @@ impl SharedTier {
         SharedTier {
             tier,
             namespace: Namespace::of(config),
-            hold: longest_exchange(config) + LOCK_MARGIN,
+            lease: config.redis.as_ref().map_or(LOCK_LEASE, |redis| lease(redis.timeout)),
+            patience: longest_exchange(config) + WAIT_MARGIN,
             skew: config.expiry_skew,
         }
     }
@@ -149,9 +157,10 @@ impl SharedTier {
 
     /// For the local leader of a cold key: a token or throttle from another
     /// instance, or the right to exchange. Waits for another instance's
-    /// exchange at most about twice the lock's life; then exchanges itself.
+    /// exchange while its holder is alive (renews its lease), at most about
+    /// twice the longest exchange; then exchanges itself.
     pub async fn ahead(&self, key: &CacheKey, local: &Local<'_>) -> Ahead {
-        let deadline = Instant::now() + self.hold * 2;
+        let deadline = Instant::now() + self.patience * 2;
         let shared = self.namespace.key(key);
         loop {
             match self.tier.lookup(&shared).await {
@@ -159,7 +168,7 @@ impl SharedTier {
                 Shared::Throttled(throttle) => return Ahead::Refused(refusal(key, &throttle, local)),
                 Shared::Nothing => {}
             }
-            match self.tier.try_lock(&shared, self.hold).await {
+            match self.tier.try_lock(&shared, self.lease).await {
                 LockAttempt::Acquired(lock) => {
                     // A holder may have stored its token and let go between our read and our lock.
                     if let Some(token) = self.tier.get(&shared).await {
@@ -178,7 +187,7 @@ impl SharedTier {
             // `None`: the holder let go without a token, or time is up. Look
             // again: a throttle it shared refuses us, and of the waiters only
             // the one that takes the lock next exchanges.
-            if let Some(token) = self.tier.wait_for(&shared, left.min(self.hold)).await {
+            if let Some(token) = self.tier.wait_for(&shared, left).await {
                 return Ahead::Served(adopt(key, token, local));
             }
         }
@@ -214,6 +223,13 @@ impl Exchanging {
             lock.release().await;
         }
     }
+}
+
+/// The lock's lease for a Redis budget of `redis_timeout`: [`LOCK_LEASE`],
+/// longer when the budget is, so that after each renewal falls due (every
+/// third of the lease) two of the holder's Redis round trips still fit.
+fn lease(redis_timeout: Duration) -> Duration {
+    LOCK_LEASE.max(redis_timeout * 3)
 }
 
 /// Attempts × timeout, plus the waits between them (a short `Retry-After` is
@@ -299,7 +315,18 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_outlives_the_longest_exchange_and_no_more() {
+    fn the_lease_is_a_few_seconds_and_leaves_room_for_two_round_trips_after_each_renewal() {
+        assert_eq!(lease(crate::redis_tier::DEFAULT_TIMEOUT), Duration::from_secs(3));
+        let slow = lease(Duration::from_secs(2));
+        assert!(slow - slow / 3 >= Duration::from_secs(4), "{slow:?}");
+        let defaults =
+            config(&format!(r#","redisUri":"redis://127.0.0.1:9","cacheEncryptionKey":"{}""#, "0f".repeat(32)));
+        let shared = SharedTier::new(RedisTier::new(defaults.redis.clone().unwrap()).unwrap(), &defaults);
+        assert!(shared.lease < Duration::from_secs(5), "a dead holder costs the others under 5 s");
+    }
+
+    #[test]
+    fn a_waiter_waits_for_the_longest_exchange_and_no_more() {
         // 2 attempts of 500 ms, one wait of at most max(300 ms, 5 s).
         let longest = longest_exchange(&config(r#","timeoutMs":500,"maxRetries":1,"retryDelayMs":300"#));
         assert_eq!(longest, Duration::from_millis(2 * 500 + 5_000));
