@@ -116,6 +116,8 @@ pub struct Local<'a> {
     pub capacity: usize,
     pub generations: &'static Generations,
     pub epoch: u32,
+    /// When the call began: a token from an exchange begun later is never replaced by its own.
+    pub begun_us: u64,
 }
 
 impl Local<'_> {
@@ -209,7 +211,7 @@ impl Exchanging {
         if local.still_current() {
             let name_key = shared.namespace.key(key);
             match outcome {
-                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew)).await,
+                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew), local.begun_us).await,
                 Err(err) if !err.throttled => {
                     if let Some(wait) = err.retry_after {
                         let until_ms = wall_clock_ms().saturating_add(wait.as_millis() as u64);
@@ -261,6 +263,7 @@ fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
         granted_secs: shared.granted_secs,
         expires_at_ms: shared.expires_at_ms,
         serve_until_ms: shared.serve_until_ms,
+        begun_us: local.begun_us,
     };
     let token = Token {
         access_token: cached.access_token.clone(),
@@ -350,8 +353,14 @@ mod tests {
     fn a_shared_throttle_is_answered_as_the_provider_refused() {
         let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
         let (cache, throttles) = (TokenCache::new(generations), Throttles::default());
-        let local =
-            Local { cache: &cache, throttles: &throttles, capacity: 10, generations, epoch: generations.epoch() };
+        let local = Local {
+            cache: &cache,
+            throttles: &throttles,
+            capacity: 10,
+            generations,
+            epoch: generations.epoch(),
+            begun_us: 0,
+        };
         let key = crate::key::test_key("u", "s");
         let throttle = SharedThrottle {
             until_ms: wall_clock_ms() + 60_000,
@@ -408,6 +417,7 @@ mod tests {
                 capacity: 100,
                 generations: self.generations,
                 epoch: self.generations.epoch(),
+                begun_us: crate::cache::exchange_begins(),
             }
         }
 
