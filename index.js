@@ -554,7 +554,14 @@ function assertionBridge(provide) {
       } catch {
         why = 'it threw a value that cannot be shown';
       }
-      return { error: why };
+      // Whether a later call may succeed is the function's to say, never guessed from its wording.
+      let retryable;
+      try {
+        if (err !== null && typeof err === 'object' && typeof err.retryable === 'boolean') retryable = err.retryable;
+      } catch {
+        retryable = undefined;
+      }
+      return retryable === undefined ? { error: why } : { error: why, retryable };
     }
   };
 }

@@ -6,7 +6,7 @@
  * get their own deadline and error; blank identity claims; LibreChat's
  * example CREDS_KEY; `redisMisses`.
  */
-const { obo, until, useMockIdp } = require('./helpers');
+const { obo, until, useMockIdp, settle } = require('./helpers');
 
 const user = { openidId: 'user-ordering' };
 const CAE = '{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}';
@@ -53,5 +53,54 @@ describe('1. a newer token is never replaced by an exchange that began before it
     expect(next.access_token).toBe(forced.access_token);
     expect((await obo.exchangeOboToken(user, 'assertion-forced', 'api://s')).access_token).toBe(forced.access_token);
     expect(idp.tokenRequestCount()).toBe(2);
+  });
+});
+
+describe('2-4. a clientAssertion function: its own deadline, its own verdict on retrying, its answer trimmed', () => {
+  const context = useMockIdp({ acceptClientAssertion: (assertion) => (assertion.startsWith('workload.') ? true : undefined) });
+  const withFunction = (clientAssertion, extra = {}) => ({
+    tokenEndpoint: context.idp.tokenEndpoint,
+    clientId: context.idp.clientId,
+    retryDelayMs: 20,
+    clientAssertion,
+    ...extra,
+  });
+
+  test('2. a function that never settles fails the exchange with ECLIENTASSERTION naming it, once, and sends no request', async () => {
+    let calls = 0;
+    obo.configure(withFunction(() => {
+      calls += 1;
+      return new Promise(() => {});
+    }, { timeoutMs: 200 }));
+    const { error } = await settle(obo.exchangeOboToken(user, 'assertion-silent-vault', 'api://s'));
+    expect(error).toMatchObject({ code: 'ECLIENTASSERTION', retryable: false });
+    expect(error.message).toContain('the clientAssertion function did not settle within 200 ms');
+    expect(calls).toBe(1);
+    expect(context.idp.tokenRequestCount()).toBe(0);
+  });
+
+  test.each([
+    ['a message that sounds transient', new Error('vault timed out'), false],
+    ['a message that does not', new Error('vault unreachable'), false],
+    ['retryable: true', Object.assign(new Error('vault unreachable'), { retryable: true }), true],
+    ['retryable: false', Object.assign(new Error('vault timed out'), { retryable: false }), false],
+    ['a retryable that is not a boolean', Object.assign(new Error('vault timed out'), { retryable: 'yes' }), false],
+  ])('3. a function failing with %s is called once, and err.retryable is its own boolean, else false', async (_, thrown, retryable) => {
+    let calls = 0;
+    obo.configure(withFunction(() => {
+      calls += 1;
+      throw thrown;
+    }));
+    const { error } = await settle(obo.exchangeOboToken(user, 'assertion-failing-vault', 'api://s'));
+    expect(error).toMatchObject({ code: 'ECLIENTASSERTION', retryable });
+    expect(error.message).toContain(thrown.message);
+    expect(calls).toBe(1);
+    expect(context.idp.tokenRequestCount()).toBe(0);
+  });
+
+  test('4. the assertion a function returns is sent without its surrounding whitespace', async () => {
+    obo.configure(withFunction(async () => ' \n workload.padded-assertion \t\n'));
+    await obo.exchangeOboToken(user, 'assertion-padded', 'api://s');
+    expect(context.idp.tokenRequests().at(-1).form.client_assertion).toBe('workload.padded-assertion');
   });
 });

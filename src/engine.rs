@@ -453,6 +453,10 @@ impl Engine {
                         .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
                 }
+                // Nothing was sent, and the source said whether a later call may do better.
+                Err(err) if err.code.as_deref() == Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE) => {
+                    return fail(err, events)
+                }
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
                     match policy.next(retries_done, &err) {
@@ -480,45 +484,55 @@ impl Engine {
 
     /// One request; discovery first when the endpoint is not known yet, so
     /// that a transient discovery failure is retried like any other. The
-    /// attempt as a whole, discovery included, ends after `timeoutMs`.
+    /// attempt, discovery included, ends after `timeoutMs`; a `clientAssertion`
+    /// function's time is not counted, as it has a deadline of its own.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
-        let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, request)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let what = match setup.endpoint.get() {
-                    Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
-                    None => "OpenID discovery request".to_owned(),
-                };
-                Err(ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
-                    .with_code("ETIMEDOUT"))
+        let config = &setup.config;
+        let timeout = config.timeout;
+        let timed_out = || {
+            let what = match setup.endpoint.get() {
+                Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
+                None => "OpenID discovery request".to_owned(),
+            };
+            ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
+                .with_code("ETIMEDOUT")
+        };
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
+        let endpoint = routing::route(&configured, &request.assertion);
+        let client_assertion = match &config.client_assertion {
+            Some(source) => {
+                let asked = tokio::time::Instant::now();
+                let assertion = source.assertion(endpoint.as_str(), &config.client_id, timeout).await?;
+                deadline += asked.elapsed();
+                Some(assertion)
             }
-        }
+            None => None,
+        };
+        let request_sent = self.send(setup, request, &endpoint, client_assertion.as_deref());
+        tokio::time::timeout_at(deadline, request_sent).await.map_err(|_| timed_out())?
     }
 
-    async fn attempt_unbounded(
+    /// The token request itself, authenticated with `client_assertion` when there is one.
+    async fn send(
         &self,
         setup: &Setup,
         request: &ExchangeRequest,
+        endpoint: &Url,
+        client_assertion: Option<&str>,
     ) -> Result<TokenResponse, ExchangeError> {
-        let configured = self.endpoint(setup).await?;
-        let endpoint = routing::route(&configured, &request.assertion);
         let config = &setup.config;
-        let client_assertion = match &config.client_assertion {
-            Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
-            None => None,
-        };
         let claims =
             Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
-            client_assertion: client_assertion.as_deref(),
+            client_assertion,
         };
         let body = grant::form_body(&request.assertion, &request.scopes, &auth, claims.as_deref());
         let authorization = grant::basic_authorization(&auth);
-        let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
+        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
                 return grant::parse_success(answer.status, &answer.body);
@@ -529,7 +543,7 @@ impl Engine {
             }
             Err(err)
         });
-        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))
+        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion))
     }
 
     fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
@@ -757,7 +771,7 @@ mod tests {
 
     impl AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
-            Box::pin(async { Err("vault sealed".to_owned()) })
+            Box::pin(async { Err(crate::credentials::AssertionFailure::new("vault sealed")) })
         }
     }
 
