@@ -427,18 +427,18 @@ function acquireIdentity(user, identityContext, assertion) {
     return out;
   }
   const claims = native.assertionIdentity(assertion);
-  if (claims === null || claims.subject == null) {
+  if (claims === null) {
     throw Object.assign(
       new TypeError(`${ACQUIRE}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
       { option: 'identityContext' },
     );
   }
+  // A JWT whose oid and sub are absent or blank names no user: as for a user without an OpenID id.
+  if (claims.subject == null) throw new Error(UNAUTHENTICATED);
   // The claims stand where an identity context would: the same trimming, defaults and issuer rules.
-  return resolveIdentity(
-    undefined,
-    { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer },
-    out,
-  );
+  resolveIdentity(undefined, { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer }, out);
+  if (out.subject === '') throw new Error(UNAUTHENTICATED);
+  return out;
 }
 
 /**

@@ -6,7 +6,7 @@
  * get their own deadline and error; blank identity claims; LibreChat's
  * example CREDS_KEY; `redisMisses`.
  */
-const { obo, until, useMockIdp, settle } = require('./helpers');
+const { obo, until, useMockIdp, settle, optionsFor } = require('./helpers');
 
 const user = { openidId: 'user-ordering' };
 const CAE = '{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}';
@@ -102,5 +102,38 @@ describe('2-4. a clientAssertion function: its own deadline, its own verdict on 
     obo.configure(withFunction(async () => ' \n workload.padded-assertion \t\n'));
     await obo.exchangeOboToken(user, 'assertion-padded', 'api://s');
     expect(context.idp.tokenRequests().at(-1).form.client_assertion).toBe('workload.padded-assertion');
+  });
+});
+
+describe('5. acquireOboToken: blank oid/sub claims count as absent', () => {
+  const context = useMockIdp();
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const userToken = (claims) => `${encode({ typ: 'JWT', alg: 'RS256' })}.${encode(claims)}.c2lnbmF0dXJl`;
+
+  test('a blank oid does not hide a valid sub: the token is keyed and logged under the sub', async () => {
+    const lines = [];
+    const logger = Object.fromEntries(['debug', 'info', 'warn', 'error'].map((level) => [level, (message) => lines.push(message)]));
+    obo.configure(optionsFor(context.idp, { logger }));
+    const assertion = userToken({ tid: 'tenant-blank', oid: '   ', sub: 'pairwise-subject' });
+    await obo.acquireOboToken({ assertion, scopes: 'api://s' });
+    expect(lines).toContain('[OboTokenService] Requesting new OBO token for user: pairwise-subject, scopes: api://s');
+    // The same subject through an identity context is the same key: served from the cache.
+    const again = await obo.acquireOboToken({
+      assertion,
+      scopes: 'api://s',
+      identityContext: { openidSubject: 'pairwise-subject', tenantId: 'tenant-blank' },
+    });
+    expect(again.access_token).toBe(context.idp.expectedToken(assertion, 'api://s'));
+    expect(context.idp.tokenRequestCount()).toBe(1);
+  });
+
+  test.each([
+    ['blank oid and sub', { oid: ' ', sub: '\t' }],
+    ['no oid or sub', { tid: 'tenant-blank' }],
+  ])('a JWT with %s rejects with the usual unauthenticated message, and sends no request', async (_, claims) => {
+    const { error } = await settle(obo.acquireOboToken({ assertion: userToken(claims), scopes: 'api://s' }));
+    expect(error).toBeInstanceOf(Error);
+    expect(error.message).toBe('User must be authenticated via OpenID to perform OBO token exchange');
+    expect(context.idp.tokenRequestCount()).toBe(0);
   });
 });
