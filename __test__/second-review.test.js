@@ -6,7 +6,7 @@
  * get their own deadline and error; blank identity claims; LibreChat's
  * example CREDS_KEY; `redisMisses`.
  */
-const { obo, until, useMockIdp, settle, optionsFor } = require('./helpers');
+const { obo, until, useMockIdp, settle, optionsFor, thrownBy } = require('./helpers');
 
 const user = { openidId: 'user-ordering' };
 const CAE = '{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}';
@@ -135,5 +135,61 @@ describe('5. acquireOboToken: blank oid/sub claims count as absent', () => {
     expect(error).toBeInstanceOf(Error);
     expect(error.message).toBe('User must be authenticated via OpenID to perform OBO token exchange');
     expect(context.idp.tokenRequestCount()).toBe(0);
+  });
+});
+
+describe("6. LibreChat's example CREDS_KEY, and keys of one repeated character, are refused", () => {
+  const context = useMockIdp();
+  const EXAMPLE = 'f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0';
+
+  test.each([
+    ["LibreChat's example", EXAMPLE],
+    ['the example in capitals', EXAMPLE.toUpperCase()],
+    ['one repeated character', '0'.repeat(64)],
+  ])('configure() with %s as cacheEncryptionKey throws a TypeError naming it', (_, key) => {
+    const error = thrownBy(() => obo.configure(optionsFor(context.idp, { redisUri: 'redis://127.0.0.1:9', cacheEncryptionKey: key })));
+    expect(error).toBeInstanceOf(TypeError);
+    expect(error.option).toBe('cacheEncryptionKey');
+    expect(error.message).toMatch(/^configure: option "cacheEncryptionKey" is /);
+    expect(error.message).not.toContain(key);
+  });
+
+  test.each([
+    ["LibreChat's example", EXAMPLE, /LibreChat's \.env\.example/],
+    ['one repeated character', 'f'.repeat(64), /one character repeated/],
+  ])('from the environment, CREDS_KEY set to %s gives one warning and no Redis tier', async (_, key, why) => {
+    const { idp } = context;
+    const env = {
+      OPENID_ISSUER: idp.issuer,
+      OPENID_CLIENT_ID: idp.clientId,
+      OPENID_CLIENT_SECRET: idp.clientSecret,
+      USE_REDIS: 'true',
+      // Nothing listens here: with a tier, every call would count a Redis error or miss.
+      REDIS_URI: 'redis://127.0.0.1:9',
+      CREDS_KEY: key,
+    };
+    const saved = Object.fromEntries(Object.keys(env).map((name) => [name, process.env[name]]));
+    const warnings = [];
+    try {
+      Object.assign(process.env, env);
+      obo.configure(null);
+      obo.setLogger({ debug() {}, info() {}, warn: (message) => warnings.push(message), error() {} });
+      const before = obo.stats();
+      expect((await obo.exchangeOboToken(user, 'assertion-env-1', 'api://s')).access_token).toBeTruthy();
+      expect((await obo.exchangeOboToken(user, 'assertion-env-2', 'api://s')).access_token).toBeTruthy();
+      const after = obo.stats();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/^\[OboTokenService\] USE_REDIS is set, but CREDS_KEY: is /);
+      expect(warnings[0]).toMatch(why);
+      expect(warnings[0]).toContain('running without the shared Redis tier');
+      expect(warnings[0]).not.toContain(key);
+      expect(after.redisMisses - before.redisMisses + (after.redisErrors - before.redisErrors)).toBe(0);
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      obo.setLogger(null);
+    }
   });
 });
