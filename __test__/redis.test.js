@@ -185,6 +185,14 @@ describeRedis('the shared Redis tier across instances', () => {
     expect((await b.stats()).redisHits).toBe(1);
   });
 
+  test('a cold exchange counts one Redis miss; an instance served from Redis counts one hit', async () => {
+    const [a, b] = instances;
+    expect((await a.exchange(call('u1'))).token).toMatch(/^AT-/);
+    expect(await a.stats()).toMatchObject({ redisMisses: 1, redisHits: 0, exchanges: 1 });
+    expect((await b.exchange(call('u1'))).token).toMatch(/^AT-/);
+    expect(await b.stats()).toMatchObject({ redisMisses: 0, redisHits: 1, exchanges: 0 });
+  });
+
   test('a rotated assertion in another instance is a new key, then shared', async () => {
     const [a, b, c] = instances;
     const old = await a.exchange(call('u1', { assertion: 'assertion-clear-old' }));

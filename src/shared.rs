@@ -173,7 +173,7 @@ impl SharedTier {
             match self.tier.try_lock(&shared, self.lease).await {
                 LockAttempt::Acquired(lock) => {
                     // A holder may have stored its token and let go between our read and our lock.
-                    if let Some(token) = self.tier.get(&shared).await {
+                    if let Some(token) = self.tier.get_again(&shared).await {
                         lock.release().await;
                         return Ahead::Served(adopt(key, token, local));
                     }

@@ -95,6 +95,7 @@ pub enum Shared {
 }
 
 /// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
+/// (not `get_again`, the second look of a call already counted)
 /// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
 /// (whatever the call); `lock_waits` counts calls of `wait_for`;
 /// `lock_renewals` counts the leases this process's lock holders renewed.
@@ -270,6 +271,16 @@ impl RedisTier {
         let name = inner.names(key).token;
         let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
         inner.count(sealed.and_then(|sealed| inner.open_token(&name, &sealed)))
+    }
+
+    /// [`RedisTier::get`] for a call whose [`RedisTier::lookup`] already
+    /// counted its miss (the look again after taking the lock): not counted,
+    /// so that a cold exchange counts one miss.
+    pub async fn get_again(&self, key: &[u8]) -> Option<SharedToken> {
+        let inner = &*self.inner;
+        let name = inner.names(key).token;
+        let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
+        sealed.and_then(|sealed| inner.open_token(&name, &sealed))
     }
 
     /// The token of `key`, else its throttle: what a cold call needs to know
