@@ -356,6 +356,44 @@ describeRedis('the shared Redis tier across instances', () => {
     }
   });
 
+  test('Redis going away is one warning that names what failed and no credential, and its return one info line', async () => {
+    const doomed = await startRedis({ args: ['--requirepass', REDIS_PASSWORD] });
+    const a = instances[0];
+    try {
+      const uri = `redis://:${REDIS_PASSWORD}@127.0.0.1:${doomed.port}`;
+      await a.configure(options({ redisUri: uri, redisTimeoutMs: 300 }));
+      expect((await a.exchange(call('u0'))).token).toMatch(/^AT-/);
+      const about = async (level) =>
+        (await a.ask('logs')).filter((entry) => entry.level === level && /Redis/.test(entry.message)).map((entry) => entry.message);
+      await doomed.kill();
+      let user = 0;
+      // Calls go on, each on its own; the breaker opens after a few failures.
+      await eventually(async () => {
+        expect((await a.exchange(call(`down-${++user}`))).token).toMatch(/^AT-/);
+        return (await about('warn')).length > 0;
+      });
+      for (let i = 0; i < 10; i++) expect((await a.exchange(call(`down-${++user}`))).token).toMatch(/^AT-/);
+      const [warning, ...more] = await about('warn');
+      expect(more).toEqual([]);
+      expect(warning).toMatch(/^\[OboTokenService\] The shared Redis tier is unavailable \(3 operations in a row failed, the last: (connection refused|connection dropped|I\/O error|no answer within 300 ms \(redisTimeoutMs\))\)/);
+      expect(warning).not.toContain(REDIS_PASSWORD);
+      expect(warning).not.toContain(String(doomed.port));
+      expect(await about('info')).toEqual([]);
+
+      await doomed.launch();
+      // The breaker lets one call probe Redis after its cool-down; that call tells of the return.
+      await eventually(async () => {
+        await a.exchange(call(`up-${++user}`));
+        return (await about('info')).length > 0;
+      });
+      for (let i = 0; i < 5; i++) await a.exchange(call(`up-${++user}`));
+      expect(await about('info')).toEqual(['[OboTokenService] The shared Redis tier answers again and is back in use']);
+      expect(await about('warn')).toEqual([warning]);
+    } finally {
+      await doomed.stop();
+    }
+  });
+
   test('an instance with another encryption key misses, and never fails', async () => {
     const [a, b] = instances;
     await b.configure(options({ cacheEncryptionKey: OTHER_KEY }));
