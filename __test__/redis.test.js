@@ -479,4 +479,29 @@ describeRedis('the shared Redis tier across instances', () => {
       ),
     );
   });
+
+  test("LibreChat's REDIS_KEY_PREFIX_VAR: the prefix is the value of the variable it names", async () => {
+    const [a] = instances;
+    const env = {
+      OPENID_ISSUER: idp.issuer,
+      OPENID_CLIENT_ID: idp.clientId,
+      OPENID_CLIENT_SECRET: idp.clientSecret,
+      USE_REDIS: 'true',
+      REDIS_URI: redis.uri,
+      REDIS_KEY_PREFIX_VAR: 'DEPLOYMENT_ID',
+      DEPLOYMENT_ID: `${prefix}deployment-7:`,
+      CREDS_KEY: KEY,
+    };
+    try {
+      await a.ask('env', { vars: env });
+      await a.configure(null);
+      expect((await a.exchange(call('u1'))).token).toMatch(/^AT-/);
+      const keys = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}*`)).toString().split('\n').filter(Boolean);
+      expect(keys).toHaveLength(1);
+      expect(keys[0].startsWith(`${prefix}deployment-7:obo:`)).toBe(true);
+      expect((await a.ask('logs')).filter((entry) => entry.level === 'warn')).toEqual([]);
+    } finally {
+      await a.ask('env', { vars: Object.fromEntries(Object.keys(env).map((name) => [name, null])) });
+    }
+  });
 });

@@ -301,6 +301,10 @@ pub struct OpenIdEnv {
     pub redis_uri: Option<String>,
     pub use_redis_cluster: Option<String>,
     pub redis_key_prefix: Option<String>,
+    /// The name of the variable that holds the prefix (LibreChat's indirection)…
+    pub redis_key_prefix_var: Option<String>,
+    /// …and that variable's value, read by the facade, which alone sees `process.env`.
+    pub redis_key_prefix_from_var: Option<String>,
     pub redis_username: Option<String>,
     pub redis_password: Option<String>,
     pub redis_ca: Option<String>,
@@ -324,6 +328,8 @@ impl OpenIdEnv {
             "REDIS_PASSWORD" => self.redis_password.clone(),
             "REDIS_CA" => self.redis_ca.clone(),
             "CREDS_KEY" => self.creds_key.clone(),
+            "REDIS_KEY_PREFIX_VAR" => self.redis_key_prefix_var.clone(),
+            named if self.redis_key_prefix_var.as_deref() == Some(named) => self.redis_key_prefix_from_var.clone(),
             _ => None,
         }
     }
