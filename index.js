@@ -115,6 +115,9 @@ function openIdEnv() {
     redisUri: env.REDIS_URI,
     useRedisCluster: env.USE_REDIS_CLUSTER,
     redisKeyPrefix: env.REDIS_KEY_PREFIX,
+    redisKeyPrefixVar: env.REDIS_KEY_PREFIX_VAR,
+    // LibreChat's indirection: REDIS_KEY_PREFIX_VAR names the variable that holds the prefix.
+    redisKeyPrefixFromVar: env.REDIS_KEY_PREFIX_VAR ? env[env.REDIS_KEY_PREFIX_VAR] : undefined,
     redisUsername: env.REDIS_USERNAME,
     redisPassword: env.REDIS_PASSWORD,
     redisCa: env.REDIS_CA,
@@ -300,10 +303,20 @@ function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCach
     if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
   }
   const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
-  if (joinable && typeof outcome.then === 'function') {
-    const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
-    addFlight(subject, scopes, flight);
-    outcome.then(() => removeFlight(subject, scopes, flight));
+  if (typeof outcome.then === 'function') {
+    if (joinable) {
+      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+      addFlight(subject, scopes, flight);
+      outcome.then(() => removeFlight(subject, scopes, flight));
+    } else if (generations !== null) {
+      // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
+      // brings: calls from now on are answered from the cache, not by joining that flight.
+      outcome.then((settled) => {
+        if (settled.failure) return;
+        const older = findFlight(subject, scopes, tenant, issuer, accessToken);
+        if (older !== undefined) removeFlight(subject, scopes, older);
+      });
+    }
   }
   return settleWith(outcome, scopes, withExpiry);
 }
@@ -420,18 +433,18 @@ function acquireIdentity(user, identityContext, assertion) {
     return out;
   }
   const claims = native.assertionIdentity(assertion);
-  if (claims === null || claims.subject == null) {
+  if (claims === null) {
     throw Object.assign(
       new TypeError(`${ACQUIRE}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
       { option: 'identityContext' },
     );
   }
+  // A JWT whose oid and sub are absent or blank names no user: as for a user without an OpenID id.
+  if (claims.subject == null) throw new Error(UNAUTHENTICATED);
   // The claims stand where an identity context would: the same trimming, defaults and issuer rules.
-  return resolveIdentity(
-    undefined,
-    { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer },
-    out,
-  );
+  resolveIdentity(undefined, { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer }, out);
+  if (out.subject === '') throw new Error(UNAUTHENTICATED);
+  return out;
 }
 
 /**
@@ -547,7 +560,14 @@ function assertionBridge(provide) {
       } catch {
         why = 'it threw a value that cannot be shown';
       }
-      return { error: why };
+      // Whether a later call may succeed is the function's to say, never guessed from its wording.
+      let retryable;
+      try {
+        if (err !== null && typeof err === 'object' && typeof err.retryable === 'boolean') retryable = err.retryable;
+      } catch {
+        retryable = undefined;
+      }
+      return retryable === undefined ? { error: why } : { error: why, retryable };
     }
   };
 }

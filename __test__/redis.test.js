@@ -185,6 +185,14 @@ describeRedis('the shared Redis tier across instances', () => {
     expect((await b.stats()).redisHits).toBe(1);
   });
 
+  test('a cold exchange counts one Redis miss; an instance served from Redis counts one hit', async () => {
+    const [a, b] = instances;
+    expect((await a.exchange(call('u1'))).token).toMatch(/^AT-/);
+    expect(await a.stats()).toMatchObject({ redisMisses: 1, redisHits: 0, exchanges: 1 });
+    expect((await b.exchange(call('u1'))).token).toMatch(/^AT-/);
+    expect(await b.stats()).toMatchObject({ redisMisses: 0, redisHits: 1, exchanges: 0 });
+  });
+
   test('a rotated assertion in another instance is a new key, then shared', async () => {
     const [a, b, c] = instances;
     const old = await a.exchange(call('u1', { assertion: 'assertion-clear-old' }));
@@ -211,6 +219,22 @@ describeRedis('the shared Redis tier across instances', () => {
     expect(idp.tokenRequestCount()).toBe(2);
     // a's forced call neither read Redis nor waited for a lock.
     expect(await a.stats()).toMatchObject({ redisHits: 0, lockWaits: 0 });
+  });
+
+  test('a fromCache=false token is not replaced in Redis by an exchange that began before it', async () => {
+    const [a, b, c] = instances;
+    idp.enqueue({ hold: true });
+    await a.start(call('u1'));
+    await until(() => idp.heldCount() === 1, 20000);
+    const forced = await b.exchange(call('u1', { fromCache: false }));
+    expect(forced.token).toMatch(/^AT-/);
+    idp.release();
+    const [older] = await a.ask('collect');
+    expect(older.token).toMatch(/^AT-/);
+    expect(older.token).not.toBe(forced.token);
+    // The older exchange stored last; Redis kept the newer token.
+    expect((await c.exchange(call('u1'))).token).toBe(forced.token);
+    expect(idp.tokenRequestCount()).toBe(2);
   });
 
   test('a cold fan-out of 4 instances × 50 calls makes exactly one provider request', async () => {
@@ -247,27 +271,65 @@ describeRedis('the shared Redis tier across instances', () => {
     expect((await b.exchange(call('u2'))).token).toMatch(/^AT-/);
   });
 
-  test('when the lock holder dies mid-exchange, a waiter exchanges itself once the lock expires', async () => {
+  /** The name of the one exchange lock held under this test's prefix. */
+  const lockName = async () => {
+    const locks = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}*:l`)).toString().split('\n').filter(Boolean);
+    expect(locks).toHaveLength(1);
+    return locks[0];
+  };
+  const pttl = async (name) => Number((await redisCli(redis.port, 'PTTL', name)).toString().trim());
+  // The defaults of everything that sized the old lock (timeoutMs, maxRetries, retryDelayMs: 66 s). The
+  // Redis budget is 1 s rather than 200 ms, so that a busy machine does not turn a read into a miss: the
+  // lease is 3 s with either (see shared.rs).
+  const defaults = () => options({ retryDelayMs: undefined, redisTimeoutMs: 1000 });
+
+  test('the exchange lock is a short lease that its holder renews while a slow exchange runs', async () => {
+    const [a] = instances;
+    await a.configure(defaults());
+    idp.enqueue({ hold: true });
+    await a.start(call('u1'));
+    await until(() => idp.heldCount() === 1, 20000);
+    const lock = await lockName();
+    let previous = await pttl(lock);
+    expect(previous).toBeGreaterThan(0);
+    expect(previous).toBeLessThanOrEqual(3000);
+    // Without renewal the time left only goes down; a renewal puts it back up.
+    await eventually(async () => {
+      const left = await pttl(lock);
+      const renewed = left > previous;
+      previous = left;
+      return renewed;
+    });
+    expect(previous).toBeLessThanOrEqual(3000);
+    idp.release();
+    expect((await a.ask('collect'))[0].token).toMatch(/^AT-/);
+    // Released with the exchange: no lock is left to expire.
+    expect((await redisCli(redis.port, '--scan', '--pattern', `${prefix}*:l`)).toString().trim()).toBe('');
+  });
+
+  test('when the lock holder is killed mid-exchange, with default settings another instance is served long before the old 66 s lock would expire', async () => {
     const b = instances[1];
     const victim = await Instance.start();
     try {
-      // The lock lives one attempt (timeoutMs) plus a second.
-      const short = options({ timeoutMs: 4000, maxRetries: 0 });
-      await Promise.all([victim.configure(short), b.configure(short)]);
+      await Promise.all([victim.configure(defaults()), b.configure(defaults())]);
+      // Connected first, so that the Redis budget is not spent connecting.
+      await Promise.all([victim.exchange(call('warm-victim')), b.exchange(call('warm-b'))]);
+      await b.mark();
       idp.enqueue({ hold: true });
       await victim.start(call('u1'));
       await until(() => idp.heldCount() === 1, 20000);
       await b.start(call('u1'));
       await eventually(async () => (await b.stats()).lockWaits === 1);
       await victim.kill();
+      // The held request of the dead victim stays held; b's own request is answered.
       const [outcome] = await b.ask('collect');
       expect(outcome.token).toMatch(/^AT-/);
-      expect(idp.tokenRequestCount()).toBe(2);
-      expect(await b.stats()).toMatchObject({ exchanges: 1, redisErrors: 0 });
+      expect(idp.tokenRequestCount()).toBe(4);
+      expect(await b.stats()).toMatchObject({ exchanges: 1 });
     } finally {
       await victim.kill();
     }
-  });
+  }, 30000);
 
   test('with Redis killed mid-run, calls still complete, the breaker opens, and no credential leaks', async () => {
     const doomed = await startRedis({ args: ['--requirepass', REDIS_PASSWORD] });
@@ -291,6 +353,44 @@ describeRedis('the shared Redis tier across instances', () => {
       const logged = JSON.stringify(await a.ask('logs'));
       expect(logged).not.toContain(REDIS_PASSWORD);
       expect(JSON.stringify([first, second])).not.toContain(REDIS_PASSWORD);
+    } finally {
+      await doomed.stop();
+    }
+  });
+
+  test('Redis going away is one warning that names what failed and no credential, and its return one info line', async () => {
+    const doomed = await startRedis({ args: ['--requirepass', REDIS_PASSWORD] });
+    const a = instances[0];
+    try {
+      const uri = `redis://:${REDIS_PASSWORD}@127.0.0.1:${doomed.port}`;
+      await a.configure(options({ redisUri: uri, redisTimeoutMs: 300 }));
+      expect((await a.exchange(call('u0'))).token).toMatch(/^AT-/);
+      const about = async (level) =>
+        (await a.ask('logs')).filter((entry) => entry.level === level && /Redis/.test(entry.message)).map((entry) => entry.message);
+      await doomed.kill();
+      let user = 0;
+      // Calls go on, each on its own; the breaker opens after a few failures.
+      await eventually(async () => {
+        expect((await a.exchange(call(`down-${++user}`))).token).toMatch(/^AT-/);
+        return (await about('warn')).length > 0;
+      });
+      for (let i = 0; i < 10; i++) expect((await a.exchange(call(`down-${++user}`))).token).toMatch(/^AT-/);
+      const [warning, ...more] = await about('warn');
+      expect(more).toEqual([]);
+      expect(warning).toMatch(/^\[OboTokenService\] The shared Redis tier is unavailable \(3 operations in a row failed, the last: (connection refused|connection dropped|I\/O error|no answer within 300 ms \(redisTimeoutMs\))\)/);
+      expect(warning).not.toContain(REDIS_PASSWORD);
+      expect(warning).not.toContain(String(doomed.port));
+      expect(await about('info')).toEqual([]);
+
+      await doomed.launch();
+      // The breaker lets one call probe Redis after its cool-down; that call tells of the return.
+      await eventually(async () => {
+        await a.exchange(call(`up-${++user}`));
+        return (await about('info')).length > 0;
+      });
+      for (let i = 0; i < 5; i++) await a.exchange(call(`up-${++user}`));
+      expect(await about('info')).toEqual(['[OboTokenService] The shared Redis tier answers again and is back in use']);
+      expect(await about('warn')).toEqual([warning]);
     } finally {
       await doomed.stop();
     }
@@ -380,5 +480,30 @@ describeRedis('the shared Redis tier across instances', () => {
         instance.ask('env', { vars: Object.fromEntries(Object.keys(env).map((name) => [name, null])) }),
       ),
     );
+  });
+
+  test("LibreChat's REDIS_KEY_PREFIX_VAR: the prefix is the value of the variable it names", async () => {
+    const [a] = instances;
+    const env = {
+      OPENID_ISSUER: idp.issuer,
+      OPENID_CLIENT_ID: idp.clientId,
+      OPENID_CLIENT_SECRET: idp.clientSecret,
+      USE_REDIS: 'true',
+      REDIS_URI: redis.uri,
+      REDIS_KEY_PREFIX_VAR: 'DEPLOYMENT_ID',
+      DEPLOYMENT_ID: `${prefix}deployment-7:`,
+      CREDS_KEY: KEY,
+    };
+    try {
+      await a.ask('env', { vars: env });
+      await a.configure(null);
+      expect((await a.exchange(call('u1'))).token).toMatch(/^AT-/);
+      const keys = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}*`)).toString().split('\n').filter(Boolean);
+      expect(keys).toHaveLength(1);
+      expect(keys[0].startsWith(`${prefix}deployment-7:obo:`)).toBe(true);
+      expect((await a.ask('logs')).filter((entry) => entry.level === 'warn')).toEqual([]);
+    } finally {
+      await a.ask('env', { vars: Object.fromEntries(Object.keys(env).map((name) => [name, null])) });
+    }
   });
 });

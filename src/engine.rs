@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
-use crate::cache::{wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
+use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
 use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
 use crate::credentials::AssertionCallback;
@@ -22,6 +22,7 @@ use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::key::Identity;
+use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{RedisCounters, RedisTier};
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
@@ -31,23 +32,6 @@ use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
 
 pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
-
-/// A token handed to a caller.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Token {
-    pub access_token: Arc<str>,
-    pub expires_in: u64,
-    /// Absolute expiry, ms since the Unix epoch, as computed when the token arrived.
-    pub expires_at_ms: u64,
-}
-
-impl From<Hit> for Token {
-    fn from(hit: Hit) -> Token {
-        Token { access_token: hit.access_token, expires_in: hit.expires_in, expires_at_ms: hit.expires_at_ms }
-    }
-}
-
-pub type Outcome = Result<Token, Arc<ExchangeError>>;
 
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
@@ -101,12 +85,7 @@ impl Setup {
                     Some(format!("USE_REDIS is set, but {err}; running without the shared Redis tier"));
                 None
             }
-            Some(Err(err)) => {
-                return Err(ConfigError::new(
-                    err.option,
-                    format!("configure: option \"{}\" {}", err.option, err.message),
-                ))
-            }
+            Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
         Ok(Arc::new(Setup { config, client, endpoint, shared }))
@@ -128,6 +107,8 @@ struct Footing {
     flights: Arc<FlightMap<Outcome>>,
     /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
     redis_warning: Option<String>,
+    /// When the call began ([`exchange_begins`]): what its token is ordered by.
+    begun_us: u64,
 }
 
 struct Inner {
@@ -260,7 +241,12 @@ impl Engine {
             if let Some(warning) = &footing.redis_warning {
                 events.push(Level::Warn, || warning.clone());
             }
+            let setup = footing.setup.clone();
             let outcome = engine.exchange_with(footing, &request, &mut events).await;
+            // Whatever call notices that Redis went away or came back tells its logger, once.
+            if let Some(shared) = &setup.shared {
+                shared.report(&mut events);
+            }
             if let Err(err) = &outcome {
                 if !err.throttled {
                     events.push_error(
@@ -300,6 +286,7 @@ impl Engine {
             epoch: inner.generations.epoch(),
             flights: inner.flights.read().clone(),
             redis_warning: None,
+            begun_us: exchange_begins(),
         };
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*inner.slot.read() {
             return Ok(footing(setup));
@@ -423,6 +410,7 @@ impl Engine {
             capacity: footing.setup.config.max_cache_entries,
             generations: self.0.generations,
             epoch: footing.epoch,
+            begun_us: footing.begun_us,
         }
     }
 
@@ -465,10 +453,14 @@ impl Engine {
         loop {
             match self.attempt(setup, request).await {
                 Ok(response) => {
-                    let token = self.store(config, key, response, epoch);
+                    let token = self.store(config, key, response, footing);
                     events
                         .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
+                }
+                // Nothing was sent, and the source said whether a later call may do better.
+                Err(err) if err.code.as_deref() == Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE) => {
+                    return fail(err, events)
                 }
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
@@ -497,45 +489,55 @@ impl Engine {
 
     /// One request; discovery first when the endpoint is not known yet, so
     /// that a transient discovery failure is retried like any other. The
-    /// attempt as a whole, discovery included, ends after `timeoutMs`.
+    /// attempt, discovery included, ends after `timeoutMs`; a `clientAssertion`
+    /// function's time is not counted, as it has a deadline of its own.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
-        let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, request)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let what = match setup.endpoint.get() {
-                    Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
-                    None => "OpenID discovery request".to_owned(),
-                };
-                Err(ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
-                    .with_code("ETIMEDOUT"))
+        let config = &setup.config;
+        let timeout = config.timeout;
+        let timed_out = || {
+            let what = match setup.endpoint.get() {
+                Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
+                None => "OpenID discovery request".to_owned(),
+            };
+            ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
+                .with_code("ETIMEDOUT")
+        };
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
+        let endpoint = routing::route(&configured, &request.assertion);
+        let client_assertion = match &config.client_assertion {
+            Some(source) => {
+                let asked = tokio::time::Instant::now();
+                let assertion = source.assertion(endpoint.as_str(), &config.client_id, timeout).await?;
+                deadline += asked.elapsed();
+                Some(assertion)
             }
-        }
+            None => None,
+        };
+        let request_sent = self.send(setup, request, &endpoint, client_assertion.as_deref());
+        tokio::time::timeout_at(deadline, request_sent).await.map_err(|_| timed_out())?
     }
 
-    async fn attempt_unbounded(
+    /// The token request itself, authenticated with `client_assertion` when there is one.
+    async fn send(
         &self,
         setup: &Setup,
         request: &ExchangeRequest,
+        endpoint: &Url,
+        client_assertion: Option<&str>,
     ) -> Result<TokenResponse, ExchangeError> {
-        let configured = self.endpoint(setup).await?;
-        let endpoint = routing::route(&configured, &request.assertion);
         let config = &setup.config;
-        let client_assertion = match &config.client_assertion {
-            Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
-            None => None,
-        };
         let claims =
             Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
-            client_assertion: client_assertion.as_deref(),
+            client_assertion,
         };
         let body = grant::form_body(&request.assertion, &request.scopes, &auth, claims.as_deref());
         let authorization = grant::basic_authorization(&auth);
-        let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
+        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
                 return grant::parse_success(answer.status, &answer.body);
@@ -546,13 +548,16 @@ impl Engine {
             }
             Err(err)
         });
-        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))
+        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion))
     }
 
-    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
-        let now_ms = wall_clock_ms();
+    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
+        let (now_ms, epoch) = (wall_clock_ms(), footing.epoch);
         let access_token = response.access_token;
-        let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
+        let token = CachedToken {
+            begun_us: footing.begun_us,
+            ..CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew)
+        };
         let expires_at_ms = token.expires_at_ms;
         let generations = self.0.generations;
         self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);
@@ -771,7 +776,7 @@ mod tests {
 
     impl AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
-            Box::pin(async { Err("vault sealed".to_owned()) })
+            Box::pin(async { Err(crate::credentials::AssertionFailure::new("vault sealed")) })
         }
     }
 

@@ -18,12 +18,13 @@ use parking_lot::Mutex;
 
 use crate::claims::Claims;
 use crate::config::EnvLookup;
-use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
-use crate::engine::{Engine, ExchangeRequest, Outcome};
+use crate::credentials::{AssertionCallback, AssertionFailure, AssertionFuture, AssertionRequest};
+use crate::engine::{Engine, ExchangeRequest};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::Mirror;
 use crate::key::Identity;
+use crate::outcome::Outcome;
 
 #[napi(object)]
 pub struct ConfigFailure {
@@ -37,6 +38,8 @@ pub struct ConfigFailure {
 pub struct AssertionAnswer {
     pub assertion: Option<String>,
     pub error: Option<String>,
+    /// The boolean `retryable` of the function's error, when it has one.
+    pub retryable: Option<bool>,
 }
 
 type AssertionArgs = FnArgs<(String, String)>;
@@ -56,15 +59,16 @@ impl AssertionCallback for HostAssertion {
         let function = self.0.clone();
         Box::pin(async move {
             if function.aborted() {
-                return Err(ASSERTION_THREAD_GONE.to_owned());
+                return Err(AssertionFailure::new(ASSERTION_THREAD_GONE));
             }
             // A call queued when the thread ends is dropped unanswered: that is an error here, not a wait.
-            let answer = function.call_async_catch(request).await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
-            let answer = answer.await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
+            let gone = |_| AssertionFailure::new(ASSERTION_THREAD_GONE);
+            let answer = function.call_async_catch(request).await.map_err(gone)?;
+            let answer = answer.await.map_err(gone)?;
             match (answer.assertion, answer.error) {
                 (Some(assertion), None) => Ok(Arc::from(assertion)),
-                (_, Some(error)) => Err(error),
-                (None, None) => Err("it gave no assertion".to_owned()),
+                (_, Some(message)) => Err(AssertionFailure { message, retryable: answer.retryable.unwrap_or(false) }),
+                (None, None) => Err(AssertionFailure::new("it gave no assertion")),
             }
         })
     }
@@ -297,6 +301,10 @@ pub struct OpenIdEnv {
     pub redis_uri: Option<String>,
     pub use_redis_cluster: Option<String>,
     pub redis_key_prefix: Option<String>,
+    /// The name of the variable that holds the prefix (LibreChat's indirection)…
+    pub redis_key_prefix_var: Option<String>,
+    /// …and that variable's value, read by the facade, which alone sees `process.env`.
+    pub redis_key_prefix_from_var: Option<String>,
     pub redis_username: Option<String>,
     pub redis_password: Option<String>,
     pub redis_ca: Option<String>,
@@ -320,6 +328,8 @@ impl OpenIdEnv {
             "REDIS_PASSWORD" => self.redis_password.clone(),
             "REDIS_CA" => self.redis_ca.clone(),
             "CREDS_KEY" => self.creds_key.clone(),
+            "REDIS_KEY_PREFIX_VAR" => self.redis_key_prefix_var.clone(),
+            named if self.redis_key_prefix_var.as_deref() == Some(named) => self.redis_key_prefix_from_var.clone(),
             _ => None,
         }
     }

@@ -10,7 +10,8 @@
 //! Redis holds nothing readable: key names are keyed hashes and values are
 //! sealed (see `crypto`), and every key written expires.
 //!
-//! Key names, for an engine key `k` (`tag = base64url(HMAC-SHA256(k))`):
+//! Key names, for a shared key `k` (the engine's key under the application's
+//! namespace, see [`crate::shared::Namespace`]; `tag = base64url(HMAC-SHA256(k))`):
 //! `{prefix}obo:{tag}:t` the token, `…:l` the exchange lock, `…:r` a throttle,
 //! and the pub/sub channel `…:c` that announces a new token or a released lock.
 
@@ -19,6 +20,7 @@ mod client;
 mod crypto;
 mod lock;
 mod options;
+mod ordered;
 mod wait;
 
 #[cfg(test)]
@@ -36,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::wall_clock_ms;
 
-pub use breaker::BreakerPolicy;
+pub use breaker::{BreakerPolicy, Notice};
 pub use lock::{LockAttempt, LockGuard};
 pub use options::{ConfigError, RedisOptions, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT};
 
@@ -93,14 +95,17 @@ pub enum Shared {
 }
 
 /// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
+/// (not `get_again`, the second look of a call already counted)
 /// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
-/// (whatever the call); `lock_waits` counts calls of `wait_for`.
+/// (whatever the call); `lock_waits` counts calls of `wait_for`;
+/// `lock_renewals` counts the leases this process's lock holders renewed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
     pub hits: u64,
     pub misses: u64,
     pub errors: u64,
     pub lock_waits: u64,
+    pub lock_renewals: u64,
 }
 
 /// The counters behind [`RedisStats`]. A tier can count into counters that
@@ -111,6 +116,7 @@ pub struct RedisCounters {
     misses: AtomicU64,
     errors: AtomicU64,
     lock_waits: AtomicU64,
+    lock_renewals: AtomicU64,
 }
 
 impl RedisCounters {
@@ -120,6 +126,7 @@ impl RedisCounters {
             misses: self.misses.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             lock_waits: self.lock_waits.load(Ordering::Relaxed),
+            lock_renewals: self.lock_renewals.load(Ordering::Relaxed),
         }
     }
 }
@@ -162,6 +169,21 @@ enum Peek {
     Unavailable,
 }
 
+/// What went wrong with a Redis operation, in words that hold no address,
+/// user name or password (the client library's own texts may quote them).
+fn failure(err: &redis::RedisError) -> String {
+    let what = if err.is_connection_refusal() {
+        "connection refused"
+    } else if err.is_timeout() {
+        "timed out"
+    } else if err.is_connection_dropped() {
+        "connection dropped"
+    } else {
+        err.category()
+    };
+    what.to_owned()
+}
+
 impl Inner {
     /// Runs one Redis operation within the budget, through the breaker.
     async fn call<T>(&self, operation: impl Future<Output = RedisResult<T>>) -> Option<T> {
@@ -171,19 +193,30 @@ impl Inner {
                 permit.succeeded();
                 Some(value)
             }
-            Ok(Err(_)) | Err(_) => {
-                permit.failed();
+            Ok(Err(err)) => {
+                permit.failed(&failure(&err));
+                bump(&self.counters.errors);
+                None
+            }
+            Err(_) => {
+                permit.failed(&format!("no answer within {} ms (redisTimeoutMs)", self.timeout.as_millis()));
                 bump(&self.counters.errors);
                 None
             }
         }
     }
 
+    /// What the breaker opened on, when it did, once.
+    fn take_notices(&self) -> Vec<Notice> {
+        self.breaker.take_notices()
+    }
+
     fn names(&self, key: &[u8]) -> KeyNames {
         self.sealer.key_names(&self.prefix, key)
     }
 
-    fn open_token(&self, name: &str, sealed: &[u8]) -> Option<SharedToken> {
+    fn open_token(&self, name: &str, stored: &[u8]) -> Option<SharedToken> {
+        let (_, sealed) = ordered::split(stored)?;
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
         (token.serve_until_ms > wall_clock_ms()).then_some(token)
     }
@@ -265,6 +298,16 @@ impl RedisTier {
         inner.count(sealed.and_then(|sealed| inner.open_token(&name, &sealed)))
     }
 
+    /// [`RedisTier::get`] for a call whose [`RedisTier::lookup`] already
+    /// counted its miss (the look again after taking the lock): not counted,
+    /// so that a cold exchange counts one miss.
+    pub async fn get_again(&self, key: &[u8]) -> Option<SharedToken> {
+        let inner = &*self.inner;
+        let name = inner.names(key).token;
+        let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
+        sealed.and_then(|sealed| inner.open_token(&name, &sealed))
+    }
+
     /// The token of `key`, else its throttle: what a cold call needs to know
     /// before it takes the lock, in one round trip (the names share a slot).
     pub async fn lookup(&self, key: &[u8]) -> Shared {
@@ -282,28 +325,38 @@ impl RedisTier {
         }
     }
 
-    /// Stores `token` until its `serve_until_ms` (nothing when that has passed),
-    /// then announces it to the waiters of `key`.
-    pub async fn put(&self, key: &[u8], token: &SharedToken) {
+    /// Stores `token`, from an exchange that began at `begun_us`, until its
+    /// `serve_until_ms` (nothing when that has passed), then announces it to
+    /// the waiters of `key`; unless Redis holds a token from an exchange that
+    /// began later, which stays (see [`ordered`]).
+    pub async fn put(&self, key: &[u8], token: &SharedToken, begun_us: u64) {
         let inner = &*self.inner;
         let names = inner.names(key);
+        let ttl_ms = token.serve_until_ms.saturating_sub(wall_clock_ms());
+        if ttl_ms == 0 {
+            return;
+        }
         let plaintext = serde_json::to_vec(token).expect("a SharedToken serialises");
-        if inner.set_expiring(&names.token, &plaintext, token.serve_until_ms).await {
+        let stored = ordered::join(begun_us, &inner.sealer.seal(&names.token, &plaintext));
+        let put = ordered::put_unless_newer(&names.token, &stored, begun_us, ttl_ms);
+        if inner.call(inner.backend.query::<i64>(&put)).await == Some(1) {
             inner.call(inner.backend.query::<i64>(redis::cmd("PUBLISH").arg(&names.channel).arg("t"))).await;
         }
     }
 
-    /// Takes the exchange lock of `key` for at most `hold` (the longest an
-    /// exchange can last: the lock must outlive no exchange, and no dead holder).
-    pub async fn try_lock(&self, key: &[u8], hold: Duration) -> LockAttempt {
+    /// Takes the exchange lock of `key` as a lease of `lease`, renewed every
+    /// third of it until the guard is released or dropped: a holder that dies
+    /// keeps the others waiting at most `lease`.
+    pub async fn try_lock(&self, key: &[u8], lease: Duration) -> LockAttempt {
         let inner = &*self.inner;
         let names = inner.names(key);
         let token = inner.sealer.lock_token();
         let mut set = redis::cmd("SET");
-        set.arg(&names.lock).arg(&token).arg("NX").arg("PX").arg(hold.as_millis().max(1) as u64);
+        set.arg(&names.lock).arg(&token).arg("NX").arg("PX").arg(lease.as_millis().max(1) as u64);
         match inner.call(inner.backend.query::<Option<String>>(&set)).await {
             Some(Some(_)) => LockAttempt::Acquired(LockGuard {
                 tier: self.inner.clone(),
+                renewal: tokio::spawn(lock::renew(self.inner.clone(), names.lock.clone(), token.clone(), lease)),
                 lock: names.lock,
                 channel: names.channel,
                 token,
@@ -369,6 +422,12 @@ impl RedisTier {
         let name = inner.names(key).throttle;
         let plaintext = serde_json::to_vec(throttle).expect("a SharedThrottle serialises");
         inner.set_expiring(&name, &plaintext, throttle.until_ms).await;
+    }
+
+    /// What the operator should hear of since the last time asked: the breaker
+    /// opening, Redis answering again. One notice per change, never per call.
+    pub fn take_notices(&self) -> Vec<Notice> {
+        self.inner.take_notices()
     }
 
     /// False while the breaker keeps calls away from Redis.

@@ -8,10 +8,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
-use serde_json::{Map, Value};
-
 use super::breaker::BreakerPolicy;
+use crate::config::Options;
+use crate::error::ConfigError as OptionError;
+use redis::IntoConnectionInfo;
 
 /// The budget of one Redis operation when `redisTimeoutMs` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -73,6 +73,11 @@ impl ConfigError {
     fn new(option: &'static str, message: impl Into<String>) -> Self {
         ConfigError { option, message: message.into() }
     }
+
+    /// As `configure()` reports it: a TypeError naming the option.
+    pub fn for_configure(self) -> OptionError {
+        OptionError::new(self.option, format!("configure: option \"{}\" {}", self.option, self.message))
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -127,54 +132,47 @@ impl RedisOptions {
         OPTION_NAMES
     }
 
-    /// From `configure()`'s options object. `Ok(None)` without `redisUri` (an
-    /// explicit configuration without it uses no Redis).
-    pub fn from_options(map: &Map<String, Value>) -> Result<Option<RedisOptions>, ConfigError> {
-        let key_text = optional_string(map, "cacheEncryptionKey")?;
-        let encryption_key =
-            key_text.as_deref().map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key)).transpose()?;
-        let cluster = match map.get("redisCluster") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ConfigError::new("redisCluster", "must be a boolean")),
-        };
-        let key_prefix = optional_string(map, "redisKeyPrefix")?.unwrap_or_default();
-        let username = optional_string(map, "redisUsername")?;
-        let password = optional_string(map, "redisPassword")?;
-        let ca_path = optional_string(map, "redisCa")?;
-        let timeout = match map.get("redisTimeoutMs") {
-            None | Some(Value::Null) => DEFAULT_TIMEOUT,
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
-                _ => {
-                    return Err(ConfigError::new(
-                        "redisTimeoutMs",
-                        format!("must be an integer number of milliseconds from 1 to {MAX_TIMEOUT_MS}"),
-                    ))
-                }
-            },
-            Some(_) => return Err(ConfigError::new("redisTimeoutMs", "must be a number")),
-        };
-        let Some(uri_text) = optional_string(map, "redisUri")? else {
+    /// From `configure()`'s options object, read through the configuration's
+    /// [`Options`] so that type errors read like every other option's. `Ok(None)`
+    /// without `redisUri` (an explicit configuration without it uses no Redis).
+    pub(crate) fn from_options(options: &Options<'_>) -> Result<Option<RedisOptions>, OptionError> {
+        // Blank strings count as absent, as LibreChat's empty variables do.
+        let string = |name: &str| Ok::<_, OptionError>(options.string(name)?.filter(|text| !text.trim().is_empty()));
+        let key_text = string("cacheEncryptionKey")?;
+        let encryption_key = key_text
+            .as_deref()
+            .map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key))
+            .transpose()
+            .map_err(ConfigError::for_configure)?;
+        let cluster = options.boolean("redisCluster")?.unwrap_or(false);
+        let key_prefix = string("redisKeyPrefix")?.unwrap_or_default();
+        let username = string("redisUsername")?;
+        let password = string("redisPassword")?;
+        let ca_path = string("redisCa")?;
+        let timeout = options
+            .integer_of("redisTimeoutMs", "an integer number of milliseconds", 1, MAX_TIMEOUT_MS)?
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let Some(uri_text) = string("redisUri")? else {
             return Ok(None);
         };
         let Some(encryption_key) = encryption_key else {
-            return Err(ConfigError::new(
+            return Err(ConfigError::for_configure(ConfigError::new(
                 "cacheEncryptionKey",
                 "is required with redisUri: Redis must hold nothing readable, so the tier is \
                  refused without 64 hex characters to encrypt it with",
-            ));
+            )));
         };
         build(
             &OPTION_SOURCE,
             Settings { uri_text, cluster, key_prefix, username, password, ca_path, timeout, encryption_key },
         )
         .map(Some)
+        .map_err(ConfigError::for_configure)
     }
 
     /// From LibreChat's environment (`USE_REDIS`, `REDIS_URI`, `USE_REDIS_CLUSTER`,
-    /// `REDIS_KEY_PREFIX`, `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_CA`,
-    /// `CREDS_KEY`). The environment cannot throw at anyone: an unusable setting
+    /// `REDIS_KEY_PREFIX` or `REDIS_KEY_PREFIX_VAR`, `REDIS_USERNAME`,
+    /// `REDIS_PASSWORD`, `REDIS_CA`, `CREDS_KEY`). The environment cannot throw at anyone: an unusable setting
     /// gives no tier and a warning to log once.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> (Option<RedisOptions>, Option<String>) {
         if !is_enabled(var("USE_REDIS")) {
@@ -193,10 +191,21 @@ impl RedisOptions {
             },
         };
         let non_blank = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        // As LibreChat's cacheConfig: REDIS_KEY_PREFIX_VAR names the variable
+        // that holds the prefix (a deployment id); both set is refused.
+        let key_prefix =
+            match (non_blank("REDIS_KEY_PREFIX_VAR"), non_blank("REDIS_KEY_PREFIX")) {
+                (Some(_), Some(_)) => return warn(
+                    "both REDIS_KEY_PREFIX_VAR and REDIS_KEY_PREFIX are set, and LibreChat refuses to start with both"
+                        .into(),
+                ),
+                (Some(name), None) => non_blank(&name).unwrap_or_default(),
+                (None, prefix) => prefix.unwrap_or_default(),
+            };
         let settings = Settings {
             uri_text,
             cluster: is_enabled(var("USE_REDIS_CLUSTER")),
-            key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_default(),
+            key_prefix,
             username: non_blank("REDIS_USERNAME"),
             password: non_blank("REDIS_PASSWORD"),
             ca_path: non_blank("REDIS_CA"),
@@ -280,20 +289,27 @@ fn read_ca(path: &str, option: &'static str) -> Result<Vec<u8>, ConfigError> {
     Ok(pem)
 }
 
-fn optional_string(map: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ConfigError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ConfigError::new(name, "must be a string")),
-    }
-}
+/// The `CREDS_KEY` of LibreChat's `.env.example`, copied into many public
+/// deployment files: anyone can read it, so it protects nothing.
+const LIBRECHAT_EXAMPLE_KEY: &str = "f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0";
 
 fn parse_encryption_key(text: &str, option: &'static str) -> Result<[u8; 32], ConfigError> {
     let bytes = text.as_bytes();
     let invalid = || ConfigError::new(option, "must be 64 hexadecimal characters (32 bytes)");
     if bytes.len() != 64 {
         return Err(invalid());
+    }
+    let generate = "generate one with `openssl rand -hex 32`";
+    if text.eq_ignore_ascii_case(LIBRECHAT_EXAMPLE_KEY) {
+        return Err(ConfigError::new(
+            option,
+            format!(
+                "is the example value of LibreChat's .env.example, published with it: it cannot protect tokens in Redis; {generate}"
+            ),
+        ));
+    }
+    if bytes.iter().all(|byte| byte.eq_ignore_ascii_case(&bytes[0])) {
+        return Err(ConfigError::new(option, format!("is one character repeated, not a secret key; {generate}")));
     }
     let mut key = [0u8; 32];
     for (i, pair) in bytes.chunks_exact(2).enumerate() {
@@ -306,12 +322,12 @@ fn parse_encryption_key(text: &str, option: &'static str) -> Result<[u8; 32], Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
 
-    fn options(value: Value) -> Result<Option<RedisOptions>, ConfigError> {
-        RedisOptions::from_options(value.as_object().unwrap())
+    fn options(value: Value) -> Result<Option<RedisOptions>, OptionError> {
+        RedisOptions::from_options(&Options(value.as_object().unwrap()))
     }
 
     #[test]
@@ -389,6 +405,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn librechats_example_key_and_repeated_characters_are_refused_naming_the_key() {
+        let example = "f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0";
+        for key in [example.to_owned(), example.to_uppercase(), "0".repeat(64), "aA".repeat(32)] {
+            let err = options(json!({ "redisUri": "redis://127.0.0.1:1", "cacheEncryptionKey": key })).unwrap_err();
+            assert_eq!(err.option, "cacheEncryptionKey");
+            assert!(err.message.starts_with("configure: option \"cacheEncryptionKey\" is "), "{}", err.message);
+            assert!(err.message.contains("openssl rand -hex 32") && !err.message.contains(&key), "{}", err.message);
+        }
+        for pairs in [
+            &[("USE_REDIS", "true"), ("REDIS_URI", "redis://h:1"), ("CREDS_KEY", example)][..],
+            &[
+                ("USE_REDIS", "true"),
+                ("REDIS_URI", "redis://h:1"),
+                ("CREDS_KEY", "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"),
+            ][..],
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            let (o, warning) = RedisOptions::from_env(env(pairs));
+            assert!(o.is_none());
+            let warning = warning.unwrap();
+            assert!(warning.starts_with("USE_REDIS is set, but CREDS_KEY: is "), "{warning}");
+            assert!(warning.ends_with("running without the shared Redis tier"), "{warning}");
+        }
+        assert!(options(json!({ "redisUri": "redis://127.0.0.1:1", "cacheEncryptionKey": "0f".repeat(32) })).is_ok());
+    }
+
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
@@ -412,6 +455,23 @@ mod tests {
             None
         );
         assert!(RedisOptions::from_env(env(&[("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)])).1.is_none());
+    }
+
+    #[test]
+    fn redis_key_prefix_var_names_the_variable_that_holds_the_prefix_as_in_librechat() {
+        let base = [("USE_REDIS", "true"), ("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let pairs: &'static [(&str, &str)] = Box::leak([&base[..], extra].concat().into_boxed_slice());
+            RedisOptions::from_env(env(pairs))
+        };
+        let (o, warning) = with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID"), ("DEPLOYMENT_ID", "prod-eu-7")]);
+        assert_eq!((o.unwrap().key_prefix.as_str(), warning), ("prod-eu-7", None));
+        // A variable that is unset or empty: no prefix, as LibreChat.
+        assert_eq!(with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID")]).0.unwrap().key_prefix, "");
+        assert_eq!(with(&[("REDIS_KEY_PREFIX", "lc:")]).0.unwrap().key_prefix, "lc:");
+        let (o, warning) = with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID"), ("REDIS_KEY_PREFIX", "lc:")]);
+        assert!(o.is_none());
+        assert!(warning.unwrap().contains("both REDIS_KEY_PREFIX_VAR and REDIS_KEY_PREFIX are set"));
     }
 
     #[test]
