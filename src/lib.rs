@@ -19,6 +19,7 @@ pub mod redis_tier;
 pub mod retry;
 pub mod routing;
 pub mod runtime;
+pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod throttle;

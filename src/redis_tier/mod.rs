@@ -12,13 +12,15 @@
 //!
 //! Key names, for an engine key `k` (`tag = base64url(HMAC-SHA256(k))`):
 //! `{prefix}obo:{tag}:t` the token, `…:l` the exchange lock, `…:r` a throttle,
-//! and the pub/sub channel `…:c` that announces a new token or a released lock.
+//! and the pub/sub channel `…:c` that announces a new token or a released lock;
+//! for a long-running OBO session's id, `…:s` holds the session (`sessions`).
 
 mod breaker;
 mod client;
 mod crypto;
 mod lock;
 mod options;
+mod sessions;
 mod wait;
 
 #[cfg(test)]
@@ -39,10 +41,14 @@ use crate::cache::wall_clock_ms;
 pub use breaker::BreakerPolicy;
 pub use lock::{LockAttempt, LockGuard};
 pub use options::{ConfigError, RedisOptions, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT};
+pub use sessions::Unreachable;
+
+/// Sessions kept in a host's own store are sealed the same way (see `crate::session`).
+pub(crate) use crypto::Sealer;
 
 use breaker::Breaker;
 use client::Backend;
-use crypto::{KeyNames, Sealer};
+use crypto::KeyNames;
 use wait::Subscriptions;
 
 /// A token as the instances share it. Times are wall-clock milliseconds since
