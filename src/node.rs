@@ -19,11 +19,12 @@ use parking_lot::Mutex;
 use crate::claims::Claims;
 use crate::config::EnvLookup;
 use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
-use crate::engine::{Engine, ExchangeRequest, Outcome};
+use crate::engine::{Engine, ExchangeRequest};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::Mirror;
 use crate::key::Identity;
+use crate::outcome::Outcome;
 
 #[napi(object)]
 pub struct ConfigFailure {

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{wall_clock_ms, CacheKey, CachedToken, TokenCache};
 use crate::config::Config;
-use crate::engine::{Outcome, Token};
 use crate::error::{ExchangeError, OAuthErrorBody};
 use crate::generations::Generations;
+use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{LockAttempt, LockGuard, RedisTier, Shared, SharedThrottle, SharedToken};
 use crate::throttle::Throttles;
 

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::test_servers::{redis_available, RedisCluster, RedisServer};
 use super::*;
+use crate::config::Options;
 
 const KEY_HEX: &str = "6f626f2d6e61746976652072656469732074696572207465737420206b657921";
 const OTHER_KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -32,11 +33,11 @@ fn engine_key(subject: &str) -> Vec<u8> {
 }
 
 fn options(uris: &str, key_hex: &str) -> RedisOptions {
-    let mut options = RedisOptions::from_options(
+    let mut options = RedisOptions::from_options(&Options(
         json!({ "redisUri": uris, "cacheEncryptionKey": key_hex, "redisKeyPrefix": "lc:", "redisTimeoutMs": 500 })
             .as_object()
             .unwrap(),
-    )
+    ))
     .unwrap()
     .unwrap();
     options.poll_interval = Duration::from_millis(50);
@@ -395,11 +396,11 @@ async fn rediss_trusts_the_configured_ca_and_refuses_an_unknown_one() {
     let (server, ca) = RedisServer::start_tls();
     let key = engine_key(SUBJECT);
     let stored = token(Duration::from_secs(600));
-    let with_ca = RedisOptions::from_options(
+    let with_ca = RedisOptions::from_options(&Options(
         json!({ "redisUri": server.uri(), "cacheEncryptionKey": KEY_HEX, "redisCa": ca, "redisTimeoutMs": 2000 })
             .as_object()
             .unwrap(),
-    )
+    ))
     .unwrap()
     .unwrap();
     let trusted = tier(with_ca);
