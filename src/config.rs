@@ -83,6 +83,10 @@ pub struct Config {
     pub redis: Option<RedisOptions>,
     /// Why LibreChat's `USE_REDIS` was not honoured, to log once.
     pub redis_warning: Option<String>,
+    /// `cacheEncryptionKey`: seals Redis and a host's session store.
+    pub encryption_key: Option<[u8; 32]>,
+    /// How long a long-running session lives after its last renewal.
+    pub session_ttl: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -102,6 +106,8 @@ impl fmt::Debug for Config {
             .field("client_assertion", &self.client_assertion)
             .field("capabilities", &self.capabilities)
             .field("redis", &self.redis)
+            .field("encryption_key", &self.encryption_key.map(|_| "[redacted]"))
+            .field("session_ttl", &self.session_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -130,7 +136,11 @@ const KNOWN_OPTIONS: &[&str] = &[
     "expirySkewSeconds",
     "maxCacheEntries",
     "maxRetryAfterMs",
+    "sessionTtlMs",
 ];
+
+/// The longest `sessionTtlMs`: about a year, past any provider's refresh token.
+pub const MAX_SESSION_TTL_MS: u64 = 400 * 86_400_000;
 
 impl Config {
     /// Reads the options object of `configure()`, serialised as JSON.
@@ -163,6 +173,10 @@ impl Config {
         }
         let options = Options(&options);
         let redis = RedisOptions::from_options(&options)?;
+        let encryption_key = crate::redis_tier::encryption_key_from_options(&options)?;
+        let session_ttl = options
+            .integer_of("sessionTtlMs", "an integer number of milliseconds", 1_000, MAX_SESSION_TTL_MS)?
+            .map_or(crate::session::DEFAULT_SESSION_TTL, Duration::from_millis);
 
         let client_id = options.string("clientId")?.filter(|id| !id.is_empty()).ok_or_else(|| {
             ConfigError::new("clientId", "configure: option \"clientId\" is required (a non-empty string)")
@@ -226,6 +240,8 @@ impl Config {
             capabilities: credentials.capabilities,
             redis,
             redis_warning: None,
+            encryption_key,
+            session_ttl,
         })
     }
 
@@ -269,8 +285,10 @@ impl Config {
             max_retry_after: Duration::from_millis(DEFAULT_MAX_RETRY_AFTER_MS),
             client_assertion: credentials.client_assertion,
             capabilities: credentials.capabilities,
+            encryption_key: redis.as_ref().map(|redis| redis.encryption_key),
             redis,
             redis_warning,
+            session_ttl: crate::session::DEFAULT_SESSION_TTL,
         }))
     }
 

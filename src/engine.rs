@@ -23,13 +23,17 @@ use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::key::Identity;
 use crate::outcome::{Outcome, Token};
-use crate::redis_tier::{RedisCounters, RedisTier};
+use crate::redis_tier::RedisTier;
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
 use crate::runtime;
+use crate::session::{HostSessionStore, Sessions};
 use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
+
+mod sessions;
+pub use sessions::{BeginSession, SessionAnswer, SessionOutcome};
 
 pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
 
@@ -65,19 +69,26 @@ struct Setup {
     endpoint: OnceCell<Url>,
     /// The Redis tier shared with other instances, when configured.
     shared: Option<SharedTier>,
+    /// The long-running sessions begun under this configuration.
+    sessions: Sessions,
 }
 
 impl Setup {
     /// `from_env`: a Redis tier the client library refuses is then a warning
     /// and no tier, as the environment cannot throw at anyone.
-    fn new(mut config: Config, counters: &Arc<RedisCounters>, from_env: bool) -> Result<Arc<Setup>, ConfigError> {
+    fn new(
+        mut config: Config,
+        counters: &Counters,
+        from_env: bool,
+        session_store: Option<Arc<dyn HostSessionStore>>,
+    ) -> Result<Arc<Setup>, ConfigError> {
         let client = http::client_for(config.proxy.as_ref())
             .map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
         let endpoint = match &config.endpoint {
             EndpointSource::TokenEndpoint(url) => OnceCell::new_with(Some(url.clone())),
             EndpointSource::Issuer(_) => OnceCell::new(),
         };
-        let tier = match config.redis.clone().map(|options| RedisTier::with_counters(options, counters.clone())) {
+        let tier = match config.redis.clone().map(|options| RedisTier::with_counters(options, counters.redis.clone())) {
             None => None,
             Some(Ok(tier)) => Some(tier),
             Some(Err(err)) if from_env => {
@@ -88,7 +99,8 @@ impl Setup {
             Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
-        Ok(Arc::new(Setup { config, client, endpoint, shared }))
+        let sessions = sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions)?;
+        Ok(Arc::new(Setup { config, client, endpoint, shared, sessions }))
     }
 }
 
@@ -117,8 +129,6 @@ struct Inner {
     /// its own exchange instead of joining one begun before.
     flights: RwLock<Arc<FlightMap<Outcome>>>,
     counters: Counters,
-    /// The Redis counters of every setup, so that totals survive `configure()`.
-    redis_counters: Arc<RedisCounters>,
     generations: &'static Generations,
 }
 
@@ -136,7 +146,6 @@ impl Engine {
             throttles: Throttles::default(),
             flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
-            redis_counters: Arc::default(),
             generations,
         }))
     }
@@ -151,22 +160,25 @@ impl Engine {
     }
 
     /// Replaces the configuration (`None`: back to the environment) and
-    /// forgets every token, throttle and flight.
+    /// forgets every token, throttle and flight, and the sessions held in
+    /// this process (they belong to the configuration that began them).
     pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
-        self.configure_with(options_json, None)
+        self.configure_with(options_json, None, None)
     }
 
-    /// [`Engine::configure`], with the host's `clientAssertion` function.
+    /// [`Engine::configure`], with the host's `clientAssertion` function and
+    /// `sessionStore` functions.
     pub fn configure_with(
         &self,
         options_json: Option<&str>,
         assertion_callback: Option<Arc<dyn AssertionCallback>>,
+        session_store: Option<Arc<dyn HostSessionStore>>,
     ) -> Result<(), ConfigError> {
         let slot = match options_json {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
                 let config = Config::from_options(json, assertion_callback)?;
-                let setup = Setup::new(config, &self.0.redis_counters, false)?;
+                let setup = Setup::new(config, &self.0.counters, false, session_store)?;
                 ConfigSlot::Configured(setup)
             }
         };
@@ -201,7 +213,11 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Stats {
-        self.0.counters.snapshot(self.0.cache.len(), self.0.redis_counters.snapshot())
+        let sessions = match &*self.0.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => setup.sessions.held_in_process(),
+            ConfigSlot::FromEnv(None) => 0,
+        };
+        self.0.counters.snapshot(self.0.cache.len(), sessions)
     }
 
     /// Hits served by a JavaScript thread's memo, reported in batches.
@@ -298,7 +314,7 @@ impl Engine {
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
         };
-        let setup = Setup::new(config, &inner.redis_counters, true).map_err(|err| unavailable(Some(err.message)))?;
+        let setup = Setup::new(config, &inner.counters, true, None).map_err(|err| unavailable(Some(err.message)))?;
         let mut slot = inner.slot.write();
         match &mut *slot {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),
@@ -478,8 +494,29 @@ impl Engine {
     /// that a transient discovery failure is retried like any other. The
     /// attempt as a whole, discovery included, ends after `timeoutMs`.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+        let config = &setup.config;
+        let claims =
+            Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
+        let body =
+            |auth: &ClientAuth<'_>| grant::form_body(&request.assertion, &request.scopes, auth, claims.as_deref());
+        self.attempt_grant(setup, Some(&request.assertion), body, grant::parse_success).await
+    }
+
+    /// One request of any grant (`body` writes its form, client
+    /// authentication included; `parse` reads a 2xx answer), discovery first
+    /// when the endpoint is not known yet, so that a transient discovery
+    /// failure is retried like any other. The attempt as a whole, discovery
+    /// included, ends after `timeoutMs`. `assertion` routes the request to the
+    /// user's home tenant (see [`routing`]).
+    async fn attempt_grant<T>(
+        &self,
+        setup: &Setup,
+        assertion: Option<&str>,
+        body: impl FnOnce(&ClientAuth<'_>) -> String,
+        parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
+    ) -> Result<T, ExchangeError> {
         let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, request)).await {
+        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, assertion, body, parse)).await {
             Ok(answer) => answer,
             Err(_) => {
                 let what = match setup.endpoint.get() {
@@ -492,32 +529,35 @@ impl Engine {
         }
     }
 
-    async fn attempt_unbounded(
+    async fn attempt_unbounded<T>(
         &self,
         setup: &Setup,
-        request: &ExchangeRequest,
-    ) -> Result<TokenResponse, ExchangeError> {
+        assertion: Option<&str>,
+        body: impl FnOnce(&ClientAuth<'_>) -> String,
+        parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
+    ) -> Result<T, ExchangeError> {
         let configured = self.endpoint(setup).await?;
-        let endpoint = routing::route(&configured, &request.assertion);
+        let endpoint = match assertion {
+            Some(assertion) => routing::route(&configured, assertion),
+            None => std::borrow::Cow::Owned(configured),
+        };
         let config = &setup.config;
         let client_assertion = match &config.client_assertion {
             Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
             None => None,
         };
-        let claims =
-            Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
             client_assertion: client_assertion.as_deref(),
         };
-        let body = grant::form_body(&request.assertion, &request.scopes, &auth, claims.as_deref());
+        let body = body(&auth);
         let authorization = grant::basic_authorization(&auth);
         let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
-                return grant::parse_success(answer.status, &answer.body);
+                return parse(answer.status, &answer.body);
             }
             let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
             if matches!(answer.status, 429 | 503) {
@@ -762,6 +802,7 @@ mod tests {
             .configure_with(
                 Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
                 Some(Arc::new(Refusing)),
+                None,
             )
             .unwrap();
         let err = run(&engine, request("u", true)).await.0.unwrap_err();

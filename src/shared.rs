@@ -85,6 +85,11 @@ impl SharedTier {
         &self.tier
     }
 
+    /// The life of a lock: the longest an exchange (or a session's renewal) can last.
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
     /// For the local leader of a cold key: a token or throttle from another
     /// instance, or the right to exchange. Waits for another instance's
     /// exchange at most about twice the lock's life; then exchanges itself.

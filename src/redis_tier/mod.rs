@@ -40,6 +40,7 @@ use crate::cache::wall_clock_ms;
 
 pub use breaker::BreakerPolicy;
 pub use lock::{LockAttempt, LockGuard};
+pub(crate) use options::encryption_key_from_options;
 pub use options::{ConfigError, RedisOptions, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT};
 pub use sessions::Unreachable;
 

@@ -232,6 +232,8 @@ impl Hold {
 /// The sessions of one client.
 pub struct Sessions {
     storage: Storage,
+    /// The deployment's lock (the Redis tier's), wherever the sessions live.
+    remote_lock: Option<RedisSessions>,
     /// Who the client is (client id and token endpoint): part of every id.
     client: Vec<u8>,
     ttl: Duration,
@@ -243,12 +245,13 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(
         storage: Storage,
+        remote_lock: Option<RedisSessions>,
         client: Vec<u8>,
         ttl: Duration,
         skew: Duration,
         counters: Arc<SessionCounters>,
     ) -> Sessions {
-        Sessions { storage, client, ttl, skew, locks: Arc::default(), counters }
+        Sessions { storage, remote_lock, client, ttl, skew, locks: Arc::default(), counters }
     }
 
     pub fn id(&self, session_key: &str) -> SessionId {
@@ -265,9 +268,9 @@ impl Sessions {
 
     async fn hold(&self, id: &SessionId) -> Result<Hold, Arc<ExchangeError>> {
         let local = self.locks.lock(*id).await;
-        let remote = match &self.storage {
-            Storage::Redis(store) => Some(store.lock(id).await.map_err(unavailable)?),
-            _ => None,
+        let remote = match &self.remote_lock {
+            Some(redis) => Some(redis.lock(id).await.map_err(unavailable)?),
+            None => None,
         };
         Ok(Hold { _local: local, remote })
     }

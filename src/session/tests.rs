@@ -85,6 +85,7 @@ impl Renewer for Arc<Provider> {
 fn in_process() -> Sessions {
     Sessions::new(
         Storage::InProcess(InProcess::default()),
+        None,
         b"client".to_vec(),
         DEFAULT_SESSION_TTL,
         SKEW,
@@ -238,7 +239,7 @@ async fn a_session_in_a_host_store_survives_a_restart_of_the_client_and_belongs_
     let memory = Arc::new(MemoryStore::default());
     let host = |client: &[u8]| {
         let store = HostStore::new(Arc::new(memory.clone()), &[9; 32], Duration::from_secs(5));
-        Sessions::new(Storage::Host(Box::new(store)), client.to_vec(), DEFAULT_SESSION_TTL, SKEW, Arc::default())
+        Sessions::new(Storage::Host(Box::new(store)), None, client.to_vec(), DEFAULT_SESSION_TTL, SKEW, Arc::default())
     };
     let provider = Provider::rotating();
     host(b"client").begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
