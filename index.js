@@ -206,26 +206,29 @@ function complete(id, outcome, event) {
 /** This module's channel for the news of its exchanges (an opaque native handle). */
 const channel = native.onCompletion(complete);
 
-/** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
-function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
+/** The environment, while the addon still needs it. */
+function neededEnv() {
+  return generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
+}
+
+/**
+ * The native outcome of one call that `start(id)` begins: at once when it
+ * cannot start (`start` returns it), else when it finishes.
+ */
+function startNative(start) {
   const id = (nextCallId = (nextCallId + 1) >>> 0);
-  const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
-  const immediate = native.exchange(
-    channel,
-    id,
-    tenant,
-    issuer,
-    subject,
-    scopes,
-    accessToken,
-    fromCache,
-    env,
-    logger !== null,
-    claims,
-  );
+  const immediate = start(id);
   if (immediate !== null) return immediate;
   if (pendingCalls.size === 0) native.holdLoop(channel, true);
   return new Promise((resolve) => pendingCalls.set(id, resolve));
+}
+
+/** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
+function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
+  const env = neededEnv();
+  return startNative((id) =>
+    native.exchange(channel, id, tenant, issuer, subject, scopes, accessToken, fromCache, env, logger !== null, claims),
+  );
 }
 
 /**
@@ -385,17 +388,17 @@ async function getGraphApiToken(user, accessToken, scopes, fromCache = true, ide
 const ACQUIRE = 'acquireOboToken';
 
 /** `scopes` as a string or an array of scopes; '' when there is none. */
-function scopeText(scopes) {
+function scopeText(scopes, where = ACQUIRE) {
   if (typeof scopes === 'string') return scopes.trim();
   if (!Array.isArray(scopes)) {
-    throw Object.assign(new TypeError(`${ACQUIRE}: scopes must be a string or an array of strings, not ${describe(scopes)}`), {
+    throw Object.assign(new TypeError(`${where}: scopes must be a string or an array of strings, not ${describe(scopes)}`), {
       option: 'scopes',
     });
   }
   const parts = [];
   for (const scope of scopes) {
     if (typeof scope !== 'string') {
-      throw Object.assign(new TypeError(`${ACQUIRE}: scopes must hold strings, not ${describe(scope)}`), { option: 'scopes' });
+      throw Object.assign(new TypeError(`${where}: scopes must hold strings, not ${describe(scope)}`), { option: 'scopes' });
     }
     if (scope.trim() !== '') parts.push(scope.trim());
   }
@@ -408,18 +411,18 @@ function scopeText(scopes) {
  * else `sub`), read without verification: they only key the cache, whose key
  * also holds the assertion's digest.
  */
-function acquireIdentity(user, identityContext, assertion) {
+function acquireIdentity(user, identityContext, assertion, where = ACQUIRE) {
   const out = { subject: '', tenant: '', issuer: '', error: undefined };
   if ((user !== undefined && user !== null) || (identityContext !== undefined && identityContext !== null)) {
     resolveIdentity(user, identityContext, out);
-    if (out.error !== undefined) throw new TypeError(out.error.message.replace(/^exchangeOboToken:/, `${ACQUIRE}:`));
+    if (out.error !== undefined) throw new TypeError(out.error.message.replace(/^exchangeOboToken:/, `${where}:`));
     if (out.subject === '') throw new Error(UNAUTHENTICATED);
     return out;
   }
   const claims = native.assertionIdentity(assertion);
   if (claims === null || claims.subject == null) {
     throw Object.assign(
-      new TypeError(`${ACQUIRE}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
+      new TypeError(`${where}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
       { option: 'identityContext' },
     );
   }
@@ -494,6 +497,7 @@ function configure(options) {
   const plain = {};
   let nextLogger = null;
   let assertionFunction = null;
+  let storeFunction = null;
   for (const name of Object.keys(options)) {
     const value = options[name];
     if (name === 'logger') {
@@ -501,6 +505,10 @@ function configure(options) {
       continue;
     }
     if (value === undefined || value === null) continue;
+    if (name === 'sessionStore') {
+      storeFunction = storeBridge(checkSessionStore(value));
+      continue;
+    }
     if (name === 'clientAssertion' && typeof value === 'function') {
       assertionFunction = assertionBridge(value);
       continue;
@@ -519,7 +527,7 @@ function configure(options) {
     }
     plain[name] = value;
   }
-  const failure = native.configure(JSON.stringify(plain), assertionFunction);
+  const failure = native.configure(JSON.stringify(plain), assertionFunction, storeFunction);
   if (failure) throw Object.assign(new TypeError(failure.message), { option: failure.option });
   logger = nextLogger;
   forgetMemo();
@@ -538,15 +546,18 @@ function assertionBridge(provide) {
       if (typeof assertion !== 'string') return { error: `it returned ${describe(assertion)}, not a string` };
       return { assertion };
     } catch (err) {
-      let why;
-      try {
-        why = err !== null && typeof err === 'object' && typeof err.message === 'string' ? err.message : String(err);
-      } catch {
-        why = 'it threw a value that cannot be shown';
-      }
-      return { error: why };
+      return { error: whyItFailed(err) };
     }
   };
+}
+
+/** What a host function's failure says, without trusting it to be an Error. */
+function whyItFailed(err) {
+  try {
+    return err !== null && typeof err === 'object' && typeof err.message === 'string' ? err.message : String(err);
+  } catch {
+    return 'it threw a value that cannot be shown';
+  }
 }
 
 /** Sets this thread's logger (winston, pino, console…) without touching the configuration; `null` silences it. */
@@ -591,6 +602,9 @@ function stats() {
     redisMisses: counters.redisMisses,
     redisErrors: counters.redisErrors,
     lockWaits: counters.lockWaits,
+    sessions: counters.sessions,
+    sessionRenewals: counters.sessionRenewals,
+    sessionFailures: counters.sessionFailures,
   };
 }
 
@@ -614,12 +628,194 @@ function memoStats() {
   return memo === null ? { entries: 0, subjects: 0 } : { entries: memo.size, subjects: memo.subjects };
 }
 
+// ---- Long-running On-Behalf-Of sessions -----------------------------------
+
+const BEGIN = 'beginOboSession';
+const SESSION_TOKEN = 'acquireSessionToken';
+const END = 'endOboSession';
+const STORE_FUNCTIONS = ['get', 'set', 'delete'];
+
+/** `sessionStore: { get(id), set(id, value, ttlMs), delete(id) }`, checked. */
+function checkSessionStore(store) {
+  if (typeof store !== 'object' || Array.isArray(store)) {
+    throw Object.assign(new TypeError(`configure: option "sessionStore" must be an object with ${STORE_FUNCTIONS.join('/')} functions, not ${describe(store)}`), {
+      option: 'sessionStore',
+    });
+  }
+  const missing = STORE_FUNCTIONS.filter((name) => typeof store[name] !== 'function');
+  if (missing.length > 0) {
+    throw Object.assign(new TypeError(`configure: option "sessionStore" has no ${missing.join('/')} function`), { option: 'sessionStore' });
+  }
+  return store;
+}
+
+/**
+ * A `sessionStore` as the addon calls it, on this thread: one function for
+ * the three operations, whose promise always resolves (to the value read, or
+ * to why the host's function failed).
+ */
+function storeBridge(store) {
+  return async (operation, id, value, ttlMs) => {
+    try {
+      if (operation === 'get') {
+        const found = await store.get(id);
+        if (found === undefined || found === null) return {};
+        if (typeof found !== 'string') return { error: `get resolved to ${describe(found)}, not a string or null` };
+        return { value: found };
+      }
+      if (operation === 'set') await store.set(id, value, ttlMs);
+      else await store.delete(id);
+      return {};
+    } catch (err) {
+      return { error: whyItFailed(err) };
+    }
+  };
+}
+
+/** An `AbortSignal`, or undefined; anything else is a TypeError naming `signal`. */
+function checkSignal(signal, where) {
+  if (signal === undefined || signal === null) return undefined;
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw Object.assign(new TypeError(`${where}: signal must be an AbortSignal, not ${describe(signal)}`), { option: 'signal' });
+  }
+  return signal;
+}
+
+/**
+ * `pending`, or the signal's reason as soon as it is aborted. The call under
+ * way goes on (a renewal must not die with one of its waiters) and its
+ * outcome, unread, rejects nothing.
+ */
+function abortable(pending, signal) {
+  if (signal === undefined) return pending;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    pending.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function checkSessionKey(sessionKey, where, optional) {
+  if (optional && (sessionKey === undefined || sessionKey === null)) return undefined;
+  if (typeof sessionKey !== 'string' || sessionKey === '') {
+    throw Object.assign(new TypeError(`${where}: sessionKey must be a non-empty string, not ${describe(sessionKey)}`), {
+      option: 'sessionKey',
+    });
+  }
+  if (!lacksSurrogates(sessionKey)) {
+    throw Object.assign(new TypeError(`${where}: sessionKey contains a lone UTF-16 surrogate and cannot be encoded`), {
+      option: 'sessionKey',
+    });
+  }
+  return sessionKey;
+}
+
+function checkOptions(options, where) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(`${where}: options must be an object, not ${describe(options)}`);
+  }
+}
+
+function requiredScopes(scopes, where) {
+  const text = scopeText(scopes, where);
+  if (text === '') throw Object.assign(new TypeError(`${where}: scopes are required`), { option: 'scopes' });
+  if (!lacksSurrogates(text)) throw new TypeError(`${where}: scopes contain a lone UTF-16 surrogate and cannot be encoded`);
+  return text;
+}
+
+/** A session call's native outcome as its caller reads it. */
+async function settleSession(pending, read) {
+  const outcome = await pending;
+  if (outcome.failure) throw toError(outcome.failure);
+  return read(outcome);
+}
+
+/**
+ * Begins a long-running session for the user whose access token `assertion`
+ * is: exchanges it as `acquireOboToken` does, asking for `offline_access`,
+ * and keeps the refresh token (never returned). Store `sessionKey` with the
+ * job; `acquireSessionToken` serves tokens from it later, without the user.
+ * @returns {Promise<{sessionKey: string, access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
+ */
+async function beginOboSession(options) {
+  checkOptions(options, BEGIN);
+  const { assertion, user, identityContext } = options;
+  if (typeof assertion !== 'string' || assertion === '') {
+    throw Object.assign(new TypeError(`${BEGIN}: assertion must be a non-empty string (the user's access token)`), {
+      option: 'assertion',
+    });
+  }
+  const scopes = requiredScopes(options.scopes, BEGIN);
+  const sessionKey = checkSessionKey(options.sessionKey, BEGIN, true);
+  const signal = checkSignal(options.signal, BEGIN);
+  const { subject, tenant, issuer } = acquireIdentity(user, identityContext, assertion, BEGIN);
+  for (const [name, text] of [['the subject', subject], ['the tenant', tenant], ['the issuer', issuer], ['assertion', assertion]]) {
+    if (!lacksSurrogates(text)) throw new TypeError(`${BEGIN}: ${name} contains a lone UTF-16 surrogate and cannot be encoded`);
+  }
+  if (signal !== undefined && signal.aborted) throw signal.reason;
+  const env = neededEnv();
+  const pending = startNative((id) =>
+    native.beginSession(channel, id, tenant, issuer, subject, scopes, assertion, sessionKey, env, logger !== null),
+  );
+  return abortable(
+    settleSession(pending, (outcome) => ({
+      sessionKey: outcome.sessionKey,
+      ...tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, true),
+    })),
+    signal,
+  );
+}
+
+/**
+ * A token for `scopes` from a session: its own while fresh, else one
+ * renewal with the session's refresh token (one at a time per session, in
+ * this process and, with Redis, in the deployment). `forceRefresh` renews
+ * unless a renewal that ended after this call was made can serve it.
+ * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
+ */
+async function acquireSessionToken(options) {
+  checkOptions(options, SESSION_TOKEN);
+  const sessionKey = checkSessionKey(options.sessionKey, SESSION_TOKEN, false);
+  const scopes = requiredScopes(options.scopes, SESSION_TOKEN);
+  const signal = checkSignal(options.signal, SESSION_TOKEN);
+  if (signal !== undefined && signal.aborted) throw signal.reason;
+  const env = neededEnv();
+  const force = Boolean(options.forceRefresh);
+  const pending = startNative((id) => native.acquireSession(channel, id, sessionKey, scopes, force, env, logger !== null));
+  return abortable(
+    settleSession(pending, (outcome) => tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, true)),
+    signal,
+  );
+}
+
+/** Ends a session wherever it is stored. Resolves to whether it existed. */
+async function endOboSession(sessionKey) {
+  const key = checkSessionKey(sessionKey, END, false);
+  const env = neededEnv();
+  return settleSession(
+    startNative((id) => native.endSession(channel, id, key, env)),
+    (outcome) => outcome.existed === true,
+  );
+}
+
 const __internals = { buildOboCacheKey, memoStats };
 
 module.exports = {
   exchangeOboToken,
   acquireOboToken,
   getGraphApiToken,
+  beginOboSession,
+  acquireSessionToken,
+  endOboSession,
   configure,
   setLogger,
   clearCache,

@@ -211,6 +211,70 @@ function tryCertificate(base64Der) {
 }
 
 /**
+ * Refresh tokens of the mock provider, one grant per On-Behalf-Of exchange
+ * that asked for `offline_access`. Rotation and reuse detection are on by
+ * default: the most demanding providers behave so, and a client that redeems
+ * one refresh token twice (two instances renewing at once) loses the grant.
+ */
+function refreshTokenGrants(settings = {}) {
+  const initial = settings === false ? { enabled: false } : { enabled: true, rotate: true, reuseDetection: true, ...settings };
+  let enabled = initial.enabled;
+  /** refresh token → { grant, spent } */
+  const tokens = new Map();
+  const grants = [];
+  const newToken = (grant) => {
+    const token = `mock-rt.${crypto.randomBytes(24).toString('base64url')}`;
+    tokens.set(token, { grant, spent: false });
+    return token;
+  };
+  const refused = (code, description) => entraError(400, 'invalid_grant', code, description);
+  return {
+    /** A refresh token for a new grant, when `scope` asks for one. */
+    issue(scope) {
+      if (!enabled || !String(scope).split(' ').includes('offline_access')) return undefined;
+      const grant = { id: grants.length + 1, redemptions: 0, revoked: false, reuseDetected: false };
+      grants.push(grant);
+      return newToken(grant);
+    },
+    /** The answer to a `refresh_token` grant request (client authentication already checked). */
+    redeem(form, mint) {
+      if (!form.refresh_token || !form.scope) {
+        return entraError(400, 'invalid_request', 900144, "The request body must contain the following parameter: 'refresh_token' and 'scope'.");
+      }
+      const known = tokens.get(form.refresh_token);
+      if (known === undefined) return refused(9002313, 'Invalid request. The refresh token is not known. (mock)');
+      const { grant } = known;
+      if (grant.revoked) return refused(700082, 'The refresh token has expired or was revoked. (mock: the grant is revoked)');
+      if (known.spent) {
+        if (initial.reuseDetection) {
+          grant.revoked = true;
+          grant.reuseDetected = true;
+          return refused(700082, 'The refresh token was already used; the grant is revoked. (mock: reuse detection)');
+        }
+      } else if (initial.rotate) {
+        known.spent = true;
+      }
+      grant.redemptions += 1;
+      const body = { token_type: 'Bearer', scope: form.scope, access_token: mint(form.scope, `${grant.id}.${grant.redemptions}`), expires_in: 3600 };
+      if (initial.rotate) body.refresh_token = newToken(grant);
+      return { status: 200, body };
+    },
+    grants: () => grants.map((grant) => ({ ...grant })),
+    revokeAll() {
+      for (const grant of grants) grant.revoked = true;
+    },
+    setEnabled(value) {
+      enabled = Boolean(value);
+    },
+    reset() {
+      tokens.clear();
+      grants.length = 0;
+      enabled = initial.enabled;
+    },
+  };
+}
+
+/**
  * Starts the provider on loopback.
  * @param {object} [options]
  * @param {string} [options.host='127.0.0.1']
@@ -230,6 +294,10 @@ function tryCertificate(base64Der) {
  * @param {(req: object) => object|undefined} [options.respond] an answer for a token request, or undefined for the default.
  * @param {{key: string|Buffer, cert: string|Buffer}} [options.tls] serve https with this key and certificate.
  * @param {boolean} [options.record=true] keep every request in `requests`; false only counts them (long runs).
+ * @param {{rotate?: boolean, reuseDetection?: boolean}|false} [options.refreshTokens] refresh tokens for On-Behalf-Of
+ *   requests that ask for `offline_access`, redeemed with the `refresh_token` grant. By default each redemption rotates
+ *   the token, and presenting a rotated token again revokes the whole grant (as Okta, Auth0 and Keycloak do);
+ *   `false` issues none.
  */
 async function startMockIdp(options = {}) {
   const {
@@ -259,6 +327,7 @@ async function startMockIdp(options = {}) {
   const record = options.record !== false;
   /** The last token minted per (assertion, scope): `expectedToken` answers with it. */
   const minted = new Map();
+  const refresh = refreshTokenGrants(options.refreshTokens);
   let tokenRequestCount = 0;
 
   const handler = async (req, res) => {
@@ -308,12 +377,18 @@ async function startMockIdp(options = {}) {
       if (fault.status || fault.body !== undefined) {
         const headers = { ...(fault.headers || {}) };
         if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
-        return send(fault.status || 200, fault.body === undefined ? '' : fault.body, headers);
+        const body = typeof fault.body === 'function' ? fault.body(entry) : fault.body;
+        return send(fault.status || 200, body === undefined ? '' : body, headers);
       }
     }
 
     const auth = checkClient(req.headers, form, entry);
     if (auth) return send(auth.status, auth.body, auth.headers);
+    if (form.grant_type === 'refresh_token') {
+      const answer = refresh.redeem(form, (scope, n) => mintToken(`refresh:${n}`, scope, { lifetime: Number(state.expiresIn) || 3600, tenant }));
+      if (answer.status === 200 && state.expiresIn !== undefined) answer.body.expires_in = state.expiresIn;
+      return send(answer.status, answer.body);
+    }
     if (form.grant_type !== GRANT_TYPE) {
       return send(400, { error: 'unsupported_grant_type', error_description: 'AADSTS70003: unsupported grant type' });
     }
@@ -332,6 +407,8 @@ async function startMockIdp(options = {}) {
       access_token: accessToken,
       ext_expires_in: 3600,
     };
+    const refreshToken = refresh.issue(form.scope);
+    if (refreshToken !== undefined) answer.refresh_token = refreshToken;
     if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
     return send(200, answer);
   };
@@ -442,7 +519,8 @@ async function startMockIdp(options = {}) {
     expectedToken: (assertion, scope) => minted.get(`${assertion}\n${scope}`) ?? mint(assertion, scope),
     /**
      * Queues answers for the next token requests, in order. Each is
-     * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }`;
+     * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }` (`body` may be a
+     * function of the recorded request, to echo what it received);
      * a fault with only `delayMs` or `hold` delays the normal answer.
      */
     enqueue: (...answers) => {
@@ -470,6 +548,15 @@ async function startMockIdp(options = {}) {
       state.respond = respond;
     },
     /** Forgets requests, queued answers and held requests (which are released). */
+    /**
+     * The refresh-token grants issued, oldest first: `{ id, redemptions, revoked, reuseDetected }`
+     * (`reuseDetected`: a rotated token was presented again, and the grant was revoked).
+     */
+    refreshGrants: () => refresh.grants(),
+    /** Revokes every refresh-token grant: their next redemption answers `invalid_grant`. */
+    revokeRefreshTokens: () => refresh.revokeAll(),
+    /** Issue refresh tokens for `offline_access` (true, the default) or not. */
+    setRefreshTokens: (enabled) => refresh.setEnabled(enabled),
     reset: () => {
       state.requests.length = 0;
       minted.clear();
@@ -479,6 +566,7 @@ async function startMockIdp(options = {}) {
       idp.release();
       state.expiresIn = 'expiresIn' in options ? options.expiresIn : 3600;
       state.respond = options.respond;
+      refresh.reset();
     },
     close: async () => {
       idp.release();

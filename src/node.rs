@@ -19,12 +19,13 @@ use parking_lot::Mutex;
 use crate::claims::Claims;
 use crate::config::EnvLookup;
 use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
-use crate::engine::{Engine, ExchangeRequest};
+use crate::engine::{BeginSession, Engine, ExchangeRequest, SessionAnswer, SessionOutcome};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::Mirror;
 use crate::key::Identity;
 use crate::outcome::Outcome;
+use crate::session::{HostFuture, HostSessionStore, SessionToken};
 
 #[napi(object)]
 pub struct ConfigFailure {
@@ -71,6 +72,67 @@ impl AssertionCallback for HostAssertion {
     }
 }
 
+/// What the facade's wrapper of a `sessionStore` resolves to: the value read
+/// (for `get`), or why the host's function failed. It never rejects.
+#[napi(object)]
+pub struct StoreAnswer {
+    pub value: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `(operation, id, value, ttlMs)`: `get`/`delete` pass no value or TTL.
+type StoreArgs = FnArgs<(String, String, Option<String>, Option<f64>)>;
+
+struct StoreCall {
+    operation: &'static str,
+    id: String,
+    value: Option<String>,
+    ttl_ms: Option<u64>,
+}
+
+/// Weak, like the `clientAssertion` function: a store must not keep its thread alive.
+type StoreFn = ThreadsafeFunction<StoreCall, Promise<StoreAnswer>, StoreArgs, Status, false, true>;
+
+/// The host's `sessionStore`, called on the thread that configured it.
+struct HostStoreBridge(Arc<StoreFn>);
+
+const STORE_THREAD_GONE: &str =
+    "its JavaScript thread (the one that called configure()) has ended; call configure() again from a running thread";
+
+impl HostStoreBridge {
+    fn call(&self, call: StoreCall) -> HostFuture<Option<String>> {
+        let function = self.0.clone();
+        Box::pin(async move {
+            if function.aborted() {
+                return Err(STORE_THREAD_GONE.to_owned());
+            }
+            let answer = function.call_async_catch(call).await.map_err(|_| STORE_THREAD_GONE.to_owned())?;
+            // The facade's wrapper never rejects: a failure here is an answer that could not be read.
+            let answer = answer.await.map_err(|_| "its answer could not be read".to_owned())?;
+            match answer.error {
+                Some(error) => Err(error),
+                None => Ok(answer.value),
+            }
+        })
+    }
+}
+
+impl HostSessionStore for HostStoreBridge {
+    fn get(&self, id: String) -> HostFuture<Option<String>> {
+        self.call(StoreCall { operation: "get", id, value: None, ttl_ms: None })
+    }
+
+    fn set(&self, id: String, value: String, ttl_ms: u64) -> HostFuture<()> {
+        let call = self.call(StoreCall { operation: "set", id, value: Some(value), ttl_ms: Some(ttl_ms) });
+        Box::pin(async move { call.await.map(|_| ()) })
+    }
+
+    fn delete(&self, id: String) -> HostFuture<()> {
+        let call = self.call(StoreCall { operation: "delete", id, value: None, ttl_ms: None });
+        Box::pin(async move { call.await.map(|_| ()) })
+    }
+}
+
 /// Replaces the configuration; `null` returns to the environment. Returns
 /// what is wrong with the options, or nothing. `client_assertion` is the
 /// facade's wrapper of a `clientAssertion` function, when one was given.
@@ -78,6 +140,7 @@ impl AssertionCallback for HostAssertion {
 pub fn configure(
     options_json: Option<String>,
     client_assertion: Option<Function<'_, AssertionArgs, Promise<AssertionAnswer>>>,
+    session_store: Option<Function<'_, StoreArgs, Promise<StoreAnswer>>>,
 ) -> Result<Option<ConfigFailure>> {
     let callback = match client_assertion {
         None => None,
@@ -92,8 +155,22 @@ pub fn configure(
             Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>)
         }
     };
+    let session_store = match session_store {
+        None => None,
+        Some(function) => {
+            let function = function
+                .build_threadsafe_function::<StoreCall>()
+                .weak::<true>()
+                .callee_handled::<false>()
+                .build_callback(|context: ThreadsafeCallContext<StoreCall>| {
+                let StoreCall { operation, id, value, ttl_ms } = context.value;
+                Ok(FnArgs::from((operation.to_owned(), id, value, ttl_ms.map(|ttl| ttl as f64))))
+            })?;
+            Some(Arc::new(HostStoreBridge(Arc::new(function))) as Arc<dyn HostSessionStore>)
+        }
+    };
     Ok(Engine::global()
-        .configure_with(options_json.as_deref(), callback)
+        .configure_with(options_json.as_deref(), callback, session_store)
         .err()
         .map(|err| ConfigFailure { option: err.option, message: err.message }))
 }
@@ -142,6 +219,9 @@ pub struct NativeStats {
     pub redis_misses: f64,
     pub redis_errors: f64,
     pub lock_waits: f64,
+    pub sessions: f64,
+    pub session_renewals: f64,
+    pub session_failures: f64,
 }
 
 /// Counters; `memo_hits` and `joins` are the calling thread's memo hits and
@@ -166,6 +246,9 @@ pub fn stats(memo_hits: u32, joins: u32) -> NativeStats {
         redis_misses: stats.redis_misses as f64,
         redis_errors: stats.redis_errors as f64,
         lock_waits: stats.lock_waits as f64,
+        sessions: stats.sessions as f64,
+        session_renewals: stats.session_renewals as f64,
+        session_failures: stats.session_failures as f64,
     }
 }
 
@@ -242,6 +325,10 @@ pub struct ExchangeOutcome {
     pub expires_in: Option<u32>,
     pub expires_at_ms: Option<f64>,
     pub failure: Option<Failure>,
+    /// `beginOboSession`: the session's key.
+    pub session_key: Option<String>,
+    /// `endOboSession`: whether there was a session.
+    pub existed: Option<bool>,
 }
 
 fn failure(err: &ExchangeError) -> Failure {
@@ -272,10 +359,45 @@ fn outcome(result: Outcome) -> ExchangeOutcome {
             expires_in: Some(token.expires_in as u32),
             expires_at_ms: Some(token.expires_at_ms as f64),
             failure: None,
+            session_key: None,
+            existed: None,
         },
-        Err(err) => {
-            ExchangeOutcome { access_token: None, expires_in: None, expires_at_ms: None, failure: Some(failure(&err)) }
-        }
+        Err(err) => failed(&err),
+    }
+}
+
+fn failed(err: &ExchangeError) -> ExchangeOutcome {
+    ExchangeOutcome {
+        access_token: None,
+        expires_in: None,
+        expires_at_ms: None,
+        failure: Some(failure(err)),
+        session_key: None,
+        existed: None,
+    }
+}
+
+fn session_outcome(result: SessionOutcome) -> ExchangeOutcome {
+    let token = |token: SessionToken, session_key: Option<String>| ExchangeOutcome {
+        access_token: Some(token.access_token),
+        expires_in: Some(token.expires_in.min(u32::MAX as u64) as u32),
+        expires_at_ms: Some(token.expires_at_ms as f64),
+        failure: None,
+        session_key,
+        existed: None,
+    };
+    match result {
+        Ok(SessionAnswer::Begun(begun)) => token(begun.token, Some(begun.session_key)),
+        Ok(SessionAnswer::Token(served)) => token(served, None),
+        Ok(SessionAnswer::Ended(existed)) => ExchangeOutcome {
+            access_token: None,
+            expires_in: None,
+            expires_at_ms: None,
+            failure: None,
+            session_key: None,
+            existed: Some(existed),
+        },
+        Err(err) => failed(&err),
     }
 }
 
@@ -331,6 +453,7 @@ impl OpenIdEnv {
 pub enum Completion {
     Log { id: u32, event: Event },
     Done { id: u32, outcome: Outcome },
+    Session { id: u32, outcome: SessionOutcome },
 }
 
 /// `(id, outcome, event)`: exactly one of the last two is set.
@@ -352,6 +475,7 @@ pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<Exter
             |context: ThreadsafeCallContext<Completion>| {
                 Ok(FnArgs::from(match context.value {
                     Completion::Done { id, outcome: result } => (id, Some(outcome(result)), None),
+                    Completion::Session { id, outcome: result } => (id, Some(session_outcome(result)), None),
                     Completion::Log { id, event } => (
                         id,
                         None,
@@ -433,6 +557,93 @@ pub fn exchange(
     }
 }
 
+/// Log events of a call, through its thread's channel, when it has a logger.
+fn call_events(completions: &Arc<Mutex<CompletionFn>>, id: u32, log: bool) -> Events {
+    if !log {
+        return Events::Off;
+    }
+    let completions = completions.clone();
+    Events::Stream(Box::new(move |event| report(&completions, Completion::Log { id, event })))
+}
+
+/// Runs a session call that could start, reporting through `channel` with `id`;
+/// one that could not start answers at once.
+fn start_session<F>(
+    channel: &External<CompletionChannel>,
+    id: u32,
+    started: std::result::Result<F, Arc<ExchangeError>>,
+) -> Option<ExchangeOutcome>
+where
+    F: std::future::Future<Output = SessionOutcome> + Send + 'static,
+{
+    match started {
+        Ok(call) => {
+            let completions = channel.0.clone();
+            Engine::spawn_session(call, move |outcome| report(&completions, Completion::Session { id, outcome }));
+            None
+        }
+        Err(err) => Some(failed(&err)),
+    }
+}
+
+/// Starts `beginOboSession`: the exchange with `offline_access`, then the
+/// session. The identity is normalised by the facade.
+#[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)]
+pub fn begin_session(
+    channel: &External<CompletionChannel>,
+    id: u32,
+    tenant: String,
+    issuer: String,
+    subject: String,
+    scopes: String,
+    assertion: String,
+    session_key: Option<String>,
+    openid_env: Option<OpenIdEnv>,
+    log: bool,
+) -> Option<ExchangeOutcome> {
+    let request = BeginSession {
+        identity: Identity { tenant, issuer, subject },
+        scopes,
+        assertion,
+        session_key,
+        events: call_events(&channel.0, id, log),
+    };
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
+    start_session(channel, id, Engine::global().begin_session(request, env))
+}
+
+/// Starts `acquireSessionToken`.
+#[napi(catch_unwind)]
+pub fn acquire_session(
+    channel: &External<CompletionChannel>,
+    id: u32,
+    session_key: String,
+    scopes: String,
+    force: bool,
+    openid_env: Option<OpenIdEnv>,
+    log: bool,
+) -> Option<ExchangeOutcome> {
+    let events = call_events(&channel.0, id, log);
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
+    start_session(channel, id, Engine::global().acquire_session(session_key, scopes, force, events, env))
+}
+
+/// Starts `endOboSession`.
+#[napi(catch_unwind)]
+pub fn end_session(
+    channel: &External<CompletionChannel>,
+    id: u32,
+    session_key: String,
+    openid_env: Option<OpenIdEnv>,
+) -> Option<ExchangeOutcome> {
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
+    start_session(channel, id, Engine::global().end_session(session_key, env))
+}
+
 /// The reason the facade turns into a `TypeError` naming `claims`.
 const INVALID_CLAIMS: &str = "invalid_claims";
 
@@ -458,6 +669,8 @@ fn invalid_claims(message: &str) -> ExchangeOutcome {
             retry_after: None,
             throttled: false,
         }),
+        session_key: None,
+        existed: None,
     }
 }
 

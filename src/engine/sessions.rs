@@ -81,19 +81,17 @@ struct Renewal<'a> {
 }
 
 impl Renewer for Renewal<'_> {
-    fn redeem(&self, refresh_token: &str, scopes: &str) -> impl Future<Output = Result<Granted, ExchangeError>> + Send {
-        async move {
-            let mut secrets = self.setup.config.secrets();
-            secrets.push(refresh_token);
-            let attempt = || {
-                let body = |auth: &grant::ClientAuth<'_>| session::refresh_form_body(refresh_token, scopes, auth);
-                self.engine.attempt_grant(self.setup, None, body, session::parse_granted)
-            };
-            self.engine
-                .with_retries(&self.setup.config, &secrets, &mut Events::Off, "", attempt)
-                .await
-                .map_err(|err| ExchangeError::clone(&err))
-        }
+    async fn redeem(&self, refresh_token: &str, scopes: &str) -> Result<Granted, ExchangeError> {
+        let mut secrets = self.setup.config.secrets();
+        secrets.push(refresh_token);
+        let attempt = || {
+            let body = |auth: &grant::ClientAuth<'_>| session::refresh_form_body(refresh_token, scopes, auth);
+            self.engine.attempt_grant(self.setup, None, body, session::parse_granted)
+        };
+        self.engine
+            .with_retries(&self.setup.config, &secrets, &mut Events::Off, "", attempt)
+            .await
+            .map_err(|err| ExchangeError::clone(&err))
     }
 }
 
