@@ -301,10 +301,20 @@ function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCach
     if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
   }
   const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
-  if (joinable && typeof outcome.then === 'function') {
-    const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
-    addFlight(subject, scopes, flight);
-    outcome.then(() => removeFlight(subject, scopes, flight));
+  if (typeof outcome.then === 'function') {
+    if (joinable) {
+      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+      addFlight(subject, scopes, flight);
+      outcome.then(() => removeFlight(subject, scopes, flight));
+    } else if (generations !== null) {
+      // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
+      // brings: calls from now on are answered from the cache, not by joining that flight.
+      outcome.then((settled) => {
+        if (settled.failure) return;
+        const older = findFlight(subject, scopes, tenant, issuer, accessToken);
+        if (older !== undefined) removeFlight(subject, scopes, older);
+      });
+    }
   }
   return settleWith(outcome, scopes, withExpiry);
 }

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
-use crate::cache::{wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
+use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
 use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
 use crate::credentials::AssertionCallback;
@@ -119,6 +119,8 @@ struct Footing {
     flights: Arc<FlightMap<Outcome>>,
     /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
     redis_warning: Option<String>,
+    /// When the call began ([`exchange_begins`]): what its token is ordered by.
+    begun_us: u64,
 }
 
 struct Inner {
@@ -295,6 +297,7 @@ impl Engine {
             epoch: inner.generations.epoch(),
             flights: inner.flights.read().clone(),
             redis_warning: None,
+            begun_us: exchange_begins(),
         };
         if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*inner.slot.read() {
             return Ok(footing(setup));
@@ -418,6 +421,7 @@ impl Engine {
             capacity: footing.setup.config.max_cache_entries,
             generations: self.0.generations,
             epoch: footing.epoch,
+            begun_us: footing.begun_us,
         }
     }
 
@@ -460,7 +464,7 @@ impl Engine {
         loop {
             match self.attempt(setup, request).await {
                 Ok(response) => {
-                    let token = self.store(config, key, response, epoch);
+                    let token = self.store(config, key, response, footing);
                     events
                         .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
@@ -568,10 +572,13 @@ impl Engine {
         answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))
     }
 
-    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
-        let now_ms = wall_clock_ms();
+    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
+        let (now_ms, epoch) = (wall_clock_ms(), footing.epoch);
         let access_token = response.access_token;
-        let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
+        let token = CachedToken {
+            begun_us: footing.begun_us,
+            ..CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew)
+        };
         let expires_at_ms = token.expires_at_ms;
         let generations = self.0.generations;
         self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{Engine, Setup};
 use crate::claims::Claims;
-use crate::config::{Config, EndpointSource, EnvLookup};
+use crate::config::{Config, EnvLookup};
 use crate::error::{ConfigError, ExchangeError, FailureReason, Secrets};
 use crate::events::{Events, Level};
 use crate::grant;
@@ -19,7 +19,7 @@ use crate::session::{
     self, Begun, Granted, HostSessionStore, HostStore, InProcess, RedisSessions, Renewer, SessionCounters,
     SessionToken, Sessions, Storage,
 };
-use crate::shared::SharedTier;
+use crate::shared::{Namespace, SharedTier};
 use crate::stats::Counters;
 
 /// `beginOboSession`'s inputs. The assertion is the user's access token: never printed.
@@ -52,7 +52,7 @@ pub(super) fn sessions_for(
     host_store: Option<Arc<dyn HostSessionStore>>,
     counters: &Arc<SessionCounters>,
 ) -> Result<Sessions, ConfigError> {
-    let redis = || shared.map(|shared| RedisSessions::new(shared.tier().clone(), shared.hold()));
+    let redis = || shared.map(|shared| RedisSessions::new(shared.tier().clone(), shared.lease(), shared.patience()));
     let storage = match (host_store, redis()) {
         (Some(functions), _) => {
             let Some(key) = config.encryption_key else {
@@ -67,10 +67,8 @@ pub(super) fn sessions_for(
         (None, Some(redis)) => Storage::Redis(redis),
         (None, None) => Storage::InProcess(InProcess::default()),
     };
-    let endpoint = match &config.endpoint {
-        EndpointSource::Issuer(url) | EndpointSource::TokenEndpoint(url) => url.as_str(),
-    };
-    let client = format!("{}\u{1f}{endpoint}", config.client_id).into_bytes();
+    // The application a session belongs to, as the shared tier names it.
+    let client = Namespace::of(config).as_bytes().to_vec();
     Ok(Sessions::new(storage, redis(), client, config.session_ttl, config.expiry_skew, counters.clone()))
 }
 

@@ -10,7 +10,8 @@
 //! Redis holds nothing readable: key names are keyed hashes and values are
 //! sealed (see `crypto`), and every key written expires.
 //!
-//! Key names, for an engine key `k` (`tag = base64url(HMAC-SHA256(k))`):
+//! Key names, for a shared key `k` (the engine's key under the application's
+//! namespace, see [`crate::shared::Namespace`]; `tag = base64url(HMAC-SHA256(k))`):
 //! `{prefix}obo:{tag}:t` the token, `…:l` the exchange lock, `…:r` a throttle,
 //! and the pub/sub channel `…:c` that announces a new token or a released lock;
 //! for a long-running OBO session's id, `…:s` holds the session (`sessions`).
@@ -20,6 +21,7 @@ mod client;
 mod crypto;
 mod lock;
 mod options;
+mod ordered;
 mod sessions;
 mod wait;
 
@@ -101,13 +103,15 @@ pub enum Shared {
 
 /// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
 /// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
-/// (whatever the call); `lock_waits` counts calls of `wait_for`.
+/// (whatever the call); `lock_waits` counts calls of `wait_for`;
+/// `lock_renewals` counts the leases this process's lock holders renewed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
     pub hits: u64,
     pub misses: u64,
     pub errors: u64,
     pub lock_waits: u64,
+    pub lock_renewals: u64,
 }
 
 /// The counters behind [`RedisStats`]. A tier can count into counters that
@@ -118,6 +122,7 @@ pub struct RedisCounters {
     misses: AtomicU64,
     errors: AtomicU64,
     lock_waits: AtomicU64,
+    lock_renewals: AtomicU64,
 }
 
 impl RedisCounters {
@@ -127,6 +132,7 @@ impl RedisCounters {
             misses: self.misses.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             lock_waits: self.lock_waits.load(Ordering::Relaxed),
+            lock_renewals: self.lock_renewals.load(Ordering::Relaxed),
         }
     }
 }
@@ -190,7 +196,8 @@ impl Inner {
         self.sealer.key_names(&self.prefix, key)
     }
 
-    fn open_token(&self, name: &str, sealed: &[u8]) -> Option<SharedToken> {
+    fn open_token(&self, name: &str, stored: &[u8]) -> Option<SharedToken> {
+        let (_, sealed) = ordered::split(stored)?;
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
         (token.serve_until_ms > wall_clock_ms()).then_some(token)
     }
@@ -289,28 +296,38 @@ impl RedisTier {
         }
     }
 
-    /// Stores `token` until its `serve_until_ms` (nothing when that has passed),
-    /// then announces it to the waiters of `key`.
-    pub async fn put(&self, key: &[u8], token: &SharedToken) {
+    /// Stores `token`, from an exchange that began at `begun_us`, until its
+    /// `serve_until_ms` (nothing when that has passed), then announces it to
+    /// the waiters of `key`; unless Redis holds a token from an exchange that
+    /// began later, which stays (see [`ordered`]).
+    pub async fn put(&self, key: &[u8], token: &SharedToken, begun_us: u64) {
         let inner = &*self.inner;
         let names = inner.names(key);
+        let ttl_ms = token.serve_until_ms.saturating_sub(wall_clock_ms());
+        if ttl_ms == 0 {
+            return;
+        }
         let plaintext = serde_json::to_vec(token).expect("a SharedToken serialises");
-        if inner.set_expiring(&names.token, &plaintext, token.serve_until_ms).await {
+        let stored = ordered::join(begun_us, &inner.sealer.seal(&names.token, &plaintext));
+        let put = ordered::put_unless_newer(&names.token, &stored, begun_us, ttl_ms);
+        if inner.call(inner.backend.query::<i64>(&put)).await == Some(1) {
             inner.call(inner.backend.query::<i64>(redis::cmd("PUBLISH").arg(&names.channel).arg("t"))).await;
         }
     }
 
-    /// Takes the exchange lock of `key` for at most `hold` (the longest an
-    /// exchange can last: the lock must outlive no exchange, and no dead holder).
-    pub async fn try_lock(&self, key: &[u8], hold: Duration) -> LockAttempt {
+    /// Takes the exchange lock of `key` as a lease of `lease`, renewed every
+    /// third of it until the guard is released or dropped: a holder that dies
+    /// keeps the others waiting at most `lease`.
+    pub async fn try_lock(&self, key: &[u8], lease: Duration) -> LockAttempt {
         let inner = &*self.inner;
         let names = inner.names(key);
         let token = inner.sealer.lock_token();
         let mut set = redis::cmd("SET");
-        set.arg(&names.lock).arg(&token).arg("NX").arg("PX").arg(hold.as_millis().max(1) as u64);
+        set.arg(&names.lock).arg(&token).arg("NX").arg("PX").arg(lease.as_millis().max(1) as u64);
         match inner.call(inner.backend.query::<Option<String>>(&set)).await {
             Some(Some(_)) => LockAttempt::Acquired(LockGuard {
                 tier: self.inner.clone(),
+                renewal: tokio::spawn(lock::renew(self.inner.clone(), names.lock.clone(), token.clone(), lease)),
                 lock: names.lock,
                 channel: names.channel,
                 token,

@@ -17,8 +17,10 @@ const UNREACHABLE: &str = "Redis could not be asked (error, timeout, or circuit 
 
 pub struct RedisSessions {
     tier: RedisTier,
-    /// The longest one renewal can last: the lock's life.
-    hold: Duration,
+    /// The lock's lease, which the tier renews while the holder lives.
+    lease: Duration,
+    /// The longest one renewal can last: a waiter gives up after twice this.
+    patience: Duration,
 }
 
 /// The deployment's lock on one session.
@@ -35,8 +37,8 @@ fn unreachable(_: crate::redis_tier::Unreachable) -> StoreUnavailable {
 }
 
 impl RedisSessions {
-    pub fn new(tier: RedisTier, hold: Duration) -> RedisSessions {
-        RedisSessions { tier, hold }
+    pub fn new(tier: RedisTier, lease: Duration, patience: Duration) -> RedisSessions {
+        RedisSessions { tier, lease, patience }
     }
 
     pub async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreUnavailable> {
@@ -54,12 +56,13 @@ impl RedisSessions {
         self.tier.session_delete(id.as_bytes()).await.map_err(unreachable)
     }
 
-    /// Takes the session's lock, waiting (woken when it is released) while
-    /// another instance holds it, for about twice a renewal's longest life.
+    /// Takes the session's lock, waiting (woken when it is released, or when
+    /// a dead holder's lease runs out) while another instance holds it, for
+    /// about twice a renewal's longest life.
     pub async fn lock(&self, id: &SessionId) -> Result<RemoteHold, StoreUnavailable> {
-        let deadline = Instant::now() + self.hold * 2;
+        let deadline = Instant::now() + self.patience * 2;
         loop {
-            match self.tier.try_lock(id.as_bytes(), self.hold).await {
+            match self.tier.try_lock(id.as_bytes(), self.lease).await {
                 LockAttempt::Acquired(guard) => return Ok(RemoteHold(guard)),
                 LockAttempt::Unavailable => return Err(StoreUnavailable(UNREACHABLE.to_owned())),
                 LockAttempt::HeldElsewhere => {}
@@ -69,7 +72,7 @@ impl RedisSessions {
                 return Err(StoreUnavailable("another instance held the session's lock for too long".to_owned()));
             }
             // No token is ever stored under a session's id: this returns when the lock is gone.
-            self.tier.wait_for(id.as_bytes(), left.min(self.hold)).await;
+            self.tier.wait_for(id.as_bytes(), left).await;
         }
     }
 }
