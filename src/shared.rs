@@ -50,7 +50,7 @@ pub struct Local<'a> {
     pub cache: &'a TokenCache,
     pub throttles: &'a Throttles,
     pub capacity: usize,
-    pub generations: &'static Generations,
+    pub generations: &'a Generations,
     pub epoch: u32,
 }
 
@@ -257,10 +257,15 @@ mod tests {
 
     #[test]
     fn a_shared_throttle_is_answered_as_the_provider_refused() {
-        let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
-        let (cache, throttles) = (TokenCache::new(generations), Throttles::default());
-        let local =
-            Local { cache: &cache, throttles: &throttles, capacity: 10, generations, epoch: generations.epoch() };
+        let generations = Arc::new(Generations::new());
+        let (cache, throttles) = (TokenCache::new(generations.clone()), Throttles::default());
+        let local = Local {
+            cache: &cache,
+            throttles: &throttles,
+            capacity: 10,
+            generations: &generations,
+            epoch: generations.epoch(),
+        };
         let key = crate::key::test_key("u", "s");
         let throttle = SharedThrottle {
             until_ms: wall_clock_ms() + 60_000,
@@ -283,7 +288,7 @@ mod tests {
         shared: SharedTier,
         cache: TokenCache,
         throttles: Throttles,
-        generations: &'static Generations,
+        generations: Arc<Generations>,
     }
 
     impl Instance {
@@ -296,10 +301,10 @@ mod tests {
             let config = Config::from_json(&options.to_string()).unwrap();
             let mut redis = config.redis.clone().unwrap();
             redis.poll_interval = Duration::from_millis(50);
-            let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+            let generations = Arc::new(Generations::new());
             Instance {
                 shared: SharedTier::new(RedisTier::new(redis).unwrap(), &config),
-                cache: TokenCache::new(generations),
+                cache: TokenCache::new(generations.clone()),
                 throttles: Throttles::default(),
                 generations,
             }
@@ -310,7 +315,7 @@ mod tests {
                 cache: &self.cache,
                 throttles: &self.throttles,
                 capacity: 100,
-                generations: self.generations,
+                generations: &self.generations,
                 epoch: self.generations.epoch(),
             }
         }
