@@ -22,6 +22,7 @@ use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::key::Identity;
+use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{RedisCounters, RedisTier};
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
@@ -35,23 +36,6 @@ pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
 pub const CLIENT_CLOSED_CODE: &str = "ERR_OBO_CLIENT_CLOSED";
 /// Why a closed client refuses a call.
 pub const CLIENT_CLOSED: &str = "obo-native: this OBO client is closed (close() was called); create another one";
-
-/// A token handed to a caller.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Token {
-    pub access_token: Arc<str>,
-    pub expires_in: u64,
-    /// Absolute expiry, ms since the Unix epoch, as computed when the token arrived.
-    pub expires_at_ms: u64,
-}
-
-impl From<Hit> for Token {
-    fn from(hit: Hit) -> Token {
-        Token { access_token: hit.access_token, expires_in: hit.expires_in, expires_at_ms: hit.expires_at_ms }
-    }
-}
-
-pub type Outcome = Result<Token, Arc<ExchangeError>>;
 
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
@@ -105,12 +89,7 @@ impl Setup {
                     Some(format!("USE_REDIS is set, but {err}; running without the shared Redis tier"));
                 None
             }
-            Some(Err(err)) => {
-                return Err(ConfigError::new(
-                    err.option,
-                    format!("configure: option \"{}\" {}", err.option, err.message),
-                ))
-            }
+            Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
         Ok(Arc::new(Setup { config, client, endpoint, shared }))

@@ -25,11 +25,12 @@ use parking_lot::Mutex;
 use crate::claims::Claims;
 use crate::config::EnvLookup;
 use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
-use crate::engine::{Engine, ExchangeRequest, Outcome};
+use crate::engine::{Engine, ExchangeRequest};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::{Generations, Mirror};
 use crate::key::Identity;
+use crate::outcome::Outcome;
 
 /// A client as JavaScript holds it: an opaque handle to an engine.
 pub struct Client(Engine);
