@@ -119,7 +119,7 @@ pub struct Local<'a> {
     pub cache: &'a TokenCache,
     pub throttles: &'a Throttles,
     pub capacity: usize,
-    pub generations: &'static Generations,
+    pub generations: &'a Generations,
     pub epoch: u32,
     /// When the call began: a token from an exchange begun later is never replaced by its own.
     pub begun_us: u64,
@@ -366,13 +366,13 @@ mod tests {
 
     #[test]
     fn a_shared_throttle_is_answered_as_the_provider_refused() {
-        let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
-        let (cache, throttles) = (TokenCache::new(generations), Throttles::default());
+        let generations = Arc::new(Generations::new());
+        let (cache, throttles) = (TokenCache::new(generations.clone()), Throttles::default());
         let local = Local {
             cache: &cache,
             throttles: &throttles,
             capacity: 10,
-            generations,
+            generations: &generations,
             epoch: generations.epoch(),
             begun_us: 0,
         };
@@ -398,7 +398,7 @@ mod tests {
         shared: SharedTier,
         cache: TokenCache,
         throttles: Throttles,
-        generations: &'static Generations,
+        generations: Arc<Generations>,
     }
 
     impl Instance {
@@ -416,10 +416,10 @@ mod tests {
             let config = Config::from_json(&options.to_string()).unwrap();
             let mut redis = config.redis.clone().unwrap();
             redis.poll_interval = Duration::from_millis(50);
-            let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+            let generations = Arc::new(Generations::new());
             Instance {
                 shared: SharedTier::new(RedisTier::new(redis).unwrap(), &config),
-                cache: TokenCache::new(generations),
+                cache: TokenCache::new(generations.clone()),
                 throttles: Throttles::default(),
                 generations,
             }
@@ -430,7 +430,7 @@ mod tests {
                 cache: &self.cache,
                 throttles: &self.throttles,
                 capacity: 100,
-                generations: self.generations,
+                generations: &self.generations,
                 epoch: self.generations.epoch(),
                 begun_us: crate::cache::exchange_begins(),
             }
