@@ -211,6 +211,24 @@ describe('endOboSession', () => {
   });
 });
 
+describe('clients', () => {
+  it('a session belongs to the client that began it, and a closed client refuses session calls', async () => {
+    const client = obo.createOboClient(optionsFor(ctx.idp));
+    try {
+      const begun = await client.beginOboSession({ assertion: 'user-assertion', scopes, user });
+      expect(client.stats().sessions).toBe(1);
+      expect(stats().sessions).toBe(0);
+      await expect(acquireSessionToken({ sessionKey: begun.sessionKey, scopes })).rejects.toMatchObject({ oboFailureReason: 'session_not_found' });
+      await expect(client.acquireSessionToken({ sessionKey: begun.sessionKey, scopes })).resolves.toMatchObject({ access_token: begun.access_token });
+      await client.close();
+      await expect(client.acquireSessionToken({ sessionKey: begun.sessionKey, scopes })).rejects.toMatchObject({ code: 'ERR_OBO_CLIENT_CLOSED' });
+      await expect(client.endOboSession(begun.sessionKey)).rejects.toMatchObject({ code: 'ERR_OBO_CLIENT_CLOSED' });
+    } finally {
+      await client.close();
+    }
+  });
+});
+
 describe('sessionStore', () => {
   it('a custom store survives a restart of the client, and holds neither the key nor the refresh token', async () => {
     const store = mapStore();
