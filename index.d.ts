@@ -74,6 +74,56 @@ export interface AcquireOboTokenOptions {
   signal?: OboAbortSignal | null
 }
 
+/** The options of `beginOboSession`. */
+export interface BeginOboSessionOptions {
+  /** The signed-in user's access token, exchanged once (with `offline_access`) to begin the session. */
+  assertion: string
+  /** A string, or an array joined with spaces. `offline_access` is added when absent. */
+  scopes: string | readonly string[]
+  /** Who the session is for; without `user` and `identityContext`, the assertion's own `tid`, `iss` and `oid` (else `sub`). */
+  user?: OboUser | null
+  identityContext?: OboIdentityContext | null
+  /**
+   * The host's own key (a schedule or job id), used as given; beginning again
+   * under the same key replaces that session. Default: 32 random bytes, base64url.
+   * Keep it like a secret: whoever has it can act for the user.
+   */
+  sessionKey?: string | null
+  /** Walks away from the call, as in `acquireOboToken`. */
+  signal?: OboAbortSignal | null
+}
+
+/** A session just begun: its key (store it with the job) and its first token. The refresh token is never returned. */
+export interface OboSessionBegun extends OboTokenWithExpiry {
+  sessionKey: string
+}
+
+/** The options of `acquireSessionToken`. */
+export interface AcquireSessionTokenOptions {
+  sessionKey: string
+  /** A string, or an array joined with spaces. */
+  scopes: string | readonly string[]
+  /**
+   * Renew even though the session holds a fresh token for these scopes
+   * (unless a renewal that ended after this call was made can serve it).
+   */
+  forceRefresh?: boolean
+  /** Walks away from the call; a renewal under way goes on and serves its other callers. */
+  signal?: OboAbortSignal | null
+}
+
+/**
+ * A host's own store of sessions (Mongo, Postgres…). `id` and `value` are
+ * opaque strings: the value is sealed (AES-256-GCM under `cacheEncryptionKey`)
+ * and bound to its id, and neither holds the session key or the refresh token.
+ * Keep `value` under `id` for `ttlMs`; `get` resolves to `null`/`undefined` when there is none.
+ */
+export interface OboSessionStore {
+  get(id: string): Promise<string | null | undefined>
+  set(id: string, value: string, ttlMs: number): Promise<unknown>
+  delete(id: string): Promise<unknown>
+}
+
 /** What `signal` needs of an `AbortSignal`: the DOM's and Node.js's fit, without either's type library. */
 export interface OboAbortSignal {
   readonly aborted: boolean
@@ -152,8 +202,20 @@ export interface ConfigureOptions {
   redisCa?: string | null
   /** The budget of one Redis operation. Default 200. */
   redisTimeoutMs?: number | null
-  /** 64 hex characters: Redis key names and values are protected by keys derived from it. */
+  /**
+   * 64 hex characters: Redis key names and values, and the sessions in a
+   * `sessionStore`, are protected by keys derived from it.
+   */
   cacheEncryptionKey?: string | null
+  /**
+   * Where long-running sessions live: without it, in this process (every
+   * thread; lost on restart), or in Redis with `redisUri`. Requires
+   * `cacheEncryptionKey`. Without Redis, renewals are one at a time per
+   * process only.
+   */
+  sessionStore?: OboSessionStore | null
+  /** How long a session lives after its last renewal. Default 90 days (7776000000). */
+  sessionTtlMs?: number | null
 }
 
 /** Counters since the package was loaded (a client's: since it was created), for the whole process. */
@@ -173,8 +235,14 @@ export interface OboStats {
   redisMisses: number
   /** Redis operations that failed or timed out. */
   redisErrors: number
-  /** Waits for another instance's exchange of the same key. */
+  /** Waits for another instance's exchange (or session renewal) of the same key. */
   lockWaits: number
+  /** Long-running sessions held in this process (0 when they live in Redis or a `sessionStore`). */
+  sessions: number
+  /** Refresh tokens redeemed for sessions. */
+  sessionRenewals: number
+  /** Session calls (begin or acquire) that failed. */
+  sessionFailures: number
 }
 
 /**
@@ -204,6 +272,19 @@ export interface OboError extends Error {
   retryAfter?: number
   /** Refused from a remembered throttle, without a request. */
   throttled?: boolean
+}
+
+/**
+ * A rejected session call (`beginOboSession`, `acquireSessionToken`,
+ * `endOboSession`). Besides the exchange's reasons: `'session_expired'` (the
+ * refresh token was refused, `invalid_grant`: the session is ended and the
+ * user must sign in again), `'session_not_found'` (never begun, ended or
+ * lapsed; no request was sent) and `'no_refresh_token'` (the provider issued
+ * none: allow `offline_access`). A store that cannot be reached (Redis, a
+ * `sessionStore`) is `'exchange_failed'` with `retryable: true`, never a missing session.
+ */
+export interface OboSessionError extends Omit<OboError, 'oboFailureReason'> {
+  oboFailureReason: OboError['oboFailureReason'] | 'session_expired' | 'session_not_found' | 'no_refresh_token'
 }
 
 /**
@@ -262,6 +343,24 @@ export declare function stats(): OboStats
 /** The token endpoint in use: configured, or discovered from the issuer by an exchange; `null` before discovery. */
 export declare function tokenEndpoint(): string | null
 
+/**
+ * Begins a long-running On-Behalf-Of session, in the request that has the
+ * user: exchanges `assertion` as `acquireOboToken` does with `offline_access`
+ * and keeps the refresh token. Store `sessionKey` with the job.
+ */
+export declare function beginOboSession(options: BeginOboSessionOptions): Promise<OboSessionBegun>
+
+/**
+ * A token from a session, in the job, without the user: the session's own
+ * while fresh, else one renewal with its refresh token (rotation-safe: one
+ * redemption at a time per session, across scopes, threads and, with Redis,
+ * instances).
+ */
+export declare function acquireSessionToken(options: AcquireSessionTokenOptions): Promise<OboTokenWithExpiry>
+
+/** Ends a session wherever it is stored; resolves to whether it existed. */
+export declare function endOboSession(sessionKey: string): Promise<boolean>
+
 /** The options of `createOboClient`: those of `configure()`. */
 export type OboClientOptions = ConfigureOptions
 
@@ -274,7 +373,11 @@ export interface OboClient {
   exchangeOboToken: typeof exchangeOboToken
   getGraphApiToken: typeof getGraphApiToken
   acquireOboToken: typeof acquireOboToken
-  /** Forgets this client's cached tokens and throttles (every thread). */
+  /** Sessions belong to the client that began them. */
+  beginOboSession: typeof beginOboSession
+  acquireSessionToken: typeof acquireSessionToken
+  endOboSession: typeof endOboSession
+  /** Forgets this client's cached tokens and throttles (every thread); sessions stay. */
   clearCache(): void
   /** This client's counters since it was created. */
   stats(): OboStats

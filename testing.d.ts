@@ -39,8 +39,11 @@ export interface MockErrorBody {
 export interface MockFault {
   /** HTTP status of the answer (200 when only `body` is given). */
   status?: number
-  /** The answer's body: an object is sent as JSON, a string as is. */
-  body?: MockErrorBody | Record<string, unknown> | string
+  /**
+   * The answer's body: an object is sent as JSON, a string as is; a function
+   * of the request received answers with what it returns (to echo what was sent).
+   */
+  body?: MockErrorBody | Record<string, unknown> | string | ((request: MockRequest) => MockErrorBody | Record<string, unknown> | string)
   /** Extra response headers. */
   headers?: Record<string, string>
   /** Sent as the `Retry-After` header (seconds, or an HTTP date). */
@@ -130,6 +133,23 @@ export interface MockIdpOptions {
   tls?: { key: string | Uint8Array; cert: string | Uint8Array; [option: string]: unknown }
   /** Keep every request in `requests` (default); false only counts them (long runs). */
   record?: boolean
+  /**
+   * Refresh tokens for On-Behalf-Of requests that ask for `offline_access`,
+   * redeemed with the `refresh_token` grant. By default every redemption
+   * rotates the token and presenting a rotated token again revokes the whole
+   * grant (as Okta, Auth0 and Keycloak do); `false` issues none.
+   */
+  refreshTokens?: { rotate?: boolean; reuseDetection?: boolean } | false
+}
+
+/** A refresh-token grant of the mock provider (one per exchange that asked for `offline_access`). */
+export interface MockRefreshGrant {
+  id: number
+  /** Successful redemptions. */
+  redemptions: number
+  revoked: boolean
+  /** A rotated refresh token was presented again, and the grant was revoked for it. */
+  reuseDetected: boolean
 }
 
 export interface MockIdp {
@@ -173,6 +193,12 @@ export interface MockIdp {
   discoveryRequests(): MockRequest[]
   setExpiresIn(value: number | string | null | undefined): void
   setResponder(respond: MockIdpOptions['respond']): void
+  /** The refresh-token grants issued, oldest first (copies). */
+  refreshGrants(): MockRefreshGrant[]
+  /** Revokes every refresh-token grant: their next redemption answers `invalid_grant`. */
+  revokeRefreshTokens(): void
+  /** Issue refresh tokens for `offline_access` (the default) or not. */
+  setRefreshTokens(enabled: boolean): void
   /** Forgets requests and queued answers, releases held requests, restores the options. */
   reset(): void
   /** Releases held requests, closes connections and stops the server. */

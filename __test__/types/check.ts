@@ -13,7 +13,11 @@ import {
   clearCache,
   stats,
   createOboClient,
+  beginOboSession,
+  acquireSessionToken,
+  endOboSession,
 } from 'obo-native'
+import type { OboSessionStore, OboSessionBegun, OboSessionError } from 'obo-native'
 import type { OboToken, OboTokenWithExpiry, OboIdentityContext, ConfigureOptions, OboStats, OboError, OboUser, Logger } from 'obo-native'
 import type { AcquireOboTokenOptions, ClientAssertionRequest, OboClient, OboClientOptions, OboAbortSignal } from 'obo-native'
 import { __internals } from 'obo-native'
@@ -277,3 +281,51 @@ async function clients(): Promise<void> {
   void [token, plain, graph, counters, endpoint, closing, closedAt]
 }
 void clients
+
+// ---- long-running On-Behalf-Of sessions ----
+async function sessions(): Promise<void> {
+  const store: OboSessionStore = {
+    get: async (id: string) => (id === 'x' ? 'sealed' : null),
+    set: async (_id: string, _value: string, _ttlMs: number) => undefined,
+    delete: async (_id: string) => undefined,
+  }
+  configure({ issuer: 'https://i', clientId: 'app', clientSecret: 's', cacheEncryptionKey: 'ab'.repeat(32), sessionStore: store, sessionTtlMs: 86_400_000 })
+  const begun: OboSessionBegun = await beginOboSession({ assertion: 'a', scopes: ['api://x/Read'], user: { openidId: 'u' }, sessionKey: 'schedule-42' })
+  const key: string = begun.sessionKey
+  const token: OboTokenWithExpiry = await acquireSessionToken({ sessionKey: key, scopes: 'api://x/Read', forceRefresh: true })
+  const ended: boolean = await endOboSession(key)
+  const client = createOboClient({ issuer: 'https://i', clientId: 'app', clientSecret: 's' })
+  await client.beginOboSession({ assertion: 'a', scopes: 's' })
+  await client.acquireSessionToken({ sessionKey: key, scopes: 's', signal: null })
+  const counters = stats()
+  const held: number = counters.sessions + counters.sessionRenewals + counters.sessionFailures
+  const reason: OboSessionError['oboFailureReason'] = 'session_expired'
+  // @ts-expect-error the refresh token is never returned
+  void begun.refresh_token
+  // @ts-expect-error acquireSessionToken needs the session's key
+  await acquireSessionToken({ scopes: 's' })
+  // @ts-expect-error endOboSession takes the key itself
+  await endOboSession({ sessionKey: key })
+  // @ts-expect-error a store has get, set and delete
+  configure({ issuer: 'https://i', clientId: 'app', sessionStore: { get: async () => null } })
+  // @ts-expect-error not a failure reason
+  const unknown: OboSessionError['oboFailureReason'] = 'session_lost'
+  // @ts-expect-error the drop-in's rejections have no session reasons
+  const dropIn: OboError['oboFailureReason'] = 'session_expired'
+  void [token, ended, held, reason, unknown, dropIn]
+}
+void sessions
+
+// ---- the mock provider's refresh tokens ----
+async function mockRefreshTokens(): Promise<void> {
+  const idp: MockIdp = await startMockIdp({ refreshTokens: { rotate: true, reuseDetection: true } })
+  const grants: { redemptions: number; revoked: boolean; reuseDetected: boolean }[] = idp.refreshGrants()
+  idp.revokeRefreshTokens()
+  idp.setRefreshTokens(false)
+  idp.enqueue({ status: 400, body: (request) => ({ error: 'invalid_request', error_description: request.form.refresh_token }) })
+  await startMockIdp({ refreshTokens: false })
+  // @ts-expect-error refreshTokens is settings or false
+  await startMockIdp({ refreshTokens: 'rotate' })
+  void grants
+}
+void mockRefreshTokens
