@@ -88,6 +88,11 @@ function openIdEnv() {
     redisPassword: env.REDIS_PASSWORD,
     redisCa: env.REDIS_CA,
     credsKey: env.CREDS_KEY,
+    oboGrantType: env.OBO_GRANT_TYPE,
+    oboAudience: env.OBO_AUDIENCE,
+    oboResource: env.OBO_RESOURCE,
+    oboSubjectTokenType: env.OBO_SUBJECT_TOKEN_TYPE,
+    oboRequestedTokenType: env.OBO_REQUESTED_TOKEN_TYPE,
   };
 }
 
@@ -106,6 +111,9 @@ const OAUTH_FIELDS = [
 function toError(failure) {
   if (failure.reason === 'invalid_claims') {
     return Object.assign(new TypeError(`acquireOboToken: ${failure.message}`), { option: 'claims' });
+  }
+  if (failure.reason === 'invalid_option') {
+    return Object.assign(new TypeError(`acquireOboToken: ${failure.message}`), { option: failure.code });
   }
   const err = new Error(failure.message);
   if (failure.reason === 'config_unavailable') return err;
@@ -229,6 +237,25 @@ function checkSignal(signal) {
   return signal;
 }
 
+/**
+ * A call's own `audience` or `resource` (token exchange): a string or an
+ * array of strings, as an array; undefined when not given. Values are
+ * checked natively (blank audiences, resources that are no absolute URI).
+ */
+function targetList(value, name) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value) && value.every((entry) => typeof entry === 'string')) return Array.from(value);
+  throw Object.assign(new TypeError(`${ACQUIRE}: ${name} must be a string or an array of strings, not ${describe(value)}`), {
+    option: name,
+  });
+}
+
+/** What the memo and this thread's flights compare a call's own audiences and resources by; '' for none. */
+function targetText(audiences, resources) {
+  return audiences === undefined && resources === undefined ? '' : JSON.stringify([audiences ?? null, resources ?? null]);
+}
+
 /** What an aborted signal rejects with: its reason, as `fetch` does. */
 function abortReason(signal) {
   return signal.reason !== undefined ? signal.reason : new DOMException('This operation was aborted', 'AbortError');
@@ -290,6 +317,7 @@ function nativeOptions(options, where) {
   const plain = {};
   let logger = null;
   let assertionFunction = null;
+  let actorFunction = null;
   for (const name of Object.keys(options)) {
     const value = options[name];
     if (name === 'logger') {
@@ -301,7 +329,11 @@ function nativeOptions(options, where) {
       assertionFunction = assertionBridge(value);
       continue;
     }
-    if (name === 'clientCapabilities' && Array.isArray(value)) {
+    if (name === 'actorToken' && typeof value === 'function') {
+      actorFunction = assertionBridge(value);
+      continue;
+    }
+    if ((name === 'clientCapabilities' || name === 'audience' || name === 'resource') && Array.isArray(value)) {
       // Checked natively (strings only, no blanks); copied so later changes to the caller's array do not count.
       plain[name] = Array.from(value);
       continue;
@@ -315,7 +347,7 @@ function nativeOptions(options, where) {
     }
     plain[name] = value;
   }
-  return { json: JSON.stringify(plain), logger, assertionFunction };
+  return { json: JSON.stringify(plain), logger, assertionFunction, actorFunction };
 }
 
 /**
@@ -351,9 +383,9 @@ function makeClient(handle, where) {
     }
   }
 
-  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
+  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry, target = '') {
     const at = Date.now();
-    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at);
+    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at, target);
     if (entry === undefined) return undefined;
     countHit();
     if (logger !== null) logHit(subject);
@@ -388,7 +420,7 @@ function makeClient(handle, where) {
   const channel = native.onCompletion(complete);
 
   /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
-  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
+  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources) {
     const id = (nextCallId = (nextCallId + 1) >>> 0);
     const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
     const immediate = native.exchange(
@@ -404,6 +436,8 @@ function makeClient(handle, where) {
       env,
       logger !== null,
       claims,
+      audiences,
+      resources,
     );
     if (immediate !== null) return immediate;
     if (pendingCalls.size === 0) native.holdLoop(channel, true);
@@ -419,7 +453,7 @@ function makeClient(handle, where) {
    */
   const flights = new Map();
 
-  function findFlight(subject, scopes, tenant, issuer, assertion) {
+  function findFlight(subject, scopes, tenant, issuer, assertion, target = '') {
     const byScopes = flights.get(subject);
     if (byScopes === undefined) return undefined;
     const list = byScopes.get(scopes);
@@ -431,6 +465,7 @@ function makeClient(handle, where) {
         flight.assertion === assertion &&
         flight.tenant === tenant &&
         flight.issuer === issuer &&
+        flight.target === target &&
         flight.epoch === generations[0]
       ) {
         return flight;
@@ -473,15 +508,27 @@ function makeClient(handle, where) {
    * The miss path: joins this thread's exchange under way for the same key, or
    * starts one. Each caller gets its own result or Error.
    */
-  function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
+  function exchangeNatively(
+    tenant,
+    issuer,
+    subject,
+    scopes,
+    accessToken,
+    fromCache,
+    withExpiry,
+    claims,
+    audiences,
+    resources,
+    target = '',
+  ) {
     const joinable = fromCache && claims === undefined && generations !== null;
     if (joinable) {
-      const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+      const flight = findFlight(subject, scopes, tenant, issuer, accessToken, target);
       if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
     }
-    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
     if (joinable && typeof outcome.then === 'function') {
-      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+      const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
       addFlight(subject, scopes, flight);
       outcome.then(() => removeFlight(subject, scopes, flight));
     }
@@ -569,7 +616,9 @@ function makeClient(handle, where) {
    * The options-object API beside the drop-in: exchanges `assertion` for a
    * token scoped to `scopes` (a string or an array). `forceRefresh` skips the
    * cache; `claims` (a claims challenge) skips the cache and the flights, and
-   * its token is cached like any other. `signal` (an AbortSignal) rejects
+   * its token is cached like any other. `audience`/`resource` (token
+   * exchange) replace the configured ones for this call, and key it apart.
+   * `signal` (an AbortSignal) rejects
    * this call with its reason; an exchange under way still serves its other
    * callers and the cache. The result always has `expires_at`.
    * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
@@ -580,6 +629,8 @@ function makeClient(handle, where) {
     }
     const { assertion, user, identityContext, forceRefresh = false, claims } = options;
     const signal = checkSignal(options.signal);
+    const audiences = targetList(options.audience, 'audience');
+    const resources = targetList(options.resource, 'resource');
     if (signal !== undefined && signal.aborted) throw abortReason(signal);
     if (closed) throw closedError();
     if (typeof assertion !== 'string' || assertion === '') {
@@ -600,19 +651,32 @@ function makeClient(handle, where) {
     }
     const challenge = claims === undefined || claims === null ? undefined : claims;
     const fromCache = !forceRefresh && challenge === undefined;
+    const target = targetText(audiences, resources);
     if (fromCache) {
       if (memo !== null) {
-        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
+        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true, target);
         if (hit !== undefined) return hit;
       }
-      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion);
+      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion, audiences, resources);
       if (hit) {
-        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit);
+        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit, target);
         if (logger !== null) logHit(subject);
         return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
       }
     }
-    const pending = exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
+    const pending = exchangeNatively(
+      tenant,
+      issuer,
+      subject,
+      scopes,
+      assertion,
+      fromCache,
+      true,
+      challenge,
+      audiences,
+      resources,
+      target,
+    );
     return signal === undefined ? pending : abortable(pending, signal);
   }
 
@@ -631,8 +695,8 @@ function makeClient(handle, where) {
     if (typeof options !== 'object' || Array.isArray(options)) {
       throw new TypeError(`${where}: options must be an object or null, not ${describe(options)}`);
     }
-    const { json, logger: nextLogger, assertionFunction } = nativeOptions(options, where);
-    const failure = native.configure(handle, json, assertionFunction);
+    const { json, logger: nextLogger, assertionFunction, actorFunction } = nativeOptions(options, where);
+    const failure = native.configure(handle, json, assertionFunction, actorFunction);
     if (failure) {
       const message = where === 'configure' ? failure.message : failure.message.replace(/^configure:/, `${where}:`);
       throw Object.assign(new TypeError(message), { option: failure.option });
