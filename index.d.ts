@@ -89,6 +89,10 @@ export interface BeginOboSessionOptions {
    * Keep it like a secret: whoever has it can act for the user.
    */
   sessionKey?: string | null
+  /** `grantType: 'token-exchange'`: this exchange's `audience` values, in place of the configured ones. */
+  audience?: string | readonly string[] | null
+  /** `grantType: 'token-exchange'`: this exchange's `resource` values (absolute URIs), in place of the configured ones. */
+  resource?: string | readonly string[] | null
   /** Walks away from the call, as in `acquireOboToken`. */
   signal?: OboAbortSignal | null
 }

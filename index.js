@@ -88,6 +88,11 @@ function openIdEnv() {
     redisPassword: env.REDIS_PASSWORD,
     redisCa: env.REDIS_CA,
     credsKey: env.CREDS_KEY,
+    oboGrantType: env.OBO_GRANT_TYPE,
+    oboAudience: env.OBO_AUDIENCE,
+    oboResource: env.OBO_RESOURCE,
+    oboSubjectTokenType: env.OBO_SUBJECT_TOKEN_TYPE,
+    oboRequestedTokenType: env.OBO_REQUESTED_TOKEN_TYPE,
   };
 }
 
@@ -103,9 +108,12 @@ const OAUTH_FIELDS = [
 ];
 
 /** The rejection of a failed exchange, shaped as LibreChat's callers read it. */
-function toError(failure) {
+function toError(failure, where = 'acquireOboToken') {
   if (failure.reason === 'invalid_claims') {
-    return Object.assign(new TypeError(`acquireOboToken: ${failure.message}`), { option: 'claims' });
+    return Object.assign(new TypeError(`${where}: ${failure.message}`), { option: 'claims' });
+  }
+  if (failure.reason === 'invalid_option') {
+    return Object.assign(new TypeError(`${where}: ${failure.message}`), { option: failure.code });
   }
   const err = new Error(failure.message);
   if (failure.reason === 'config_unavailable') return err;
@@ -229,6 +237,25 @@ function checkSignal(signal, where = ACQUIRE) {
   return signal;
 }
 
+/**
+ * A call's own `audience` or `resource` (token exchange): a string or an
+ * array of strings, as an array; undefined when not given. Values are
+ * checked natively (blank audiences, resources that are no absolute URI).
+ */
+function targetList(value, name, where = ACQUIRE) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value) && value.every((entry) => typeof entry === 'string')) return Array.from(value);
+  throw Object.assign(new TypeError(`${where}: ${name} must be a string or an array of strings, not ${describe(value)}`), {
+    option: name,
+  });
+}
+
+/** What the memo and this thread's flights compare a call's own audiences and resources by; '' for none. */
+function targetText(audiences, resources) {
+  return audiences === undefined && resources === undefined ? '' : JSON.stringify([audiences ?? null, resources ?? null]);
+}
+
 /** What an aborted signal rejects with: its reason, as `fetch` does. */
 function abortReason(signal) {
   return signal.reason !== undefined ? signal.reason : new DOMException('This operation was aborted', 'AbortError');
@@ -294,6 +321,7 @@ function nativeOptions(options, where) {
   let logger = null;
   let assertionFunction = null;
   let storeFunction = null;
+  let actorFunction = null;
   for (const name of Object.keys(options)) {
     const value = options[name];
     if (name === 'logger') {
@@ -309,7 +337,11 @@ function nativeOptions(options, where) {
       assertionFunction = assertionBridge(value);
       continue;
     }
-    if (name === 'clientCapabilities' && Array.isArray(value)) {
+    if (name === 'actorToken' && typeof value === 'function') {
+      actorFunction = assertionBridge(value);
+      continue;
+    }
+    if ((name === 'clientCapabilities' || name === 'audience' || name === 'resource') && Array.isArray(value)) {
       // Checked natively (strings only, no blanks); copied so later changes to the caller's array do not count.
       plain[name] = Array.from(value);
       continue;
@@ -323,7 +355,7 @@ function nativeOptions(options, where) {
     }
     plain[name] = value;
   }
-  return { json: JSON.stringify(plain), logger, assertionFunction, storeFunction };
+  return { json: JSON.stringify(plain), logger, assertionFunction, actorFunction, storeFunction };
 }
 
 // ---- Long-running On-Behalf-Of sessions: checks and the store bridge -----
@@ -399,10 +431,10 @@ function requiredScopes(scopes, where) {
   return text;
 }
 
-/** A session call's native outcome as its caller reads it. */
-async function settleSession(pending, read) {
+/** A session call's native outcome as its caller reads it; `where` names the function in a TypeError. */
+async function settleSession(pending, where, read) {
   const outcome = await pending;
-  if (outcome.failure) throw toError(outcome.failure);
+  if (outcome.failure) throw toError(outcome.failure, where);
   return read(outcome);
 }
 
@@ -439,9 +471,9 @@ function makeClient(handle, where) {
     }
   }
 
-  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
+  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry, target = '') {
     const at = Date.now();
-    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at);
+    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at, target);
     if (entry === undefined) return undefined;
     countHit();
     if (logger !== null) logHit(subject);
@@ -476,7 +508,7 @@ function makeClient(handle, where) {
   const channel = native.onCompletion(complete);
 
   /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
-  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
+  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources) {
     const id = (nextCallId = (nextCallId + 1) >>> 0);
     const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
     const immediate = native.exchange(
@@ -492,6 +524,8 @@ function makeClient(handle, where) {
       env,
       logger !== null,
       claims,
+      audiences,
+      resources,
     );
     if (immediate !== null) return immediate;
     if (pendingCalls.size === 0) native.holdLoop(channel, true);
@@ -507,7 +541,7 @@ function makeClient(handle, where) {
    */
   const flights = new Map();
 
-  function findFlight(subject, scopes, tenant, issuer, assertion) {
+  function findFlight(subject, scopes, tenant, issuer, assertion, target = '') {
     const byScopes = flights.get(subject);
     if (byScopes === undefined) return undefined;
     const list = byScopes.get(scopes);
@@ -519,6 +553,7 @@ function makeClient(handle, where) {
         flight.assertion === assertion &&
         flight.tenant === tenant &&
         flight.issuer === issuer &&
+        flight.target === target &&
         flight.epoch === generations[0]
       ) {
         return flight;
@@ -561,15 +596,27 @@ function makeClient(handle, where) {
    * The miss path: joins this thread's exchange under way for the same key, or
    * starts one. Each caller gets its own result or Error.
    */
-  function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
+  function exchangeNatively(
+    tenant,
+    issuer,
+    subject,
+    scopes,
+    accessToken,
+    fromCache,
+    withExpiry,
+    claims,
+    audiences,
+    resources,
+    target = '',
+  ) {
     const joinable = fromCache && claims === undefined && generations !== null;
     if (joinable) {
-      const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+      const flight = findFlight(subject, scopes, tenant, issuer, accessToken, target);
       if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
     }
-    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
     if (joinable && typeof outcome.then === 'function') {
-      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+      const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
       addFlight(subject, scopes, flight);
       outcome.then(() => removeFlight(subject, scopes, flight));
     }
@@ -657,7 +704,9 @@ function makeClient(handle, where) {
    * The options-object API beside the drop-in: exchanges `assertion` for a
    * token scoped to `scopes` (a string or an array). `forceRefresh` skips the
    * cache; `claims` (a claims challenge) skips the cache and the flights, and
-   * its token is cached like any other. `signal` (an AbortSignal) rejects
+   * its token is cached like any other. `audience`/`resource` (token
+   * exchange) replace the configured ones for this call, and key it apart.
+   * `signal` (an AbortSignal) rejects
    * this call with its reason; an exchange under way still serves its other
    * callers and the cache. The result always has `expires_at`.
    * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
@@ -668,6 +717,8 @@ function makeClient(handle, where) {
     }
     const { assertion, user, identityContext, forceRefresh = false, claims } = options;
     const signal = checkSignal(options.signal);
+    const audiences = targetList(options.audience, 'audience');
+    const resources = targetList(options.resource, 'resource');
     if (signal !== undefined && signal.aborted) throw abortReason(signal);
     if (closed) throw closedError();
     if (typeof assertion !== 'string' || assertion === '') {
@@ -688,19 +739,32 @@ function makeClient(handle, where) {
     }
     const challenge = claims === undefined || claims === null ? undefined : claims;
     const fromCache = !forceRefresh && challenge === undefined;
+    const target = targetText(audiences, resources);
     if (fromCache) {
       if (memo !== null) {
-        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
+        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true, target);
         if (hit !== undefined) return hit;
       }
-      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion);
+      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion, audiences, resources);
       if (hit) {
-        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit);
+        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit, target);
         if (logger !== null) logHit(subject);
         return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
       }
     }
-    const pending = exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
+    const pending = exchangeNatively(
+      tenant,
+      issuer,
+      subject,
+      scopes,
+      assertion,
+      fromCache,
+      true,
+      challenge,
+      audiences,
+      resources,
+      target,
+    );
     return signal === undefined ? pending : abortable(pending, signal);
   }
 
@@ -719,8 +783,8 @@ function makeClient(handle, where) {
     if (typeof options !== 'object' || Array.isArray(options)) {
       throw new TypeError(`${where}: options must be an object or null, not ${describe(options)}`);
     }
-    const { json, logger: nextLogger, assertionFunction, storeFunction } = nativeOptions(options, where);
-    const failure = native.configure(handle, json, assertionFunction, storeFunction);
+    const { json, logger: nextLogger, assertionFunction, actorFunction, storeFunction } = nativeOptions(options, where);
+    const failure = native.configure(handle, json, assertionFunction, actorFunction, storeFunction);
     if (failure) {
       const message = where === 'configure' ? failure.message : failure.message.replace(/^configure:/, `${where}:`);
       throw Object.assign(new TypeError(message), { option: failure.option });
@@ -838,15 +902,17 @@ function makeClient(handle, where) {
     }
     const scopes = requiredScopes(options.scopes, BEGIN);
     const sessionKey = checkSessionKey(options.sessionKey, BEGIN, true);
+    const audiences = targetList(options.audience, 'audience', BEGIN);
+    const resources = targetList(options.resource, 'resource', BEGIN);
     const { subject, tenant, issuer } = acquireIdentity(user, identityContext, assertion, BEGIN);
     for (const [name, text] of [['the subject', subject], ['the tenant', tenant], ['the issuer', issuer], ['assertion', assertion]]) {
       if (!lacksSurrogates(text)) throw new TypeError(`${BEGIN}: ${name} contains a lone UTF-16 surrogate and cannot be encoded`);
     }
     const env = neededEnv();
     const pending = startSessionCall((id) =>
-      native.beginSession(handle, channel, id, tenant, issuer, subject, scopes, assertion, sessionKey, env, logger !== null),
+      native.beginSession(handle, channel, id, tenant, issuer, subject, scopes, assertion, sessionKey, env, logger !== null, audiences, resources),
     );
-    const begun = settleSession(pending, (outcome) => ({
+    const begun = settleSession(pending, BEGIN, (outcome) => ({
       sessionKey: outcome.sessionKey,
       ...tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, true),
     }));
@@ -872,7 +938,7 @@ function makeClient(handle, where) {
     const pending = startSessionCall((id) =>
       native.acquireSession(handle, channel, id, sessionKey, scopes, force, env, logger !== null),
     );
-    const served = settleSession(pending, (outcome) =>
+    const served = settleSession(pending, SESSION_TOKEN, (outcome) =>
       tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, true),
     );
     return signal === undefined ? served : abortable(served, signal);
@@ -885,6 +951,7 @@ function makeClient(handle, where) {
     const env = neededEnv();
     return settleSession(
       startSessionCall((id) => native.endSession(handle, channel, id, key, env)),
+      END,
       (outcome) => outcome.existed === true,
     );
   }

@@ -13,15 +13,14 @@ use tokio::sync::OnceCell;
 
 use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
-use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
-use crate::credentials::AssertionCallback;
+use crate::config::{without_credentials, Config, EndpointSource, EnvLookup, HostFunctions};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
-use crate::key::Identity;
+use crate::key::{GrantKey, Identity};
 use crate::outcome::{Outcome, Token};
 use crate::redis_tier::RedisTier;
 use crate::retry::{self, Next, RetryPolicy};
@@ -31,6 +30,7 @@ use crate::session::{HostSessionStore, Sessions};
 use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
+use crate::token_exchange::Target;
 
 mod sessions;
 pub use sessions::{BeginSession, SessionAnswer, SessionOutcome};
@@ -49,6 +49,8 @@ pub struct ExchangeRequest {
     pub from_cache: bool,
     /// A claims challenge: the exchange skips the cache and the flights, and its token is stored.
     pub claims: Option<Claims>,
+    /// Token exchange: the call's own audiences and resources.
+    pub target: Option<Target>,
     /// Where this call's log events go.
     pub events: Events,
 }
@@ -61,14 +63,25 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
             .field("claims", &self.claims)
+            .field("target", &self.target)
             .field("events", &self.events)
             .finish()
     }
 }
 
+/// What one request to the token endpoint asks for.
+enum Ask<'a> {
+    /// The configured grant (jwt-bearer or token exchange) for an assertion.
+    Exchange { assertion: &'a str, scopes: &'a str, target: Option<&'a Target>, claims: Option<&'a Claims> },
+    /// A long-running session's renewal (see [`crate::session`]).
+    Refresh { refresh_token: &'a str, scopes: &'a str },
+}
+
 /// A configuration in force, with what hangs on it.
 struct Setup {
     config: Config,
+    /// The grant's part of the key of a call that names no audience or resource of its own.
+    grant_key: GrantKey,
     client: Client,
     endpoint: OnceCell<Url>,
     /// The Redis tier shared with other instances, when configured.
@@ -104,7 +117,8 @@ impl Setup {
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
         let sessions = sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions)?;
-        Ok(Arc::new(Setup { config, client, endpoint, shared, sessions }))
+        let grant_key = config.grant.configured_key();
+        Ok(Arc::new(Setup { config, grant_key, client, endpoint, shared, sessions }))
     }
 }
 
@@ -123,6 +137,8 @@ struct Footing {
     setup: Arc<Setup>,
     epoch: u32,
     flights: Arc<FlightMap<Outcome>>,
+    /// The grant's part of this call's key: the setup's, or for the call's own audiences and resources.
+    grant_key: GrantKey,
     /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
     redis_warning: Option<String>,
     /// When the call began ([`exchange_begins`]): what its token is ordered by.
@@ -180,21 +196,21 @@ impl Engine {
     /// forgets every token, throttle and flight, and the sessions held in
     /// this process (they belong to the configuration that began them).
     pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
-        self.configure_with(options_json, None, None)
+        self.configure_with(options_json, HostFunctions::default(), None)
     }
 
-    /// [`Engine::configure`], with the host's `clientAssertion` function and
-    /// `sessionStore` functions.
+    /// [`Engine::configure`], with the host's functions (`clientAssertion`,
+    /// `actorToken`) and its `sessionStore`.
     pub fn configure_with(
         &self,
         options_json: Option<&str>,
-        assertion_callback: Option<Arc<dyn AssertionCallback>>,
+        functions: HostFunctions,
         session_store: Option<Arc<dyn HostSessionStore>>,
     ) -> Result<(), ConfigError> {
         let slot = match options_json {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
-                let config = Config::from_options(json, assertion_callback)?;
+                let config = Config::from_options(json, functions)?;
                 let setup = Setup::new(config, &self.0.counters, false, session_store)?;
                 ConfigSlot::Configured(setup)
             }
@@ -267,8 +283,15 @@ impl Engine {
     }
 
     /// A cached token, without any exchange: the synchronous fast path.
-    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str) -> Option<Hit> {
-        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion), wall_clock_ms())?;
+    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str, target: Option<&Target>) -> Option<Hit> {
+        let grant_key = match &*self.0.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => match target {
+                None => setup.grant_key,
+                Some(target) => setup.config.grant.key(Some(target)).ok()?,
+            },
+            ConfigSlot::FromEnv(None) | ConfigSlot::Closed => return None,
+        };
+        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion, &grant_key), wall_clock_ms())?;
         Counters::bump(&self.0.counters.cache_hits);
         Some(hit)
     }
@@ -281,7 +304,12 @@ impl Engine {
         request: ExchangeRequest,
         env: Option<EnvLookup<'_>>,
     ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
-        let footing = self.footing(env)?;
+        let mut footing = self.footing(env)?;
+        if let Some(target) = &request.target {
+            footing.grant_key = footing.setup.config.grant.key(Some(target)).map_err(|err| {
+                Arc::new(ExchangeError::new(FailureReason::InvalidOption, err.message).with_code(err.option))
+            })?;
+        }
         let engine = self.clone();
         Ok(async move {
             let mut request = request;
@@ -328,6 +356,7 @@ impl Engine {
             setup: setup.clone(),
             epoch: inner.generations.epoch(),
             flights: inner.flights.read().clone(),
+            grant_key: setup.grant_key,
             redis_warning: None,
             begun_us: exchange_begins(),
         };
@@ -368,7 +397,7 @@ impl Engine {
 
     async fn exchange_with(&self, footing: Footing, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion);
+        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion, &footing.grant_key);
         let user = &request.identity.subject;
         let from_cache = request.from_cache && request.claims.is_none();
         if from_cache {
@@ -535,29 +564,27 @@ impl Engine {
     /// that a transient discovery failure is retried like any other. The
     /// attempt as a whole, discovery included, ends after `timeoutMs`.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
-        let config = &setup.config;
-        let claims =
-            Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
-        let body =
-            |auth: &ClientAuth<'_>| grant::form_body(&request.assertion, &request.scopes, auth, claims.as_deref());
-        self.attempt_grant(setup, Some(&request.assertion), body, grant::parse_success).await
+        let ask = Ask::Exchange {
+            assertion: &request.assertion,
+            scopes: &request.scopes,
+            target: request.target.as_ref(),
+            claims: request.claims.as_ref(),
+        };
+        self.attempt_grant(setup, &ask, grant::parse_success).await
     }
 
-    /// One request of any grant (`body` writes its form, client
-    /// authentication included; `parse` reads a 2xx answer), discovery first
-    /// when the endpoint is not known yet, so that a transient discovery
-    /// failure is retried like any other. The attempt as a whole, discovery
-    /// included, ends after `timeoutMs`. `assertion` routes the request to the
-    /// user's home tenant (see [`routing`]).
+    /// One request (`ask`; `parse` reads a 2xx answer), discovery first when
+    /// the endpoint is not known yet, so that a transient discovery failure
+    /// is retried like any other. The attempt as a whole, discovery included,
+    /// ends after `timeoutMs`.
     async fn attempt_grant<T>(
         &self,
         setup: &Setup,
-        assertion: Option<&str>,
-        body: impl FnOnce(&ClientAuth<'_>) -> String,
+        ask: &Ask<'_>,
         parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
     ) -> Result<T, ExchangeError> {
         let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, assertion, body, parse)).await {
+        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, ask, parse)).await {
             Ok(answer) => answer,
             Err(_) => {
                 let what = match setup.endpoint.get() {
@@ -573,19 +600,27 @@ impl Engine {
     async fn attempt_unbounded<T>(
         &self,
         setup: &Setup,
-        assertion: Option<&str>,
-        body: impl FnOnce(&ClientAuth<'_>) -> String,
+        ask: &Ask<'_>,
         parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
     ) -> Result<T, ExchangeError> {
         let configured = self.endpoint(setup).await?;
-        let endpoint = match assertion {
-            Some(assertion) => routing::route(&configured, assertion),
-            None => std::borrow::Cow::Owned(configured),
+        // An exchange goes to the user's home tenant (see `routing`); a renewal to the configured endpoint.
+        let endpoint = match ask {
+            Ask::Exchange { assertion, .. } => routing::route(&configured, assertion),
+            Ask::Refresh { .. } => std::borrow::Cow::Owned(configured),
         };
         let config = &setup.config;
         let client_assertion = match &config.client_assertion {
             Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
             None => None,
+        };
+        let actor_token = match ask {
+            Ask::Exchange { .. } => config
+                .grant
+                .actor_token(endpoint.as_str(), &config.client_id)
+                .await
+                .map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))?,
+            Ask::Refresh { .. } => None,
         };
         let auth = ClientAuth {
             client_id: &config.client_id,
@@ -593,12 +628,22 @@ impl Engine {
             method: config.auth_method,
             client_assertion: client_assertion.as_deref(),
         };
-        let body = body(&auth);
+        let body = match ask {
+            Ask::Exchange { assertion, scopes, target, claims } => {
+                let claims = Claims::merged(*claims, config.capabilities.as_ref()).map(|claims| claims.to_json());
+                config.grant.form_body(assertion, scopes, *target, actor_token.as_deref(), &auth, claims.as_deref())
+            }
+            Ask::Refresh { refresh_token, scopes } => crate::session::refresh_form_body(refresh_token, scopes, &auth),
+        };
         let authorization = grant::basic_authorization(&auth);
         let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
-                return parse(answer.status, &answer.body);
+                let token = parse(answer.status, &answer.body)?;
+                if let Ask::Exchange { .. } = ask {
+                    config.grant.check_success(answer.status, &answer.body)?;
+                }
+                return Ok(token);
             }
             let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
             if matches!(answer.status, 429 | 503) {
@@ -606,7 +651,11 @@ impl Engine {
             }
             Err(err)
         });
-        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))
+        // Both are credentials that change per request: no error text may hold them.
+        answer.map_err(|err| {
+            let err = crate::credentials::without_client_assertion(err, client_assertion.as_deref());
+            crate::credentials::without_client_assertion(err, actor_token.as_deref())
+        })
     }
 
     fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
@@ -767,12 +816,13 @@ mod tests {
             assertion: assertion.into(),
             from_cache,
             claims: None,
+            target: None,
             events: Events::Off,
         }
     }
 
     fn lookup(engine: &Engine, user: &str) -> Option<Hit> {
-        engine.lookup(&identity(user), "api://s", "assertion-value-123")
+        engine.lookup(&identity(user), "api://s", "assertion-value-123", None)
     }
 
     /// An exchange run to its end, with the events it streamed.
@@ -832,7 +882,7 @@ mod tests {
 
     struct Refusing;
 
-    impl AssertionCallback for Refusing {
+    impl crate::credentials::AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
             Box::pin(async { Err("vault sealed".to_owned()) })
         }
@@ -845,7 +895,7 @@ mod tests {
         engine
             .configure_with(
                 Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
-                Some(Arc::new(Refusing)),
+                HostFunctions { client_assertion: Some(Arc::new(Refusing)), actor_token: None },
                 None,
             )
             .unwrap();
@@ -853,6 +903,49 @@ mod tests {
         assert_eq!(err.message, "OBO token request not sent: the clientAssertion function failed: vault sealed");
         assert_eq!(err.code.as_deref(), Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE));
         assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn without_an_actor_token_no_request_is_sent() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = Engine::new();
+        let options = format!(
+            r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"s","maxRetries":0,"grantType":"token-exchange"}}"#
+        );
+        engine
+            .configure_with(
+                Some(&options),
+                HostFunctions { client_assertion: None, actor_token: Some(Arc::new(Refusing)) },
+                None,
+            )
+            .unwrap();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
+        assert_eq!(err.message, "OBO token request not sent: the actorToken function failed: vault sealed");
+        assert_eq!(err.code.as_deref(), Some(crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE));
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_s_own_audience_is_its_own_key_and_refused_by_jwt_bearer() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let target =
+            |audience: &str| Some(crate::token_exchange::check_target(Some(vec![audience.into()]), None).unwrap());
+        let jwt_bearer = engine(&url, "");
+        let mut call = request("u", true);
+        call.target = target("mcp-a");
+        let Err(err) = jwt_bearer.exchange(call, None) else { panic!("jwt-bearer took an audience") };
+        assert_eq!((err.reason, err.code.as_deref()), (FailureReason::InvalidOption, Some("audience")));
+        let exchange = engine(&url, r#","grantType":"token-exchange","audience":"mcp-a""#);
+        let mut call = request("u", true);
+        call.target = target("mcp-b");
+        run(&exchange, call).await.0.unwrap();
+        assert!(lookup(&exchange, "u").is_none(), "the configured audience's key holds another audience's token");
+        let identity = Identity::new("no-tenant", "no-issuer", "u");
+        assert!(exchange.lookup(&identity, "api://s", "assertion-value-123", target("mcp-b").as_ref()).is_some());
+        // The configured audience named per call is the configured key.
+        run(&exchange, request("u", true)).await.0.unwrap();
+        assert!(exchange.lookup(&identity, "api://s", "assertion-value-123", target("mcp-a").as_ref()).is_some());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -972,9 +1065,9 @@ mod tests {
             assert!(call.await.unwrap().is_ok());
         }
         let old = Identity::new("tenant-a", "https://issuer.example.com", "shared-sub");
-        assert!(engine.lookup(&old, "api://s", "access-token-old").is_some());
-        assert!(engine.lookup(&old, "api://s", "access-token-new").is_some());
-        assert!(engine.lookup(&old, "api://s", "access-token-other").is_none());
+        assert!(engine.lookup(&old, "api://s", "access-token-old", None).is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-new", None).is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-other", None).is_none());
         assert_eq!(engine.stats().cache_size, 4);
     }
 

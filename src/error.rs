@@ -26,6 +26,9 @@ pub enum FailureReason {
     SessionNotFound,
     /// The exchange that was to begin a session brought no refresh token.
     NoRefreshToken,
+    /// A call's argument the configuration cannot take (a token-exchange
+    /// `audience` for a jwt-bearer client); `code` names the option.
+    InvalidOption,
 }
 
 impl FailureReason {
@@ -37,6 +40,7 @@ impl FailureReason {
             FailureReason::SessionExpired => "session_expired",
             FailureReason::SessionNotFound => "session_not_found",
             FailureReason::NoRefreshToken => "no_refresh_token",
+            FailureReason::InvalidOption => "invalid_option",
         }
     }
 }

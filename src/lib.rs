@@ -24,6 +24,7 @@ pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod throttle;
+pub mod token_exchange;
 
 #[cfg(feature = "node")]
 mod node;

@@ -23,7 +23,7 @@ use napi_derive::napi;
 use parking_lot::Mutex;
 
 use crate::claims::Claims;
-use crate::config::EnvLookup;
+use crate::config::{EnvLookup, HostFunctions};
 use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
 use crate::engine::{BeginSession, Engine, ExchangeRequest, SessionAnswer, SessionOutcome};
 use crate::error::ExchangeError;
@@ -32,6 +32,7 @@ use crate::generations::{Generations, Mirror};
 use crate::key::Identity;
 use crate::outcome::Outcome;
 use crate::session::{HostFuture, HostSessionStore, SessionToken};
+use crate::token_exchange::check_target;
 
 /// A client as JavaScript holds it: an opaque handle to an engine.
 pub struct Client(Engine);
@@ -162,29 +163,35 @@ impl HostSessionStore for HostStoreBridge {
     }
 }
 
+type HostFunction<'f> = Function<'f, AssertionArgs, Promise<AssertionAnswer>>;
+
+/// A host function (the facade's wrapper of it) as the core calls it.
+fn host_callback(function: Option<HostFunction<'_>>) -> Result<Option<Arc<dyn AssertionCallback>>> {
+    let Some(function) = function else { return Ok(None) };
+    let function = function
+        .build_threadsafe_function::<AssertionRequest>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
+            Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
+        })?;
+    Ok(Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>))
+}
+
 /// Replaces the configuration; `null` returns to the environment. Returns
-/// what is wrong with the options, or nothing. `client_assertion` is the
-/// facade's wrapper of a `clientAssertion` function, when one was given.
+/// what is wrong with the options, or nothing. `client_assertion` and
+/// `actor_token` are the facade's wrappers of the `clientAssertion` and
+/// `actorToken` functions, when they were given.
 #[napi(catch_unwind)]
 pub fn configure(
     client: &External<Client>,
     options_json: Option<String>,
-    client_assertion: Option<Function<'_, AssertionArgs, Promise<AssertionAnswer>>>,
+    client_assertion: Option<HostFunction<'_>>,
+    actor_token: Option<HostFunction<'_>>,
     session_store: Option<Function<'_, StoreArgs, Promise<StoreAnswer>>>,
 ) -> Result<Option<ConfigFailure>> {
-    let callback = match client_assertion {
-        None => None,
-        Some(function) => {
-            let function = function
-                .build_threadsafe_function::<AssertionRequest>()
-                .weak::<true>()
-                .callee_handled::<false>()
-                .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
-                    Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
-                })?;
-            Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>)
-        }
-    };
+    let functions =
+        HostFunctions { client_assertion: host_callback(client_assertion)?, actor_token: host_callback(actor_token)? };
     let session_store = match session_store {
         None => None,
         Some(function) => {
@@ -201,7 +208,7 @@ pub fn configure(
     };
     Ok(client
         .0
-        .configure_with(options_json.as_deref(), callback, session_store)
+        .configure_with(options_json.as_deref(), functions, session_store)
         .err()
         .map(|err| ConfigFailure { option: err.option, message: err.message }))
 }
@@ -307,8 +314,10 @@ pub struct LookupHit {
     pub generation: u32,
 }
 
-/// A cached token, synchronously, or nothing. The identity is normalised by the facade.
+/// A cached token, synchronously, or nothing. The identity is normalised by
+/// the facade; `audiences`/`resources` are a call's own (token exchange).
 #[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi
 pub fn lookup(
     client: &External<Client>,
     tenant: String,
@@ -316,8 +325,14 @@ pub fn lookup(
     subject: String,
     scopes: String,
     assertion: String,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
 ) -> Option<LookupHit> {
-    let hit = client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => Some(check_target(audiences, resources).ok()?),
+    };
+    let hit = client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion, target.as_ref())?;
     Some(LookupHit {
         access_token: hit.access_token.to_string(),
         expires_in: hit.expires_in as u32,
@@ -462,6 +477,12 @@ pub struct OpenIdEnv {
     pub redis_password: Option<String>,
     pub redis_ca: Option<String>,
     pub creds_key: Option<String>,
+    /// Token exchange (`token_exchange::Grant::from_env`).
+    pub obo_grant_type: Option<String>,
+    pub obo_audience: Option<String>,
+    pub obo_resource: Option<String>,
+    pub obo_subject_token_type: Option<String>,
+    pub obo_requested_token_type: Option<String>,
 }
 
 impl OpenIdEnv {
@@ -481,6 +502,11 @@ impl OpenIdEnv {
             "REDIS_PASSWORD" => self.redis_password.clone(),
             "REDIS_CA" => self.redis_ca.clone(),
             "CREDS_KEY" => self.creds_key.clone(),
+            "OBO_GRANT_TYPE" => self.obo_grant_type.clone(),
+            "OBO_AUDIENCE" => self.obo_audience.clone(),
+            "OBO_RESOURCE" => self.obo_resource.clone(),
+            "OBO_SUBJECT_TOKEN_TYPE" => self.obo_subject_token_type.clone(),
+            "OBO_REQUESTED_TOKEN_TYPE" => self.obo_requested_token_type.clone(),
             _ => None,
         }
     }
@@ -565,10 +591,19 @@ pub fn exchange(
     openid_env: Option<OpenIdEnv>,
     log: bool,
     claims: Option<String>,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
 ) -> Result<Option<ExchangeOutcome>> {
     let claims = match claims.as_deref().map(Claims::parse).transpose() {
         Ok(claims) => claims,
-        Err(err) => return Ok(Some(invalid_claims(err.message()))),
+        Err(err) => return Ok(Some(invalid_argument(INVALID_CLAIMS, None, err.message()))),
+    };
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => match check_target(audiences, resources) {
+            Ok(target) => Some(target),
+            Err(err) => return Ok(Some(invalid_argument(INVALID_OPTION, Some(err.option), &err.message))),
+        },
     };
     let completions = channel.0.clone();
     let events = if log {
@@ -583,6 +618,7 @@ pub fn exchange(
         assertion,
         from_cache,
         claims,
+        target,
         events,
     };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
@@ -641,12 +677,22 @@ pub fn begin_session(
     session_key: Option<String>,
     openid_env: Option<OpenIdEnv>,
     log: bool,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
 ) -> Option<ExchangeOutcome> {
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => match check_target(audiences, resources) {
+            Ok(target) => Some(target),
+            Err(err) => return Some(invalid_argument(INVALID_OPTION, Some(err.option), &err.message)),
+        },
+    };
     let request = BeginSession {
         identity: Identity { tenant, issuer, subject },
         scopes,
         assertion,
         session_key,
+        target,
         events: call_events(&channel.0, id, log),
     };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
@@ -688,18 +734,20 @@ pub fn end_session(
 
 /// The reason the facade turns into a `TypeError` naming `claims`.
 const INVALID_CLAIMS: &str = "invalid_claims";
+/// The reason the facade turns into a `TypeError` naming the option in `code`.
+const INVALID_OPTION: &str = "invalid_option";
 
-fn invalid_claims(message: &str) -> ExchangeOutcome {
+fn invalid_argument(reason: &str, option: Option<&str>, message: &str) -> ExchangeOutcome {
     ExchangeOutcome {
         access_token: None,
         expires_in: None,
         expires_at_ms: None,
         failure: Some(Failure {
             message: message.to_owned(),
-            reason: INVALID_CLAIMS.to_owned(),
+            reason: reason.to_owned(),
             retryable: false,
             status: None,
-            code: None,
+            code: option.map(str::to_owned),
             error: None,
             error_description: None,
             error_codes: None,

@@ -61,7 +61,14 @@ impl Namespace {
         let provider = match &config.endpoint {
             EndpointSource::TokenEndpoint(url) | EndpointSource::Issuer(url) => authority(url),
         };
-        Namespace::from_parts(&[("client_id", config.client_id.as_bytes()), ("authority", provider.as_bytes())])
+        // The grant, audiences, resources and requested token type; a call's
+        // own audiences and resources are in its engine key as well.
+        let grant = config.grant.configured_key();
+        Namespace::from_parts(&[
+            ("client_id", config.client_id.as_bytes()),
+            ("authority", provider.as_bytes()),
+            ("grant", grant.as_bytes()),
+        ])
     }
 
     /// SHA-256 over the named, length-prefixed parts: no two lists share a namespace.
@@ -584,5 +591,23 @@ mod tests {
             same_authority("https://login.example:443/t2/token")
         );
         assert_ne!(same_authority("https://login.example/t/token"), same_authority("https://login2.example/t/token"));
+        let with_grant = |extra: &str| {
+            let json =
+                format!(r#"{{"tokenEndpoint":"https://login.example/t","clientId":"a","clientSecret":"b"{extra}}}"#);
+            Namespace::of(&Config::from_json(&json).unwrap())
+        };
+        let namespaces = [
+            with_grant(""),
+            with_grant(r#","grantType":"token-exchange""#),
+            with_grant(r#","grantType":"token-exchange","audience":"mcp-a""#),
+            with_grant(r#","grantType":"token-exchange","audience":"mcp-b""#),
+            with_grant(r#","grantType":"token-exchange","resource":"https://mcp.example""#),
+            with_grant(r#","grantType":"token-exchange","requestedTokenType":"urn:ietf:params:oauth:token-type:jwt""#),
+        ];
+        for (i, a) in namespaces.iter().enumerate() {
+            for b in &namespaces[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

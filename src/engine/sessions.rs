@@ -7,12 +7,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{Engine, Setup};
-use crate::claims::Claims;
+use super::{Ask, Engine, Setup};
 use crate::config::{Config, EnvLookup};
 use crate::error::{ConfigError, ExchangeError, FailureReason, Secrets};
 use crate::events::{Events, Level};
-use crate::grant;
 use crate::key::Identity;
 use crate::retry::{self, Next, RetryPolicy};
 use crate::session::{
@@ -21,6 +19,7 @@ use crate::session::{
 };
 use crate::shared::{Namespace, SharedTier};
 use crate::stats::Counters;
+use crate::token_exchange::Target;
 
 /// `beginOboSession`'s inputs. The assertion is the user's access token: never printed.
 pub struct BeginSession {
@@ -29,6 +28,8 @@ pub struct BeginSession {
     pub assertion: String,
     /// The host's own key; `None` for a random one.
     pub session_key: Option<String>,
+    /// Token exchange: the call's own audiences and resources.
+    pub target: Option<Target>,
     pub events: Events,
 }
 
@@ -82,10 +83,8 @@ impl Renewer for Renewal<'_> {
     async fn redeem(&self, refresh_token: &str, scopes: &str) -> Result<Granted, ExchangeError> {
         let mut secrets = self.setup.config.secrets();
         secrets.push(refresh_token);
-        let attempt = || {
-            let body = |auth: &grant::ClientAuth<'_>| session::refresh_form_body(refresh_token, scopes, auth);
-            self.engine.attempt_grant(self.setup, None, body, session::parse_granted)
-        };
+        let ask = Ask::Refresh { refresh_token, scopes };
+        let attempt = || self.engine.attempt_grant(self.setup, &ask, session::parse_granted);
         self.engine
             .with_retries(&self.setup.config, &secrets, &mut Events::Off, "", attempt)
             .await
@@ -102,6 +101,12 @@ impl Engine {
         env: Option<EnvLookup<'_>>,
     ) -> Result<impl Future<Output = SessionOutcome> + Send + 'static, Arc<ExchangeError>> {
         let setup = self.footing(env)?.setup;
+        // A call's own audiences and resources must suit the configured grant (none for jwt-bearer).
+        if let Some(target) = &request.target {
+            setup.config.grant.key(Some(target)).map_err(|err| {
+                Arc::new(ExchangeError::new(FailureReason::InvalidOption, err.message).with_code(err.option))
+            })?;
+        }
         let engine = self.clone();
         Ok(async move { engine.begin_with(&setup, request).await.map(SessionAnswer::Begun) })
     }
@@ -148,7 +153,7 @@ impl Engine {
 
     /// The On-Behalf-Of exchange with `offline_access`, then the session it begins.
     async fn begin_with(&self, setup: &Setup, request: BeginSession) -> Result<Begun, Arc<ExchangeError>> {
-        let BeginSession { identity, scopes, assertion, session_key, mut events } = request;
+        let BeginSession { identity, scopes, assertion, session_key, target, mut events } = request;
         let user = &identity.subject;
         let config = &setup.config;
         let requested = session::with_offline_access(&scopes);
@@ -158,11 +163,8 @@ impl Engine {
         if let Some(key) = &session_key {
             secrets.push(key);
         }
-        let claims = Claims::merged(None, config.capabilities.as_ref()).map(|claims| claims.to_json());
-        let attempt = || {
-            let body = |auth: &grant::ClientAuth<'_>| grant::form_body(&assertion, &requested, auth, claims.as_deref());
-            self.attempt_grant(setup, Some(&assertion), body, session::parse_granted)
-        };
+        let ask = Ask::Exchange { assertion: &assertion, scopes: &requested, target: target.as_ref(), claims: None };
+        let attempt = || self.attempt_grant(setup, &ask, session::parse_granted);
         let begun = match self.with_retries(config, &secrets, &mut events, user, attempt).await {
             Ok(granted) => setup.sessions.begin(session_key, user, &scopes, granted).await,
             Err(err) => {

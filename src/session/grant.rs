@@ -45,7 +45,7 @@ pub fn refresh_form_body(refresh_token: &str, scopes: &str, auth: &ClientAuth<'_
     form.append_pair("grant_type", "refresh_token")
         .append_pair("refresh_token", refresh_token)
         .append_pair("scope", &with_offline_access(scopes));
-    grant::append_client_authentication(&mut form, auth);
+    grant::append_client_auth(&mut form, auth);
     form.finish()
 }
 
