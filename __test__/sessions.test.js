@@ -7,6 +7,7 @@
  * secrets kept out of errors and logs.
  */
 const { obo, until, optionsFor, useMockIdp, thrownBy } = require('./helpers');
+const { startMockIdp } = require('../testing');
 
 const { beginOboSession, acquireSessionToken, endOboSession, configure, clearCache, stats } = obo;
 
@@ -225,6 +226,29 @@ describe('clients', () => {
       await expect(client.endOboSession(begun.sessionKey)).rejects.toMatchObject({ code: 'ERR_OBO_CLIENT_CLOSED' });
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe('token exchange', () => {
+  it('a session begins with the configured grant (RFC 8693, its audience per call) and renews with the refresh_token grant', async () => {
+    const keycloak = await startMockIdp({ tenant: 'keycloak', tokenExchange: { audiences: ['mcp-a', 'mcp-b'] } });
+    try {
+      configure({ ...optionsFor(keycloak), grantType: 'token-exchange', audience: 'mcp-a' });
+      keycloak.setExpiresIn(1);
+      const begun = await beginOboSession({ assertion: 'user-assertion', scopes, user, audience: 'mcp-b' });
+      keycloak.setExpiresIn(3600);
+      const [exchange] = keycloak.tokenRequests();
+      expect(exchange.form).toMatchObject({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: 'user-assertion', scope: `${scopes} offline_access` });
+      expect(exchange.audiences).toEqual(['mcp-b']);
+      await expect(acquireSessionToken({ sessionKey: begun.sessionKey, scopes })).resolves.toMatchObject({ expires_in: 3600 });
+      expect(keycloak.tokenRequests()[1].form.grant_type).toBe('refresh_token');
+      // jwt-bearer takes no audience: a TypeError naming it, and no request.
+      configure(optionsFor(ctx.idp));
+      await expect(beginOboSession({ assertion: 'a', scopes, user, audience: 'mcp-a' })).rejects.toMatchObject({ name: 'TypeError', option: 'audience' });
+      expect(ctx.idp.tokenRequestCount()).toBe(0);
+    } finally {
+      await keycloak.close();
     }
   });
 });
