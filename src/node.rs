@@ -702,6 +702,7 @@ pub fn begin_session(
 
 /// Starts `acquireSessionToken`.
 #[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)] // positional arguments, as `exchange` takes them
 pub fn acquire_session(
     client: &External<Client>,
     channel: &External<CompletionChannel>,

@@ -38,3 +38,59 @@ impl RedisTier {
         inner.call(inner.backend.query::<i64>(redis::cmd("DEL").arg(&name))).await.map(|n| n > 0).ok_or(Unreachable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::super::test_servers::{redis_available, RedisServer};
+    use super::super::{RedisOptions, RedisTier};
+    use super::Unreachable;
+    use crate::config::Options;
+
+    const KEY_HEX: &str = "6f626f2d6e61746976652072656469732074696572207465737420206b657921";
+
+    fn tier(uri: &str) -> RedisTier {
+        let options = RedisOptions::from_options(&Options(
+            json!({ "redisUri": uri, "cacheEncryptionKey": KEY_HEX, "redisKeyPrefix": "lc:", "redisTimeoutMs": 300 })
+                .as_object()
+                .unwrap(),
+        ))
+        .unwrap()
+        .unwrap();
+        RedisTier::new(options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_is_sealed_under_its_keyed_name_with_its_ttl_and_an_absent_redis_is_unreachable() {
+        if !redis_available("redis_tier::sessions", false) {
+            return;
+        }
+        let server = RedisServer::start();
+        let tier = tier(&server.uri());
+        let id = b"session id bytes: schedule-42";
+        let record = br#"{"refresh_token":"rt-secret-value"}"#;
+        assert_eq!(tier.session_get(id).await, Ok(None));
+        tier.session_put(id, record, Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(tier.session_get(id).await.unwrap().as_deref(), Some(&record[..]));
+
+        let inner = &*tier.inner;
+        let names: Vec<String> = inner.backend.query(redis::cmd("KEYS").arg("*")).await.unwrap();
+        assert_eq!(names, [inner.names(id).session.clone()]);
+        assert!(names[0].starts_with("lc:obo:{") && names[0].ends_with(":s") && !names[0].contains("schedule"));
+        let sealed: Vec<u8> = inner.backend.query(redis::cmd("GET").arg(&names[0])).await.unwrap();
+        assert!(!sealed.windows(15).any(|window| window == b"rt-secret-value"));
+        let ttl_ms: i64 = inner.backend.query(redis::cmd("PTTL").arg(&names[0])).await.unwrap();
+        assert!(ttl_ms > 3_590_000 && ttl_ms <= 3_600_000, "{ttl_ms}");
+
+        assert_eq!(tier.session_delete(id).await, Ok(true));
+        assert_eq!(tier.session_delete(id).await, Ok(false));
+        assert_eq!(tier.session_get(id).await, Ok(None));
+
+        drop(server);
+        assert_eq!(tier.session_get(id).await, Err(Unreachable));
+        assert_eq!(tier.session_put(id, record, Duration::from_secs(1)).await, Err(Unreachable));
+    }
+}
