@@ -615,10 +615,20 @@ function makeClient(handle, where) {
       if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
     }
     const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
-    if (joinable && typeof outcome.then === 'function') {
-      const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
-      addFlight(subject, scopes, flight);
-      outcome.then(() => removeFlight(subject, scopes, flight));
+    if (typeof outcome.then === 'function') {
+      if (joinable) {
+        const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
+        addFlight(subject, scopes, flight);
+        outcome.then(() => removeFlight(subject, scopes, flight));
+      } else if (generations !== null) {
+        // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
+        // brings: calls from now on are answered from the cache, not by joining that flight.
+        outcome.then((settled) => {
+          if (settled.failure) return;
+          const older = findFlight(subject, scopes, tenant, issuer, accessToken, target);
+          if (older !== undefined) removeFlight(subject, scopes, older);
+        });
+      }
     }
     return settleWith(outcome, scopes, withExpiry);
   }
