@@ -1041,18 +1041,33 @@ function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
 /** For tests: what this thread's memo (of the default client) holds. */
 const __internals = { buildOboCacheKey, memoStats: defaultClient.memoStats };
 
+// Plain names, so that Node's ESM loader can tell them apart (`import { configure } from 'obo-native'`).
+const {
+  exchangeOboToken,
+  acquireOboToken,
+  getGraphApiToken,
+  beginOboSession,
+  acquireSessionToken,
+  endOboSession,
+  configure,
+  setLogger,
+  clearCache,
+  stats,
+  tokenEndpoint,
+} = defaultClient;
+
 module.exports = {
-  exchangeOboToken: defaultClient.exchangeOboToken,
-  acquireOboToken: defaultClient.acquireOboToken,
-  getGraphApiToken: defaultClient.getGraphApiToken,
-  beginOboSession: defaultClient.beginOboSession,
-  acquireSessionToken: defaultClient.acquireSessionToken,
-  endOboSession: defaultClient.endOboSession,
-  configure: defaultClient.configure,
-  setLogger: defaultClient.setLogger,
-  clearCache: defaultClient.clearCache,
-  stats: defaultClient.stats,
-  tokenEndpoint: defaultClient.tokenEndpoint,
+  exchangeOboToken,
+  acquireOboToken,
+  getGraphApiToken,
+  beginOboSession,
+  acquireSessionToken,
+  endOboSession,
+  configure,
+  setLogger,
+  clearCache,
+  stats,
+  tokenEndpoint,
   createOboClient,
   __internals,
 };
