@@ -44,7 +44,12 @@ export interface ClientAssertionRequest {
   tokenEndpoint: string
 }
 
-/** Returns the client assertion (a JWT) for a request; a throw or a rejection fails that exchange without a request. */
+/**
+ * Returns the client assertion (a JWT) for a request; surrounding whitespace is trimmed. A throw, a
+ * rejection, or no answer within `timeoutMs` fails that exchange at once, without a request and without a
+ * retry, with `code: 'ECLIENTASSERTION'`; the error's `retryable` is the thrown error's own boolean
+ * `retryable`, else false.
+ */
 export type ClientAssertionProvider = (request: ClientAssertionRequest) => string | PromiseLike<string>
 
 /** The options of `acquireOboToken`. */

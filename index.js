@@ -207,18 +207,18 @@ function acquireIdentity(user, identityContext, assertion) {
     return out;
   }
   const claims = native.assertionIdentity(assertion);
-  if (claims === null || claims.subject == null) {
+  if (claims === null) {
     throw Object.assign(
       new TypeError(`${ACQUIRE}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
       { option: 'identityContext' },
     );
   }
+  // A JWT whose oid and sub are absent or blank names no user: as for a user without an OpenID id.
+  if (claims.subject == null) throw new Error(UNAUTHENTICATED);
   // The claims stand where an identity context would: the same trimming, defaults and issuer rules.
-  return resolveIdentity(
-    undefined,
-    { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer },
-    out,
-  );
+  resolveIdentity(undefined, { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer }, out);
+  if (out.subject === '') throw new Error(UNAUTHENTICATED);
+  return out;
 }
 
 /** `signal`: absent, or an AbortSignal (anything with `aborted` and `addEventListener`). */
@@ -303,7 +303,14 @@ function assertionBridge(provide) {
       } catch {
         why = 'it threw a value that cannot be shown';
       }
-      return { error: why };
+      // Whether a later call may succeed is the function's to say, never guessed from its wording.
+      let retryable;
+      try {
+        if (err !== null && typeof err === 'object' && typeof err.retryable === 'boolean') retryable = err.retryable;
+      } catch {
+        retryable = undefined;
+      }
+      return retryable === undefined ? { error: why } : { error: why, retryable };
     }
   };
 }
@@ -527,10 +534,20 @@ function makeClient(handle, where) {
       if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
     }
     const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
-    if (joinable && typeof outcome.then === 'function') {
-      const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
-      addFlight(subject, scopes, flight);
-      outcome.then(() => removeFlight(subject, scopes, flight));
+    if (typeof outcome.then === 'function') {
+      if (joinable) {
+        const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
+        addFlight(subject, scopes, flight);
+        outcome.then(() => removeFlight(subject, scopes, flight));
+      } else if (generations !== null) {
+        // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
+        // brings: calls from now on are answered from the cache, not by joining that flight.
+        outcome.then((settled) => {
+          if (settled.failure) return;
+          const older = findFlight(subject, scopes, tenant, issuer, accessToken, target);
+          if (older !== undefined) removeFlight(subject, scopes, older);
+        });
+      }
     }
     return settleWith(outcome, scopes, withExpiry);
   }

@@ -213,6 +213,22 @@ describeRedis('the shared Redis tier across instances', () => {
     expect(await a.stats()).toMatchObject({ redisHits: 0, lockWaits: 0 });
   });
 
+  test('a fromCache=false token is not replaced in Redis by an exchange that began before it', async () => {
+    const [a, b, c] = instances;
+    idp.enqueue({ hold: true });
+    await a.start(call('u1'));
+    await until(() => idp.heldCount() === 1, 20000);
+    const forced = await b.exchange(call('u1', { fromCache: false }));
+    expect(forced.token).toMatch(/^AT-/);
+    idp.release();
+    const [older] = await a.ask('collect');
+    expect(older.token).toMatch(/^AT-/);
+    expect(older.token).not.toBe(forced.token);
+    // The older exchange stored last; Redis kept the newer token.
+    expect((await c.exchange(call('u1'))).token).toBe(forced.token);
+    expect(idp.tokenRequestCount()).toBe(2);
+  });
+
   test('a cold fan-out of 4 instances × 50 calls makes exactly one provider request', async () => {
     idp.enqueue({ hold: true });
     await Promise.all(instances.map((instance) => instance.start(call('fan'), 50)));

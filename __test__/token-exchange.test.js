@@ -141,6 +141,23 @@ describe('the request', () => {
     expect(idp.tokenRequestCount()).toBe(0);
   });
 
+  it('an actorToken function has the clientAssertion function\'s deadline and says itself whether to retry', async () => {
+    configure(exchangeOptions({ timeoutMs: 200, actorToken: () => new Promise(() => {}) }));
+    const silent = await settle(acquireOboToken(call()));
+    expect(silent.error.message).toBe('OBO token request not sent: the actorToken function did not settle within 200 ms (timeoutMs)');
+    expect(silent.error.retryable).toBe(false);
+    configure(
+      exchangeOptions({
+        actorToken: () => {
+          throw Object.assign(new Error('vault busy'), { retryable: true });
+        },
+      }),
+    );
+    const busy = await settle(acquireOboToken(call()));
+    expect(busy.error).toMatchObject({ code: 'EACTORTOKEN', retryable: true });
+    expect(idp.tokenRequestCount()).toBe(0);
+  });
+
   it('repeats audience and resource, configured or per call', async () => {
     configure(exchangeOptions({ audience: ['mcp-a', 'mcp-b'], resource: 'https://mcp.example.com/api' }));
     await acquireOboToken(call());

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
-use crate::cache::{wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
+use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
 use crate::config::{without_credentials, Config, EndpointSource, EnvLookup, HostFunctions};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
@@ -121,6 +121,8 @@ struct Footing {
     grant_key: GrantKey,
     /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
     redis_warning: Option<String>,
+    /// When the call began ([`exchange_begins`]): what its token is ordered by.
+    begun_us: u64,
 }
 
 struct Inner {
@@ -328,6 +330,7 @@ impl Engine {
             flights: inner.flights.read().clone(),
             grant_key: setup.grant_key,
             redis_warning: None,
+            begun_us: exchange_begins(),
         };
         match &*inner.slot.read() {
             ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => return Ok(footing(setup)),
@@ -456,6 +459,7 @@ impl Engine {
             capacity: footing.setup.config.max_cache_entries,
             generations: &self.0.generations,
             epoch: footing.epoch,
+            begun_us: footing.begun_us,
         }
     }
 
@@ -498,10 +502,22 @@ impl Engine {
         loop {
             match self.attempt(setup, request).await {
                 Ok(response) => {
-                    let token = self.store(config, key, response, epoch);
+                    let token = self.store(config, key, response, footing);
                     events
                         .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
+                }
+                // Nothing was sent, and the source said whether a later call may do better.
+                Err(err)
+                    if matches!(
+                        err.code.as_deref(),
+                        Some(
+                            crate::credentials::CLIENT_ASSERTION_UNAVAILABLE
+                                | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE
+                        )
+                    ) =>
+                {
+                    return fail(err, events)
                 }
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
@@ -530,57 +546,73 @@ impl Engine {
 
     /// One request; discovery first when the endpoint is not known yet, so
     /// that a transient discovery failure is retried like any other. The
-    /// attempt as a whole, discovery included, ends after `timeoutMs`.
+    /// attempt, discovery included, ends after `timeoutMs`; a `clientAssertion`
+    /// function's time is not counted, as it has a deadline of its own.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
-        let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, request)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let what = match setup.endpoint.get() {
-                    Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
-                    None => "OpenID discovery request".to_owned(),
-                };
-                Err(ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
-                    .with_code("ETIMEDOUT"))
+        let config = &setup.config;
+        let timeout = config.timeout;
+        let timed_out = || {
+            let what = match setup.endpoint.get() {
+                Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
+                None => "OpenID discovery request".to_owned(),
+            };
+            ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
+                .with_code("ETIMEDOUT")
+        };
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
+        let endpoint = routing::route(&configured, &request.assertion);
+        let client_assertion = match &config.client_assertion {
+            Some(source) => {
+                let asked = tokio::time::Instant::now();
+                let assertion = source.assertion(endpoint.as_str(), &config.client_id, timeout).await?;
+                deadline += asked.elapsed();
+                Some(assertion)
             }
-        }
+            None => None,
+        };
+        let actor_token = {
+            let asked = tokio::time::Instant::now();
+            let actor_token = config
+                .grant
+                .actor_token(endpoint.as_str(), &config.client_id, timeout)
+                .await
+                .map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))?;
+            deadline += asked.elapsed();
+            actor_token
+        };
+        let request_sent = self.send(setup, request, &endpoint, client_assertion.as_deref(), actor_token.as_deref());
+        tokio::time::timeout_at(deadline, request_sent).await.map_err(|_| timed_out())?
     }
 
-    async fn attempt_unbounded(
+    /// The token request itself, authenticated with `client_assertion` when there is one.
+    async fn send(
         &self,
         setup: &Setup,
         request: &ExchangeRequest,
+        endpoint: &Url,
+        client_assertion: Option<&str>,
+        actor_token: Option<&str>,
     ) -> Result<TokenResponse, ExchangeError> {
-        let configured = self.endpoint(setup).await?;
-        let endpoint = routing::route(&configured, &request.assertion);
         let config = &setup.config;
-        let client_assertion = match &config.client_assertion {
-            Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
-            None => None,
-        };
-        let actor_token = config
-            .grant
-            .actor_token(endpoint.as_str(), &config.client_id)
-            .await
-            .map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))?;
         let claims =
             Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
-            client_assertion: client_assertion.as_deref(),
+            client_assertion,
         };
         let body = config.grant.form_body(
             &request.assertion,
             &request.scopes,
             request.target.as_ref(),
-            actor_token.as_deref(),
+            actor_token,
             &auth,
             claims.as_deref(),
         );
         let authorization = grant::basic_authorization(&auth);
-        let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
+        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
                 let token = grant::parse_success(answer.status, &answer.body)?;
@@ -595,15 +627,18 @@ impl Engine {
         });
         // Both are credentials that change per request: no error text may hold them.
         answer.map_err(|err| {
-            let err = crate::credentials::without_client_assertion(err, client_assertion.as_deref());
-            crate::credentials::without_client_assertion(err, actor_token.as_deref())
+            let err = crate::credentials::without_client_assertion(err, client_assertion);
+            crate::credentials::without_client_assertion(err, actor_token)
         })
     }
 
-    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
-        let now_ms = wall_clock_ms();
+    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
+        let (now_ms, epoch) = (wall_clock_ms(), footing.epoch);
         let access_token = response.access_token;
-        let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
+        let token = CachedToken {
+            begun_us: footing.begun_us,
+            ..CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew)
+        };
         let expires_at_ms = token.expires_at_ms;
         let generations = &self.0.generations;
         self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);
@@ -823,7 +858,7 @@ mod tests {
 
     impl crate::credentials::AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
-            Box::pin(async { Err("vault sealed".to_owned()) })
+            Box::pin(async { Err(crate::credentials::AssertionFailure::new("vault sealed")) })
         }
     }
 

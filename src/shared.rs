@@ -123,6 +123,8 @@ pub struct Local<'a> {
     pub capacity: usize,
     pub generations: &'a Generations,
     pub epoch: u32,
+    /// When the call began: a token from an exchange begun later is never replaced by its own.
+    pub begun_us: u64,
 }
 
 impl Local<'_> {
@@ -216,7 +218,7 @@ impl Exchanging {
         if local.still_current() {
             let name_key = shared.namespace.key(key);
             match outcome {
-                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew)).await,
+                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew), local.begun_us).await,
                 Err(err) if !err.throttled => {
                     if let Some(wait) = err.retry_after {
                         let until_ms = wall_clock_ms().saturating_add(wait.as_millis() as u64);
@@ -268,6 +270,7 @@ fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
         granted_secs: shared.granted_secs,
         expires_at_ms: shared.expires_at_ms,
         serve_until_ms: shared.serve_until_ms,
+        begun_us: local.begun_us,
     };
     let token = Token {
         access_token: cached.access_token.clone(),
@@ -363,6 +366,7 @@ mod tests {
             capacity: 10,
             generations: &generations,
             epoch: generations.epoch(),
+            begun_us: 0,
         };
         let key = crate::key::test_key("u", "s");
         let throttle = SharedThrottle {
@@ -420,6 +424,7 @@ mod tests {
                 capacity: 100,
                 generations: &self.generations,
                 epoch: self.generations.epoch(),
+                begun_us: crate::cache::exchange_begins(),
             }
         }
 

@@ -20,6 +20,7 @@ mod client;
 mod crypto;
 mod lock;
 mod options;
+mod ordered;
 mod wait;
 
 #[cfg(test)]
@@ -188,7 +189,8 @@ impl Inner {
         self.sealer.key_names(&self.prefix, key)
     }
 
-    fn open_token(&self, name: &str, sealed: &[u8]) -> Option<SharedToken> {
+    fn open_token(&self, name: &str, stored: &[u8]) -> Option<SharedToken> {
+        let (_, sealed) = ordered::split(stored)?;
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
         (token.serve_until_ms > wall_clock_ms()).then_some(token)
     }
@@ -287,13 +289,21 @@ impl RedisTier {
         }
     }
 
-    /// Stores `token` until its `serve_until_ms` (nothing when that has passed),
-    /// then announces it to the waiters of `key`.
-    pub async fn put(&self, key: &[u8], token: &SharedToken) {
+    /// Stores `token`, from an exchange that began at `begun_us`, until its
+    /// `serve_until_ms` (nothing when that has passed), then announces it to
+    /// the waiters of `key`; unless Redis holds a token from an exchange that
+    /// began later, which stays (see [`ordered`]).
+    pub async fn put(&self, key: &[u8], token: &SharedToken, begun_us: u64) {
         let inner = &*self.inner;
         let names = inner.names(key);
+        let ttl_ms = token.serve_until_ms.saturating_sub(wall_clock_ms());
+        if ttl_ms == 0 {
+            return;
+        }
         let plaintext = serde_json::to_vec(token).expect("a SharedToken serialises");
-        if inner.set_expiring(&names.token, &plaintext, token.serve_until_ms).await {
+        let stored = ordered::join(begun_us, &inner.sealer.seal(&names.token, &plaintext));
+        let put = ordered::put_unless_newer(&names.token, &stored, begun_us, ttl_ms);
+        if inner.call(inner.backend.query::<i64>(&put)).await == Some(1) {
             inner.call(inner.backend.query::<i64>(redis::cmd("PUBLISH").arg(&names.channel).arg("t"))).await;
         }
     }
