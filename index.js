@@ -207,18 +207,18 @@ function acquireIdentity(user, identityContext, assertion, where = ACQUIRE) {
     return out;
   }
   const claims = native.assertionIdentity(assertion);
-  if (claims === null || claims.subject == null) {
+  if (claims === null) {
     throw Object.assign(
       new TypeError(`${where}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
       { option: 'identityContext' },
     );
   }
+  // A JWT whose oid and sub are absent or blank names no user: as for a user without an OpenID id.
+  if (claims.subject == null) throw new Error(UNAUTHENTICATED);
   // The claims stand where an identity context would: the same trimming, defaults and issuer rules.
-  return resolveIdentity(
-    undefined,
-    { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer },
-    out,
-  );
+  resolveIdentity(undefined, { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer }, out);
+  if (out.subject === '') throw new Error(UNAUTHENTICATED);
+  return out;
 }
 
 /** `signal`: absent, or an AbortSignal (anything with `aborted` and `addEventListener`). */
@@ -297,7 +297,15 @@ function assertionBridge(provide) {
       if (typeof assertion !== 'string') return { error: `it returned ${describe(assertion)}, not a string` };
       return { assertion };
     } catch (err) {
-      return { error: whyItFailed(err) };
+      // Whether a later call may succeed is the function's to say, never guessed from its wording.
+      let retryable;
+      try {
+        if (err !== null && typeof err === 'object' && typeof err.retryable === 'boolean') retryable = err.retryable;
+      } catch {
+        retryable = undefined;
+      }
+      const why = whyItFailed(err);
+      return retryable === undefined ? { error: why } : { error: why, retryable };
     }
   };
 }

@@ -141,6 +141,23 @@ describe('the request', () => {
     expect(idp.tokenRequestCount()).toBe(0);
   });
 
+  it('an actorToken function has the clientAssertion function\'s deadline and says itself whether to retry', async () => {
+    configure(exchangeOptions({ timeoutMs: 200, actorToken: () => new Promise(() => {}) }));
+    const silent = await settle(acquireOboToken(call()));
+    expect(silent.error.message).toBe('OBO token request not sent: the actorToken function did not settle within 200 ms (timeoutMs)');
+    expect(silent.error.retryable).toBe(false);
+    configure(
+      exchangeOptions({
+        actorToken: () => {
+          throw Object.assign(new Error('vault busy'), { retryable: true });
+        },
+      }),
+    );
+    const busy = await settle(acquireOboToken(call()));
+    expect(busy.error).toMatchObject({ code: 'EACTORTOKEN', retryable: true });
+    expect(idp.tokenRequestCount()).toBe(0);
+  });
+
   it('repeats audience and resource, configured or per call', async () => {
     configure(exchangeOptions({ audience: ['mcp-a', 'mcp-b'], resource: 'https://mcp.example.com/api' }));
     await acquireOboToken(call());
@@ -396,5 +413,55 @@ describe('two clients, two providers, two grants', () => {
     } finally {
       await Promise.all([keycloak.close(), microsoft.close()]);
     }
+  });
+});
+
+describe('the CLI', () => {
+  const { spawn } = require('node:child_process');
+  const path = require('node:path');
+  const { explain } = require('../cli/explain');
+
+  /** Runs `obo-native exchange` with the assertion on stdin; the provider answers from this event loop. */
+  function exchangeCli(args, env = {}) {
+    return new Promise((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        [path.join(__dirname, '..', 'cli.js'), 'exchange', '--scope', SCOPE, '--assertion-file', '-', '--json', ...args],
+        {
+          env: { PATH: process.env.PATH, NO_COLOR: '1', OPENID_CLIENT_ID: idp.clientId, OPENID_CLIENT_SECRET: idp.clientSecret, ...env },
+          stdio: ['pipe', 'pipe', 'pipe'],
+        },
+      );
+      let stdout = '';
+      child.stdout.on('data', (chunk) => (stdout += chunk));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, json: JSON.parse(stdout) }));
+      child.stdin.end('subject-token-1\n');
+    });
+  }
+
+  it('exchange --grant-type token-exchange sends repeated --audience and explains invalid_target', async () => {
+    const ok = await exchangeCli(['--token-endpoint', idp.tokenEndpoint, '--grant-type', 'token-exchange', '--audience', 'mcp-a', '--audience', 'mcp-b']);
+    expect(ok.code).toBe(0);
+    expect(idp.tokenRequests()[0].audiences).toEqual(['mcp-a', 'mcp-b']);
+    const refused = await exchangeCli(['--token-endpoint', idp.tokenEndpoint], { OBO_GRANT_TYPE: 'token-exchange', OBO_AUDIENCE: 'mcp-z' });
+    expect(refused.code).toBe(1);
+    expect(refused.json.explanation.id).toBe('invalid_target');
+    expect(refused.json.explanation.meaning).toContain('mcp-z');
+  });
+
+  it('the explainer knows unsupported_grant_type and the Keycloak and Okta words for a client not allowed to exchange', () => {
+    expect(explain({ error: 'unsupported_grant_type', status: 400, message: 'unsupported_grant_type' }).id).toBe('unsupported_grant_type');
+    for (const [error, description] of [
+      ['access_denied', 'Client not allowed to exchange'],
+      ['unauthorized_client', 'Standard token exchange is not enabled for the requested client'],
+      ['access_denied', 'Client is not within the token audience'],
+      ['unauthorized_client', 'The client is not authorized to use the provided grant type. Configured grant types: [client_credentials].'],
+    ]) {
+      const explanation = explain({ error, error_description: description, status: 400, message: `${error}: ${description}` });
+      expect(explanation.id).toBe('exchange_not_allowed');
+      expect(explanation.fix.join('\n')).toMatch(/Keycloak[\s\S]*Okta/);
+    }
+    expect(explain({ code: 'ETOKENTYPE', status: 200, message: 'The identity provider issued a token of type x' }).id).toBe('issued_token_type');
   });
 });

@@ -535,6 +535,18 @@ impl Engine {
                         .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
                 }
+                // Nothing was sent, and the source said whether a later call may do better.
+                Err(err)
+                    if matches!(
+                        err.code.as_deref(),
+                        Some(
+                            crate::credentials::CLIENT_ASSERTION_UNAVAILABLE
+                                | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE
+                        )
+                    ) =>
+                {
+                    return fail(err, events)
+                }
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
                     match policy.next(retries_done, &err) {
@@ -560,9 +572,7 @@ impl Engine {
         }
     }
 
-    /// One request; discovery first when the endpoint is not known yet, so
-    /// that a transient discovery failure is retried like any other. The
-    /// attempt as a whole, discovery included, ends after `timeoutMs`.
+    /// One exchange request (see [`Engine::attempt_grant`]).
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
         let ask = Ask::Exchange {
             assertion: &request.assertion,
@@ -573,70 +583,85 @@ impl Engine {
         self.attempt_grant(setup, &ask, grant::parse_success).await
     }
 
-    /// One request (`ask`; `parse` reads a 2xx answer), discovery first when
+    /// One request (`ask`; `parse` reads a 2xx answer); discovery first when
     /// the endpoint is not known yet, so that a transient discovery failure
-    /// is retried like any other. The attempt as a whole, discovery included,
-    /// ends after `timeoutMs`.
+    /// is retried like any other. The attempt, discovery included, ends after
+    /// `timeoutMs`; a `clientAssertion` (or `actorToken`) function's time is
+    /// not counted, as it has a deadline of its own.
     async fn attempt_grant<T>(
         &self,
         setup: &Setup,
         ask: &Ask<'_>,
         parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
     ) -> Result<T, ExchangeError> {
-        let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, ask, parse)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let what = match setup.endpoint.get() {
-                    Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
-                    None => "OpenID discovery request".to_owned(),
-                };
-                Err(ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
-                    .with_code("ETIMEDOUT"))
-            }
-        }
-    }
-
-    async fn attempt_unbounded<T>(
-        &self,
-        setup: &Setup,
-        ask: &Ask<'_>,
-        parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
-    ) -> Result<T, ExchangeError> {
-        let configured = self.endpoint(setup).await?;
+        let config = &setup.config;
+        let timeout = config.timeout;
+        let timed_out = || {
+            let what = match setup.endpoint.get() {
+                Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
+                None => "OpenID discovery request".to_owned(),
+            };
+            ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
+                .with_code("ETIMEDOUT")
+        };
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
         // An exchange goes to the user's home tenant (see `routing`); a renewal to the configured endpoint.
         let endpoint = match ask {
             Ask::Exchange { assertion, .. } => routing::route(&configured, assertion),
             Ask::Refresh { .. } => std::borrow::Cow::Owned(configured),
         };
-        let config = &setup.config;
         let client_assertion = match &config.client_assertion {
-            Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
+            Some(source) => {
+                let asked = tokio::time::Instant::now();
+                let assertion = source.assertion(endpoint.as_str(), &config.client_id, timeout).await?;
+                deadline += asked.elapsed();
+                Some(assertion)
+            }
             None => None,
         };
         let actor_token = match ask {
-            Ask::Exchange { .. } => config
-                .grant
-                .actor_token(endpoint.as_str(), &config.client_id)
-                .await
-                .map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))?,
+            Ask::Exchange { .. } => {
+                let asked = tokio::time::Instant::now();
+                let actor_token =
+                    config.grant.actor_token(endpoint.as_str(), &config.client_id, timeout).await.map_err(|err| {
+                        crate::credentials::without_client_assertion(err, client_assertion.as_deref())
+                    })?;
+                deadline += asked.elapsed();
+                actor_token
+            }
             Ask::Refresh { .. } => None,
         };
+        let request_sent = self.send(setup, ask, &endpoint, client_assertion.as_deref(), actor_token.as_deref(), parse);
+        tokio::time::timeout_at(deadline, request_sent).await.map_err(|_| timed_out())?
+    }
+
+    /// The token request itself, authenticated with `client_assertion` when there is one.
+    async fn send<T>(
+        &self,
+        setup: &Setup,
+        ask: &Ask<'_>,
+        endpoint: &Url,
+        client_assertion: Option<&str>,
+        actor_token: Option<&str>,
+        parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
+    ) -> Result<T, ExchangeError> {
+        let config = &setup.config;
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
-            client_assertion: client_assertion.as_deref(),
+            client_assertion,
         };
         let body = match ask {
             Ask::Exchange { assertion, scopes, target, claims } => {
                 let claims = Claims::merged(*claims, config.capabilities.as_ref()).map(|claims| claims.to_json());
-                config.grant.form_body(assertion, scopes, *target, actor_token.as_deref(), &auth, claims.as_deref())
+                config.grant.form_body(assertion, scopes, *target, actor_token, &auth, claims.as_deref())
             }
             Ask::Refresh { refresh_token, scopes } => crate::session::refresh_form_body(refresh_token, scopes, &auth),
         };
         let authorization = grant::basic_authorization(&auth);
-        let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
+        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
                 let token = parse(answer.status, &answer.body)?;
@@ -653,8 +678,8 @@ impl Engine {
         });
         // Both are credentials that change per request: no error text may hold them.
         answer.map_err(|err| {
-            let err = crate::credentials::without_client_assertion(err, client_assertion.as_deref());
-            crate::credentials::without_client_assertion(err, actor_token.as_deref())
+            let err = crate::credentials::without_client_assertion(err, client_assertion);
+            crate::credentials::without_client_assertion(err, actor_token)
         })
     }
 
@@ -884,7 +909,7 @@ mod tests {
 
     impl crate::credentials::AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
-            Box::pin(async { Err("vault sealed".to_owned()) })
+            Box::pin(async { Err(crate::credentials::AssertionFailure::new("vault sealed")) })
         }
     }
 

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use crate::claims::Claims;
 use crate::config::{EnvLookup, HostFunctions};
-use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
+use crate::credentials::{AssertionCallback, AssertionFailure, AssertionFuture, AssertionRequest};
 use crate::engine::{BeginSession, Engine, ExchangeRequest, SessionAnswer, SessionOutcome};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
@@ -69,6 +69,8 @@ pub struct ConfigFailure {
 pub struct AssertionAnswer {
     pub assertion: Option<String>,
     pub error: Option<String>,
+    /// The boolean `retryable` of the function's error, when it has one.
+    pub retryable: Option<bool>,
 }
 
 type AssertionArgs = FnArgs<(String, String)>;
@@ -88,15 +90,16 @@ impl AssertionCallback for HostAssertion {
         let function = self.0.clone();
         Box::pin(async move {
             if function.aborted() {
-                return Err(ASSERTION_THREAD_GONE.to_owned());
+                return Err(AssertionFailure::new(ASSERTION_THREAD_GONE));
             }
             // A call queued when the thread ends is dropped unanswered: that is an error here, not a wait.
-            let answer = function.call_async_catch(request).await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
-            let answer = answer.await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
+            let gone = |_| AssertionFailure::new(ASSERTION_THREAD_GONE);
+            let answer = function.call_async_catch(request).await.map_err(gone)?;
+            let answer = answer.await.map_err(gone)?;
             match (answer.assertion, answer.error) {
                 (Some(assertion), None) => Ok(Arc::from(assertion)),
-                (_, Some(error)) => Err(error),
-                (None, None) => Err("it gave no assertion".to_owned()),
+                (_, Some(message)) => Err(AssertionFailure { message, retryable: answer.retryable.unwrap_or(false) }),
+                (None, None) => Err(AssertionFailure::new("it gave no assertion")),
             }
         })
     }

@@ -12,6 +12,7 @@
 //! are part of every key ([`Grant::key`]), so two audiences never share a token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -267,23 +268,35 @@ impl Grant {
         }
     }
 
-    /// The actor token of the next request, if the configuration has one.
-    pub async fn actor_token(&self, token_endpoint: &str, client_id: &str) -> Result<Option<Arc<str>>, ExchangeError> {
+    /// The actor token of the next request, if the configuration has one. A
+    /// function has `deadline` to answer, as a `clientAssertion` function
+    /// has; its failure is never retried within the call, and is retryable
+    /// later only when its error says so.
+    pub async fn actor_token(
+        &self,
+        token_endpoint: &str,
+        client_id: &str,
+        deadline: Duration,
+    ) -> Result<Option<Arc<str>>, ExchangeError> {
         let Grant::TokenExchange(TokenExchange { actor: Some(actor), .. }) = self else { return Ok(None) };
-        match actor {
-            ActorToken::Fixed(token) => Ok(Some(token.clone())),
-            ActorToken::Callback(callback) => {
-                let request =
-                    AssertionRequest { client_id: client_id.to_owned(), token_endpoint: token_endpoint.to_owned() };
-                let why = match callback.call(request).await {
-                    Ok(token) if !token.trim().is_empty() => return Ok(Some(Arc::from(token.trim()))),
-                    Ok(_) => "it returned an empty token".to_owned(),
-                    Err(why) => why,
-                };
-                Err(ExchangeError::failed(format!("OBO token request not sent: the actorToken function failed: {why}"))
-                    .with_code(ACTOR_TOKEN_UNAVAILABLE))
-            }
-        }
+        let callback = match actor {
+            ActorToken::Fixed(token) => return Ok(Some(token.clone())),
+            ActorToken::Callback(callback) => callback,
+        };
+        let request = AssertionRequest { client_id: client_id.to_owned(), token_endpoint: token_endpoint.to_owned() };
+        let (why, retryable) = match tokio::time::timeout(deadline, callback.call(request)).await {
+            Ok(Ok(token)) if !token.trim().is_empty() => return Ok(Some(Arc::from(token.trim()))),
+            Ok(Ok(_)) => ("the actorToken function returned an empty token".to_owned(), false),
+            Ok(Err(failure)) => (format!("the actorToken function failed: {}", failure.message), failure.retryable),
+            Err(_) => (
+                format!("the actorToken function did not settle within {} ms (timeoutMs)", deadline.as_millis()),
+                false,
+            ),
+        };
+        let mut err =
+            ExchangeError::failed(format!("OBO token request not sent: {why}")).with_code(ACTOR_TOKEN_UNAVAILABLE);
+        err.retryable = retryable;
+        Err(err)
     }
 
     /// RFC 8693 §2.2.1 on a successful answer: the issued token must be of

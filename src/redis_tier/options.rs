@@ -283,11 +283,27 @@ pub(crate) fn encryption_key_from_options(options: &Options<'_>) -> Result<Optio
         .map_err(ConfigError::for_configure)
 }
 
+/// The `CREDS_KEY` of LibreChat's `.env.example`, copied into many public
+/// deployment files: anyone can read it, so it protects nothing.
+const LIBRECHAT_EXAMPLE_KEY: &str = "f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0";
+
 fn parse_encryption_key(text: &str, option: &'static str) -> Result<[u8; 32], ConfigError> {
     let bytes = text.as_bytes();
     let invalid = || ConfigError::new(option, "must be 64 hexadecimal characters (32 bytes)");
     if bytes.len() != 64 {
         return Err(invalid());
+    }
+    let generate = "generate one with `openssl rand -hex 32`";
+    if text.eq_ignore_ascii_case(LIBRECHAT_EXAMPLE_KEY) {
+        return Err(ConfigError::new(
+            option,
+            format!(
+                "is the example value of LibreChat's .env.example, published with it: it cannot protect tokens in Redis; {generate}"
+            ),
+        ));
+    }
+    if bytes.iter().all(|byte| byte.eq_ignore_ascii_case(&bytes[0])) {
+        return Err(ConfigError::new(option, format!("is one character repeated, not a secret key; {generate}")));
     }
     let mut key = [0u8; 32];
     for (i, pair) in bytes.chunks_exact(2).enumerate() {
@@ -381,6 +397,33 @@ mod tests {
         for secret in ["hunter2", "sesame", "00112233"] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn librechats_example_key_and_repeated_characters_are_refused_naming_the_key() {
+        let example = "f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0";
+        for key in [example.to_owned(), example.to_uppercase(), "0".repeat(64), "aA".repeat(32)] {
+            let err = options(json!({ "redisUri": "redis://127.0.0.1:1", "cacheEncryptionKey": key })).unwrap_err();
+            assert_eq!(err.option, "cacheEncryptionKey");
+            assert!(err.message.starts_with("configure: option \"cacheEncryptionKey\" is "), "{}", err.message);
+            assert!(err.message.contains("openssl rand -hex 32") && !err.message.contains(&key), "{}", err.message);
+        }
+        for pairs in [
+            &[("USE_REDIS", "true"), ("REDIS_URI", "redis://h:1"), ("CREDS_KEY", example)][..],
+            &[
+                ("USE_REDIS", "true"),
+                ("REDIS_URI", "redis://h:1"),
+                ("CREDS_KEY", "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"),
+            ][..],
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            let (o, warning) = RedisOptions::from_env(env(pairs));
+            assert!(o.is_none());
+            let warning = warning.unwrap();
+            assert!(warning.starts_with("USE_REDIS is set, but CREDS_KEY: is "), "{warning}");
+            assert!(warning.ends_with("running without the shared Redis tier"), "{warning}");
+        }
+        assert!(options(json!({ "redisUri": "redis://127.0.0.1:1", "cacheEncryptionKey": "0f".repeat(32) })).is_ok());
     }
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
