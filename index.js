@@ -262,22 +262,50 @@ function abortReason(signal) {
 }
 
 /**
+ * The calls of this thread waiting on each signal: one `abort` listener per
+ * signal however many calls share it (a request's signal passed to every
+ * tool call would otherwise pass Node.js's listener warning at 11).
+ */
+const waitingOn = new WeakMap();
+
+function stopWaiting(signal, waiting, reject) {
+  waiting.rejects.delete(reject);
+  if (waiting.rejects.size === 0 && waitingOn.get(signal) === waiting) {
+    waitingOn.delete(signal);
+    signal.removeEventListener('abort', waiting.onAbort);
+  }
+}
+
+/**
  * `pending`, or the signal's reason as soon as it aborts. The exchange under
  * way is not stopped (other callers may share it, and its token is cached);
- * its outcome is then dropped here, and the listener goes with the first
- * of the two to happen.
+ * its outcome is then dropped here. The signal's listener goes when its last
+ * call settles or when it aborts.
  */
 function abortable(pending, signal) {
   return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+    let waiting = waitingOn.get(signal);
+    if (waiting === undefined) {
+      const rejects = new Set();
+      const onAbort = () => {
+        waitingOn.delete(signal);
+        const reason = abortReason(signal);
+        for (const rejectOne of rejects) rejectOne(reason);
+        rejects.clear();
+      };
+      waiting = { rejects, onAbort };
+      waitingOn.set(signal, waiting);
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    const current = waiting;
+    current.rejects.add(reject);
     pending.then(
       (result) => {
-        signal.removeEventListener('abort', onAbort);
+        stopWaiting(signal, current, reject);
         resolve(result);
       },
       (err) => {
-        signal.removeEventListener('abort', onAbort);
+        stopWaiting(signal, current, reject);
         reject(err);
       },
     );
@@ -859,15 +887,19 @@ function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
 /** For tests: what this thread's memo (of the default client) holds. */
 const __internals = { buildOboCacheKey, memoStats: defaultClient.memoStats };
 
+// Named one by one: ESM importers see only the names of a literal of identifiers (cjs-module-lexer).
+const { exchangeOboToken, acquireOboToken, getGraphApiToken, configure, setLogger, clearCache, stats, tokenEndpoint } =
+  defaultClient;
+
 module.exports = {
-  exchangeOboToken: defaultClient.exchangeOboToken,
-  acquireOboToken: defaultClient.acquireOboToken,
-  getGraphApiToken: defaultClient.getGraphApiToken,
-  configure: defaultClient.configure,
-  setLogger: defaultClient.setLogger,
-  clearCache: defaultClient.clearCache,
-  stats: defaultClient.stats,
-  tokenEndpoint: defaultClient.tokenEndpoint,
+  exchangeOboToken,
+  acquireOboToken,
+  getGraphApiToken,
+  configure,
+  setLogger,
+  clearCache,
+  stats,
+  tokenEndpoint,
   createOboClient,
   __internals,
 };
