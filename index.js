@@ -84,6 +84,9 @@ function openIdEnv() {
     redisUri: env.REDIS_URI,
     useRedisCluster: env.USE_REDIS_CLUSTER,
     redisKeyPrefix: env.REDIS_KEY_PREFIX,
+    redisKeyPrefixVar: env.REDIS_KEY_PREFIX_VAR,
+    // LibreChat's indirection: REDIS_KEY_PREFIX_VAR names the variable that holds the prefix.
+    redisKeyPrefixFromVar: env.REDIS_KEY_PREFIX_VAR ? env[env.REDIS_KEY_PREFIX_VAR] : undefined,
     redisUsername: env.REDIS_USERNAME,
     redisPassword: env.REDIS_PASSWORD,
     redisCa: env.REDIS_CA,
