@@ -84,6 +84,9 @@ function openIdEnv() {
     redisUri: env.REDIS_URI,
     useRedisCluster: env.USE_REDIS_CLUSTER,
     redisKeyPrefix: env.REDIS_KEY_PREFIX,
+    redisKeyPrefixVar: env.REDIS_KEY_PREFIX_VAR,
+    // LibreChat's indirection: REDIS_KEY_PREFIX_VAR names the variable that holds the prefix.
+    redisKeyPrefixFromVar: env.REDIS_KEY_PREFIX_VAR ? env[env.REDIS_KEY_PREFIX_VAR] : undefined,
     redisUsername: env.REDIS_USERNAME,
     redisPassword: env.REDIS_PASSWORD,
     redisCa: env.REDIS_CA,
@@ -262,22 +265,50 @@ function abortReason(signal) {
 }
 
 /**
+ * The calls of this thread waiting on each signal: one `abort` listener per
+ * signal however many calls share it (a request's signal passed to every
+ * tool call would otherwise pass Node.js's listener warning at 11).
+ */
+const waitingOn = new WeakMap();
+
+function stopWaiting(signal, waiting, reject) {
+  waiting.rejects.delete(reject);
+  if (waiting.rejects.size === 0 && waitingOn.get(signal) === waiting) {
+    waitingOn.delete(signal);
+    signal.removeEventListener('abort', waiting.onAbort);
+  }
+}
+
+/**
  * `pending`, or the signal's reason as soon as it aborts. The exchange under
  * way is not stopped (other callers may share it, and its token is cached);
- * its outcome is then dropped here, and the listener goes with the first
- * of the two to happen.
+ * its outcome is then dropped here. The signal's listener goes when its last
+ * call settles or when it aborts.
  */
 function abortable(pending, signal) {
   return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+    let waiting = waitingOn.get(signal);
+    if (waiting === undefined) {
+      const rejects = new Set();
+      const onAbort = () => {
+        waitingOn.delete(signal);
+        const reason = abortReason(signal);
+        for (const rejectOne of rejects) rejectOne(reason);
+        rejects.clear();
+      };
+      waiting = { rejects, onAbort };
+      waitingOn.set(signal, waiting);
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    const current = waiting;
+    current.rejects.add(reject);
     pending.then(
       (result) => {
-        signal.removeEventListener('abort', onAbort);
+        stopWaiting(signal, current, reject);
         resolve(result);
       },
       (err) => {
-        signal.removeEventListener('abort', onAbort);
+        stopWaiting(signal, current, reject);
         reject(err);
       },
     );
@@ -1049,7 +1080,7 @@ function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
 /** For tests: what this thread's memo (of the default client) holds. */
 const __internals = { buildOboCacheKey, memoStats: defaultClient.memoStats };
 
-// Plain names, so that Node's ESM loader can tell them apart (`import { configure } from 'obo-native'`).
+// Named one by one: ESM importers see only the names of a literal of identifiers (cjs-module-lexer).
 const {
   exchangeOboToken,
   acquireOboToken,

@@ -463,5 +463,9 @@ describe('the CLI', () => {
       expect(explanation.fix.join('\n')).toMatch(/Keycloak[\s\S]*Okta/);
     }
     expect(explain({ code: 'ETOKENTYPE', status: 200, message: 'The identity provider issued a token of type x' }).id).toBe('issued_token_type');
+    const { explainCode } = require('../cli/explain');
+    for (const code of ['invalid_target', 'unsupported_grant_type']) {
+      expect(explainCode(code)).toMatchObject({ known: true, id: code });
+    }
   });
 });

@@ -7,6 +7,8 @@
  *
  *   explain(err, { clientId, proxy, proxyReachable, issuer, tokenEndpoint, authMethod })
  *     → { id, title, meaning, fix: string[], codes: number[] }
+ *   explainCode('AADSTS50013' | '50013' | 'invalid_grant')
+ *     → { known, code, title, meaning, fix: string[] } or null (for `obo-native explain`)
  *
  * `err` is a rejection of `exchangeOboToken` (see the README for its fields).
  * Nothing here prints or returns a secret: only the error's own texts.
@@ -188,6 +190,95 @@ function federatedIdentity(code, ctx) {
       'A new federated credential can take a minute or two to apply.',
     ],
   };
+}
+
+/**
+ * The OAuth error codes a token endpoint answers (RFC 6749 §5.2, and those
+ * Entra ID adds), for `obo-native explain <code>` and for refusals that have
+ * no more specific explanation.
+ */
+const OAUTH = {
+  invalid_request: {
+    meaning: 'The identity provider found the request malformed: a parameter is missing, repeated or not valid.',
+    fix: ['The AADSTS code in the error_description names the parameter; run "obo-native explain AADSTS<number>" with it.'],
+  },
+  invalid_client: {
+    meaning: 'Client authentication failed at the token endpoint: the application\'s secret, certificate or client assertion was refused, or the client id is unknown.',
+    fix: [
+      'With a secret: OPENID_CLIENT_SECRET must be the secret\'s Value (not its ID), not expired, and belong to OPENID_CLIENT_ID.',
+      'With a certificate or a client assertion: the certificate must be registered on the application, and the assertion\'s aud the token endpoint, its iss and sub the client id.',
+      'On-Behalf-Of needs a confidential client: "none" (no secret) is refused by Entra ID.',
+    ],
+  },
+  invalid_grant: {
+    meaning: 'The identity provider refused the user\'s token (the assertion) or the grant: expired, issued for another application, or needing a new sign-in.',
+    fix: [
+      'The AADSTS code in the error_description says which; run "obo-native explain AADSTS<number>" with it.',
+      'The assertion must be the access token the user got for THIS application (its aud), still valid.',
+    ],
+  },
+  unauthorized_client: {
+    meaning: 'This application is not allowed to use the On-Behalf-Of (jwt-bearer) grant.',
+    fix: ['Check the application registration: On-Behalf-Of needs a web (confidential) application with a secret or certificate.'],
+  },
+  unsupported_grant_type: {
+    meaning: 'The identity provider does not support the On-Behalf-Of (jwt-bearer) grant at this endpoint.',
+    fix: ['Check the token endpoint (for Entra ID: https://login.microsoftonline.com/<tenant-id>/oauth2/v2.0/token) and that the provider supports RFC 7523.'],
+  },
+  invalid_scope: {
+    meaning: 'The identity provider refused the scope requested.',
+    fix: [
+      'Ask for scopes of one resource only: api://<downstream-app-id>/<scope>, or <resource>/.default.',
+      'Check the scope is exposed by the downstream application (Expose an API) and spelled exactly.',
+    ],
+  },
+  interaction_required: {
+    meaning: 'The user must sign in again interactively (multi-factor authentication, Conditional Access, or consent) before this token can be issued.',
+    fix: ['Send the user back to an interactive sign-in, with the claims challenge of the error as the "claims" parameter when there is one.'],
+  },
+  consent_required: {
+    meaning: 'Neither an administrator nor the user has consented to this application calling the downstream API with this scope.',
+    fix: [`Grant it: ${appRegistration} > API permissions > Add a permission > Grant admin consent for <tenant>; or have the user consent at an interactive sign-in.`],
+  },
+  temporarily_unavailable: {
+    meaning: 'The identity provider is overloaded or throttling this application, and asks to come back later (often with Retry-After).',
+    fix: ['Wait as long as Retry-After says: obo-native refuses that user and scope until then, without a request.', 'If it keeps happening, check that tokens are cached (fromCache = true).'],
+  },
+  server_error: {
+    meaning: 'The identity provider failed to answer; this is usually temporary.',
+    fix: ['Try again in a few minutes; check the provider\'s status page (for Entra ID: https://status.azure.com).'],
+  },
+};
+
+/**
+ * What a code from a log means, without any exchange: an AADSTS number
+ * (`AADSTS50013` or `50013`) or an OAuth error code (`invalid_grant`).
+ * `null` when the text is neither; `known: false` for a code not explained here.
+ */
+function explainCode(text) {
+  const code = String(text).trim();
+  const aadsts = code.match(/^(?:AADSTS)?(\d{4,8})$/i);
+  if (aadsts) {
+    const number = Number(aadsts[1]);
+    const lookup = `https://login.microsoftonline.com/error?code=${number}`;
+    if (!ENTRA[number]) {
+      return { known: false, code: `AADSTS${number}`, title: `AADSTS${number}`, meaning: 'obo-native has no explanation of this code offline.', fix: [`Look it up: ${lookup}`] };
+    }
+    const explanation = ENTRA[number]({ clientIdText: 'OPENID_CLIENT_ID', scopeText: '', issuerText: '', thumbprintText: '', correlationText: '' });
+    return { known: true, code: `AADSTS${number}`, ...explanation, fix: [...explanation.fix, `Microsoft's page for the code: ${lookup}`] };
+  }
+  if (/^[a-z]+(_[a-z]+)+$/i.test(code)) {
+    const error = code.toLowerCase();
+    // Token exchange's own codes (invalid_target, and unsupported_grant_type for both dialects).
+    const exchange = tokenExchangeRefusal({ error }, { clientIdText: 'OPENID_CLIENT_ID', audienceText: '' });
+    if (exchange !== null) return { known: true, code: error, ...exchange };
+    const entry = OAUTH[error];
+    if (!entry) {
+      return { known: false, code: error, title: error, meaning: 'obo-native has no explanation of this OAuth error code offline.', fix: ['Read the error_description that came with it; it usually names an AADSTS code: run "obo-native explain AADSTS<number>".'] };
+    }
+    return { known: true, code: error, id: error, title: `${error} (OAuth error)`, ...entry };
+  }
+  return null;
 }
 
 /** The AADSTS codes of an error: its `error_codes`, or those its texts name. */
@@ -517,20 +608,12 @@ function explain(err, context = {}) {
   const logs = e.correlation_id
     ? [`Find the request in Entra admin center > Monitoring > Sign-in logs > Service principal sign-ins, correlation id ${e.correlation_id}.`]
     : [];
-  const byError = {
-    invalid_grant: 'The identity provider refused the user\'s token (the assertion) or the grant.',
-    invalid_scope: 'The identity provider refused the scope requested.',
-    unauthorized_client: 'This application is not allowed to use the On-Behalf-Of grant.',
-    interaction_required: 'The user must sign in again interactively before this token can be issued.',
-    invalid_request: 'The identity provider found the request malformed.',
-    unsupported_grant_type: 'The identity provider does not support the On-Behalf-Of (jwt-bearer) grant at this endpoint.',
-  };
   return result({
     id: 'other',
     title: e.error ? `${e.error}${codes.length ? ` (AADSTS${codes[0]})` : ''}` : 'The exchange failed',
-    meaning: byError[e.error] || 'The identity provider refused the exchange; its own words are above.',
+    meaning: (OAUTH[e.error] && OAUTH[e.error].meaning) || 'The identity provider refused the exchange; its own words are above.',
     fix: [...lookup, ...logs, ...(lookup.length + logs.length === 0 ? ['Read the error above; rerun with --json for every field of the answer.'] : [])],
   });
 }
 
-module.exports = { explain, entraCodes, ENTRA_CODES: Object.keys(ENTRA).map(Number) };
+module.exports = { explain, explainCode, entraCodes, ENTRA_CODES: Object.keys(ENTRA).map(Number), OAUTH_CODES: Object.keys(OAUTH) };

@@ -317,7 +317,12 @@ impl Engine {
             if let Some(warning) = &footing.redis_warning {
                 events.push(Level::Warn, || warning.clone());
             }
+            let setup = footing.setup.clone();
             let outcome = engine.exchange_with(footing, &request, &mut events).await;
+            // Whatever call notices that Redis went away or came back tells its logger, once.
+            if let Some(shared) = &setup.shared {
+                shared.report(&mut events);
+            }
             if let Err(err) = &outcome {
                 if !err.throttled {
                     events.push_error(

@@ -476,6 +476,10 @@ pub struct OpenIdEnv {
     pub redis_uri: Option<String>,
     pub use_redis_cluster: Option<String>,
     pub redis_key_prefix: Option<String>,
+    /// The name of the variable that holds the prefix (LibreChat's indirection)…
+    pub redis_key_prefix_var: Option<String>,
+    /// …and that variable's value, read by the facade, which alone sees `process.env`.
+    pub redis_key_prefix_from_var: Option<String>,
     pub redis_username: Option<String>,
     pub redis_password: Option<String>,
     pub redis_ca: Option<String>,
@@ -510,6 +514,8 @@ impl OpenIdEnv {
             "OBO_RESOURCE" => self.obo_resource.clone(),
             "OBO_SUBJECT_TOKEN_TYPE" => self.obo_subject_token_type.clone(),
             "OBO_REQUESTED_TOKEN_TYPE" => self.obo_requested_token_type.clone(),
+            "REDIS_KEY_PREFIX_VAR" => self.redis_key_prefix_var.clone(),
+            named if self.redis_key_prefix_var.as_deref() == Some(named) => self.redis_key_prefix_from_var.clone(),
             _ => None,
         }
     }

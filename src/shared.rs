@@ -30,9 +30,10 @@ use ring::digest::{Context, SHA256};
 use crate::cache::{wall_clock_ms, CacheKey, CachedToken, TokenCache};
 use crate::config::{Config, EndpointSource};
 use crate::error::{ExchangeError, OAuthErrorBody};
+use crate::events::{Events, Level};
 use crate::generations::Generations;
 use crate::outcome::{Outcome, Token};
-use crate::redis_tier::{LockAttempt, LockGuard, RedisTier, Shared, SharedThrottle, SharedToken};
+use crate::redis_tier::{LockAttempt, LockGuard, Notice, RedisTier, Shared, SharedThrottle, SharedToken};
 use crate::throttle::Throttles;
 
 /// Slack added to the longest exchange when sizing how long a waiter waits.
@@ -195,7 +196,7 @@ impl SharedTier {
             match self.tier.try_lock(&shared, self.lease).await {
                 LockAttempt::Acquired(lock) => {
                     // A holder may have stored its token and let go between our read and our lock.
-                    if let Some(token) = self.tier.get(&shared).await {
+                    if let Some(token) = self.tier.get_again(&shared).await {
                         lock.release().await;
                         return Ahead::Served(adopt(key, token, local));
                     }
@@ -214,6 +215,18 @@ impl SharedTier {
             if let Some(token) = self.tier.wait_for(&shared, left).await {
                 return Ahead::Served(adopt(key, token, local));
             }
+        }
+    }
+
+    /// Logs what changed in the tier's availability since the last call that
+    /// asked: a warning when Redis became unavailable, a line when it answers again.
+    pub fn report(&self, events: &mut Events) {
+        for notice in self.tier.take_notices() {
+            let level = match notice {
+                Notice::Opened { .. } => Level::Warn,
+                Notice::Recovered => Level::Info,
+            };
+            events.push(level, || notice.message());
         }
     }
 

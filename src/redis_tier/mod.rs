@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::wall_clock_ms;
 
-pub use breaker::BreakerPolicy;
+pub use breaker::{BreakerPolicy, Notice};
 pub use lock::{LockAttempt, LockGuard};
 pub(crate) use options::encryption_key_from_options;
 pub use options::{ConfigError, RedisOptions, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT};
@@ -102,6 +102,7 @@ pub enum Shared {
 }
 
 /// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
+/// (not `get_again`, the second look of a call already counted)
 /// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
 /// (whatever the call); `lock_waits` counts calls of `wait_for`;
 /// `lock_renewals` counts the leases this process's lock holders renewed.
@@ -175,6 +176,21 @@ enum Peek {
     Unavailable,
 }
 
+/// What went wrong with a Redis operation, in words that hold no address,
+/// user name or password (the client library's own texts may quote them).
+fn failure(err: &redis::RedisError) -> String {
+    let what = if err.is_connection_refusal() {
+        "connection refused"
+    } else if err.is_timeout() {
+        "timed out"
+    } else if err.is_connection_dropped() {
+        "connection dropped"
+    } else {
+        err.category()
+    };
+    what.to_owned()
+}
+
 impl Inner {
     /// Runs one Redis operation within the budget, through the breaker.
     async fn call<T>(&self, operation: impl Future<Output = RedisResult<T>>) -> Option<T> {
@@ -184,12 +200,22 @@ impl Inner {
                 permit.succeeded();
                 Some(value)
             }
-            Ok(Err(_)) | Err(_) => {
-                permit.failed();
+            Ok(Err(err)) => {
+                permit.failed(&failure(&err));
+                bump(&self.counters.errors);
+                None
+            }
+            Err(_) => {
+                permit.failed(&format!("no answer within {} ms (redisTimeoutMs)", self.timeout.as_millis()));
                 bump(&self.counters.errors);
                 None
             }
         }
+    }
+
+    /// What the breaker opened on, when it did, once.
+    fn take_notices(&self) -> Vec<Notice> {
+        self.breaker.take_notices()
     }
 
     fn names(&self, key: &[u8]) -> KeyNames {
@@ -277,6 +303,16 @@ impl RedisTier {
         let name = inner.names(key).token;
         let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
         inner.count(sealed.and_then(|sealed| inner.open_token(&name, &sealed)))
+    }
+
+    /// [`RedisTier::get`] for a call whose [`RedisTier::lookup`] already
+    /// counted its miss (the look again after taking the lock): not counted,
+    /// so that a cold exchange counts one miss.
+    pub async fn get_again(&self, key: &[u8]) -> Option<SharedToken> {
+        let inner = &*self.inner;
+        let name = inner.names(key).token;
+        let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
+        sealed.and_then(|sealed| inner.open_token(&name, &sealed))
     }
 
     /// The token of `key`, else its throttle: what a cold call needs to know
@@ -393,6 +429,12 @@ impl RedisTier {
         let name = inner.names(key).throttle;
         let plaintext = serde_json::to_vec(throttle).expect("a SharedThrottle serialises");
         inner.set_expiring(&name, &plaintext, throttle.until_ms).await;
+    }
+
+    /// What the operator should hear of since the last time asked: the breaker
+    /// opening, Redis answering again. One notice per change, never per call.
+    pub fn take_notices(&self) -> Vec<Notice> {
+        self.inner.take_notices()
     }
 
     /// False while the breaker keeps calls away from Redis.

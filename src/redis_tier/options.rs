@@ -166,8 +166,8 @@ impl RedisOptions {
     }
 
     /// From LibreChat's environment (`USE_REDIS`, `REDIS_URI`, `USE_REDIS_CLUSTER`,
-    /// `REDIS_KEY_PREFIX`, `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_CA`,
-    /// `CREDS_KEY`). The environment cannot throw at anyone: an unusable setting
+    /// `REDIS_KEY_PREFIX` or `REDIS_KEY_PREFIX_VAR`, `REDIS_USERNAME`,
+    /// `REDIS_PASSWORD`, `REDIS_CA`, `CREDS_KEY`). The environment cannot throw at anyone: an unusable setting
     /// gives no tier and a warning to log once.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> (Option<RedisOptions>, Option<String>) {
         if !is_enabled(var("USE_REDIS")) {
@@ -186,10 +186,21 @@ impl RedisOptions {
             },
         };
         let non_blank = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        // As LibreChat's cacheConfig: REDIS_KEY_PREFIX_VAR names the variable
+        // that holds the prefix (a deployment id); both set is refused.
+        let key_prefix =
+            match (non_blank("REDIS_KEY_PREFIX_VAR"), non_blank("REDIS_KEY_PREFIX")) {
+                (Some(_), Some(_)) => return warn(
+                    "both REDIS_KEY_PREFIX_VAR and REDIS_KEY_PREFIX are set, and LibreChat refuses to start with both"
+                        .into(),
+                ),
+                (Some(name), None) => non_blank(&name).unwrap_or_default(),
+                (None, prefix) => prefix.unwrap_or_default(),
+            };
         let settings = Settings {
             uri_text,
             cluster: is_enabled(var("USE_REDIS_CLUSTER")),
-            key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_default(),
+            key_prefix,
             username: non_blank("REDIS_USERNAME"),
             password: non_blank("REDIS_PASSWORD"),
             ca_path: non_blank("REDIS_CA"),
@@ -449,6 +460,23 @@ mod tests {
             None
         );
         assert!(RedisOptions::from_env(env(&[("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)])).1.is_none());
+    }
+
+    #[test]
+    fn redis_key_prefix_var_names_the_variable_that_holds_the_prefix_as_in_librechat() {
+        let base = [("USE_REDIS", "true"), ("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let pairs: &'static [(&str, &str)] = Box::leak([&base[..], extra].concat().into_boxed_slice());
+            RedisOptions::from_env(env(pairs))
+        };
+        let (o, warning) = with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID"), ("DEPLOYMENT_ID", "prod-eu-7")]);
+        assert_eq!((o.unwrap().key_prefix.as_str(), warning), ("prod-eu-7", None));
+        // A variable that is unset or empty: no prefix, as LibreChat.
+        assert_eq!(with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID")]).0.unwrap().key_prefix, "");
+        assert_eq!(with(&[("REDIS_KEY_PREFIX", "lc:")]).0.unwrap().key_prefix, "lc:");
+        let (o, warning) = with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID"), ("REDIS_KEY_PREFIX", "lc:")]);
+        assert!(o.is_none());
+        assert!(warning.unwrap().contains("both REDIS_KEY_PREFIX_VAR and REDIS_KEY_PREFIX are set"));
     }
 
     #[test]
