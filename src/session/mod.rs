@@ -240,7 +240,15 @@ pub struct Sessions {
     skew: Duration,
     locks: Arc<LocalLocks>,
     counters: Arc<SessionCounters>,
+    /// Renewed sessions the store would not take (it failed right after the
+    /// provider rotated the refresh token): this process keeps renewing from
+    /// them, never from the spent token in the store, and writes them again
+    /// whenever it holds the session's lock, until the store takes them.
+    unsaved: Mutex<HashMap<SessionId, SessionRecord>>,
 }
+
+/// Writes of a renewed session tried before it is kept in the process instead.
+const SAVE_ATTEMPTS: u32 = 3;
 
 impl Sessions {
     pub fn new(
@@ -251,7 +259,7 @@ impl Sessions {
         skew: Duration,
         counters: Arc<SessionCounters>,
     ) -> Sessions {
-        Sessions { storage, remote_lock, client, ttl, skew, locks: Arc::default(), counters }
+        Sessions { storage, remote_lock, client, ttl, skew, locks: Arc::default(), counters, unsaved: Mutex::default() }
     }
 
     pub fn id(&self, session_key: &str) -> SessionId {
@@ -297,6 +305,9 @@ impl Sessions {
         record.keep(token, now_ms);
         let hold = self.hold(&id).await.inspect_err(|_| bump(&self.counters.failures))?;
         let saved = self.storage.save(&id, &record).await;
+        if saved.is_ok() {
+            self.unsaved.lock().remove(&id);
+        }
         hold.release().await;
         saved.map_err(|why| {
             bump(&self.counters.failures);
@@ -333,7 +344,7 @@ impl Sessions {
         let id = self.id(session_key);
         let asked_at_ms = wall_clock_ms();
         if !force {
-            let record = self.storage.load(&id).await.map_err(unavailable)?.ok_or_else(not_found)?;
+            let record = self.load(&id).await.map_err(unavailable)?.ok_or_else(not_found)?;
             let now_ms = wall_clock_ms();
             if let Some(token) = record.token_for(scopes, now_ms, None) {
                 events.push(Level::Debug, || format!("Using OBO session token for user: {}", record.subject));
@@ -356,7 +367,8 @@ impl Sessions {
         after_ms: Option<u64>,
         events: &mut Events,
     ) -> Result<SessionToken, Arc<ExchangeError>> {
-        let mut record = self.storage.load(id).await.map_err(unavailable)?.ok_or_else(not_found)?;
+        self.flush(id).await;
+        let mut record = self.load(id).await.map_err(unavailable)?.ok_or_else(not_found)?;
         let now_ms = wall_clock_ms();
         if let Some(token) = record.token_for(scopes, now_ms, after_ms) {
             events.push(Level::Debug, || {
@@ -374,11 +386,20 @@ impl Sessions {
                 record.renewed(granted.refresh_token, token, now_ms, self.ttl);
                 bump(&self.counters.renewals);
                 // The old refresh token may be spent: the new one must be kept before anyone else renews.
-                self.storage.save(id, &record).await.map_err(unavailable)?;
+                if let Err(why) = self.save_renewed(id, &record).await {
+                    events.push(Level::Warn, || {
+                        format!(
+                            "Renewed OBO session of user: {subject} could not be stored ({}); this process keeps it until the store answers",
+                            why.0
+                        )
+                    });
+                    self.unsaved.lock().insert(*id, record);
+                }
                 events.push(Level::Debug, || format!("Renewed OBO session for user: {subject}"));
                 Ok(served)
             }
             Err(err) if is_invalid_grant(&err) => {
+                self.unsaved.lock().remove(id);
                 let removed = self.storage.remove(id).await;
                 let err = Arc::new(expired(err));
                 events.push_error(
@@ -405,9 +426,49 @@ impl Sessions {
     pub async fn end(&self, session_key: &str) -> Result<bool, Arc<ExchangeError>> {
         let id = self.id(session_key);
         let hold = self.hold(&id).await?;
+        let kept = self.unsaved.lock().remove(&id).is_some();
         let removed = self.storage.remove(&id).await;
         hold.release().await;
-        removed.map_err(unavailable)
+        removed.map(|existed| existed || kept).map_err(unavailable)
+    }
+
+    /// The session as this process knows it best: a renewal the store would
+    /// not take, else the store's.
+    async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreUnavailable> {
+        let unsaved = self.unsaved.lock().get(id).cloned();
+        match unsaved {
+            Some(record) => Ok(Some(record)),
+            None => self.storage.load(id).await,
+        }
+    }
+
+    /// Under the session's lock: a renewal the store would not take, written again.
+    async fn flush(&self, id: &SessionId) {
+        let unsaved = self.unsaved.lock().get(id).cloned();
+        if let Some(record) = unsaved {
+            if self.storage.save(id, &record).await.is_ok() {
+                self.unsaved.lock().remove(id);
+            }
+        }
+    }
+
+    /// Writes a renewed session, a few times: until it is written, the store
+    /// holds a refresh token the provider may already have spent.
+    async fn save_renewed(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreUnavailable> {
+        let mut attempt = 1;
+        loop {
+            match self.storage.save(id, record).await {
+                Ok(()) => {
+                    self.unsaved.lock().remove(id);
+                    return Ok(());
+                }
+                Err(why) if attempt >= SAVE_ATTEMPTS => return Err(why),
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 }
 

@@ -148,6 +148,8 @@ pub(crate) mod tests {
     pub(crate) struct MemoryStore {
         pub values: Mutex<HashMap<String, (String, u64)>>,
         pub failing: std::sync::atomic::AtomicBool,
+        /// Only `set` fails.
+        pub failing_writes: std::sync::atomic::AtomicBool,
     }
 
     impl MemoryStore {
@@ -169,6 +171,9 @@ pub(crate) mod tests {
             self.answer(value)
         }
         fn set(&self, id: String, value: String, ttl_ms: u64) -> HostFuture<()> {
+            if self.failing_writes.load(std::sync::atomic::Ordering::SeqCst) {
+                return Box::pin(async { Err("disk full".to_owned()) });
+            }
             if !self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 self.values.lock().insert(id, (value, ttl_ms));
             }

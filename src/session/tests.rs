@@ -254,3 +254,30 @@ async fn a_session_in_a_host_store_survives_a_restart_of_the_client_and_belongs_
     let err = acquire(&restarted, &provider, "k", "s", false).await.unwrap_err();
     assert!(err.retryable && err.message.contains("database offline"), "{}", err.message);
 }
+
+#[tokio::test]
+async fn a_renewal_the_store_would_not_take_is_kept_in_process_and_the_spent_token_never_presented() {
+    let memory = Arc::new(MemoryStore::default());
+    let store = HostStore::new(Arc::new(memory.clone()), &[9; 32], Duration::from_secs(5));
+    let sessions = Sessions::new(
+        Storage::Host(Box::new(store)),
+        None,
+        b"client".to_vec(),
+        DEFAULT_SESSION_TTL,
+        SKEW,
+        Arc::default(),
+    );
+    let provider = Provider::rotating();
+    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    memory.failing_writes.store(true, Ordering::SeqCst);
+    // The provider rotated rt-0 into rt-1; the store keeps rt-0, which is spent.
+    let renewed = acquire(&sessions, &provider, "k", "s", true).await.unwrap();
+    assert_eq!(renewed.access_token, "at-1-s");
+    assert_eq!(sessions.storage.load(&sessions.id("k")).await.unwrap().unwrap().refresh_token, "rt-0");
+    memory.failing_writes.store(false, Ordering::SeqCst);
+    let again = acquire(&sessions, &provider, "k", "s", true).await.unwrap();
+    assert_eq!(again.access_token, "at-2-s");
+    assert!(!provider.revoked.load(Ordering::SeqCst), "rt-0 was presented again");
+    assert_eq!(sessions.storage.load(&sessions.id("k")).await.unwrap().unwrap().refresh_token, "rt-2");
+    assert!(sessions.unsaved.lock().is_empty());
+}
