@@ -54,7 +54,7 @@ mod tests {
 
     fn tier(uri: &str) -> RedisTier {
         let options = RedisOptions::from_options(&Options(
-            json!({ "redisUri": uri, "cacheEncryptionKey": KEY_HEX, "redisKeyPrefix": "lc:", "redisTimeoutMs": 300 })
+            json!({ "redisUri": uri, "cacheEncryptionKey": KEY_HEX, "redisKeyPrefix": "lc:", "redisTimeoutMs": 2000 })
                 .as_object()
                 .unwrap(),
         ))
