@@ -70,6 +70,79 @@ export interface AcquireOboTokenOptions {
    * exchanges under way, and the token is cached like any other.
    */
   claims?: string | null
+  /** Token exchange: this call's audiences, in place of the configured ones (and a key of their own). */
+  audience?: string | readonly string[] | null
+  /** Token exchange: this call's resources, in place of the configured ones (and a key of their own). */
+  resource?: string | readonly string[] | null
+  /**
+   * Walks away from the call: once aborted, the call rejects with
+   * `signal.reason` (an `AbortError` `DOMException` for `controller.abort()`),
+   * at once and without a request when it was aborted before the call. An
+   * exchange under way goes on for its other callers and still fills the cache.
+   */
+  signal?: OboAbortSignal | null
+}
+
+/** The options of `beginOboSession`. */
+export interface BeginOboSessionOptions {
+  /** The signed-in user's access token, exchanged once (with `offline_access`) to begin the session. */
+  assertion: string
+  /** A string, or an array joined with spaces. `offline_access` is added when absent. */
+  scopes: string | readonly string[]
+  /** Who the session is for; without `user` and `identityContext`, the assertion's own `tid`, `iss` and `oid` (else `sub`). */
+  user?: OboUser | null
+  identityContext?: OboIdentityContext | null
+  /**
+   * The host's own key (a schedule or job id), used as given; beginning again
+   * under the same key replaces that session. Default: 32 random bytes, base64url.
+   * Keep it like a secret: whoever has it can act for the user.
+   */
+  sessionKey?: string | null
+  /** `grantType: 'token-exchange'`: this exchange's `audience` values, in place of the configured ones. */
+  audience?: string | readonly string[] | null
+  /** `grantType: 'token-exchange'`: this exchange's `resource` values (absolute URIs), in place of the configured ones. */
+  resource?: string | readonly string[] | null
+  /** Walks away from the call, as in `acquireOboToken`. */
+  signal?: OboAbortSignal | null
+}
+
+/** A session just begun: its key (store it with the job) and its first token. The refresh token is never returned. */
+export interface OboSessionBegun extends OboTokenWithExpiry {
+  sessionKey: string
+}
+
+/** The options of `acquireSessionToken`. */
+export interface AcquireSessionTokenOptions {
+  sessionKey: string
+  /** A string, or an array joined with spaces. */
+  scopes: string | readonly string[]
+  /**
+   * Renew even though the session holds a fresh token for these scopes
+   * (unless a renewal that ended after this call was made can serve it).
+   */
+  forceRefresh?: boolean
+  /** Walks away from the call; a renewal under way goes on and serves its other callers. */
+  signal?: OboAbortSignal | null
+}
+
+/**
+ * A host's own store of sessions (Mongo, Postgres…). `id` and `value` are
+ * opaque strings: the value is sealed (AES-256-GCM under `cacheEncryptionKey`)
+ * and bound to its id, and neither holds the session key or the refresh token.
+ * Keep `value` under `id` for `ttlMs`; `get` resolves to `null`/`undefined` when there is none.
+ */
+export interface OboSessionStore {
+  get(id: string): Promise<string | null | undefined>
+  set(id: string, value: string, ttlMs: number): Promise<unknown>
+  delete(id: string): Promise<unknown>
+}
+
+/** What `signal` needs of an `AbortSignal`: the DOM's and Node.js's fit, without either's type library. */
+export interface OboAbortSignal {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
 }
 
 /** Any object with these methods: winston, pino, console. */
@@ -80,8 +153,8 @@ export interface Logger {
   error(message: string, ...meta: unknown[]): unknown
 }
 
-/** `null`/`undefined` fields mean the default. */
-export interface ConfigureOptions {
+/** The options of every grant; `null`/`undefined` fields mean the default. */
+export interface OboBaseOptions {
   /** OpenID discovery from `{issuer}/.well-known/openid-configuration`. */
   issuer?: string | null
   /** The token endpoint, without discovery (takes precedence over `issuer`). */
@@ -142,11 +215,57 @@ export interface ConfigureOptions {
   redisCa?: string | null
   /** The budget of one Redis operation. Default 200. */
   redisTimeoutMs?: number | null
-  /** 64 hex characters: Redis key names and values are protected by keys derived from it. */
+  /**
+   * 64 hex characters: Redis key names and values, and the sessions in a
+   * `sessionStore`, are protected by keys derived from it.
+   */
   cacheEncryptionKey?: string | null
+  /**
+   * Where long-running sessions live: without it, in this process (every
+   * thread; lost on restart), or in Redis with `redisUri`. Requires
+   * `cacheEncryptionKey`. Without Redis, renewals are one at a time per
+   * process only.
+   */
+  sessionStore?: OboSessionStore | null
+  /** How long a session lives after its last renewal. Default 90 days (7776000000). */
+  sessionTtlMs?: number | null
 }
 
-/** Counters since the package was loaded, for the whole process. */
+/** What an `actorToken` function is told, and returns: like a `clientAssertion` function. */
+export type ActorTokenProvider = (request: ClientAssertionRequest) => string | PromiseLike<string>
+
+/** Entra ID's On-Behalf-Of: the jwt-bearer grant (the default). */
+export interface JwtBearerOptions extends OboBaseOptions {
+  grantType?: 'jwt-bearer' | null
+  audience?: never
+  resource?: never
+  subjectTokenType?: never
+  requestedTokenType?: never
+  actorToken?: never
+  actorTokenType?: never
+}
+
+/** OAuth 2.0 Token Exchange (RFC 8693): Keycloak, Okta, Auth0, Ping, ZITADEL. See docs/token-exchange.md. */
+export interface TokenExchangeOptions extends OboBaseOptions {
+  grantType: 'token-exchange'
+  /** Sent as `audience`, one parameter per value (Okta requires it; Keycloak: the target client's id). */
+  audience?: string | readonly string[] | null
+  /** Sent as `resource`, one parameter per value: absolute URIs without a fragment (RFC 8707). */
+  resource?: string | readonly string[] | null
+  /** Default `urn:ietf:params:oauth:token-type:access_token` (Auth0: the type of its Custom Token Exchange Profile). */
+  subjectTokenType?: string | null
+  /** Default `urn:ietf:params:oauth:token-type:access_token`; a token of another type is refused (`code: 'ETOKENTYPE'`). */
+  requestedTokenType?: string | null
+  /** Sent as `actor_token`: a string, or a function (sync or async) asked before each request. */
+  actorToken?: string | ActorTokenProvider | null
+  /** Default `urn:ietf:params:oauth:token-type:access_token`; only with `actorToken`. */
+  actorTokenType?: string | null
+}
+
+/** The options of `configure()`, by grant. */
+export type ConfigureOptions = JwtBearerOptions | TokenExchangeOptions
+
+/** Counters since the package was loaded (a client's: since it was created), for the whole process. */
 export interface OboStats {
   cacheHits: number
   cacheMisses: number
@@ -163,8 +282,14 @@ export interface OboStats {
   redisMisses: number
   /** Redis operations that failed or timed out. */
   redisErrors: number
-  /** Waits for another instance's exchange of the same key. */
+  /** Waits for another instance's exchange (or session renewal) of the same key. */
   lockWaits: number
+  /** Long-running sessions held in this process (0 when they live in Redis or a `sessionStore`). */
+  sessions: number
+  /** Refresh tokens redeemed for sessions. */
+  sessionRenewals: number
+  /** Session calls (begin or acquire) that failed. */
+  sessionFailures: number
 }
 
 /**
@@ -178,7 +303,10 @@ export interface OboError extends Error {
   status?: number
   /**
    * `ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `ENOTFOUND`, `EAI_AGAIN`, `CERT_UNTRUSTED`,
-   * `ECLIENTASSERTION` (no client assertion could be had: no request was sent), or the OAuth `error`.
+   * `ECLIENTASSERTION` (no client assertion could be had: no request was sent),
+   * `EACTORTOKEN` (the `actorToken` function gave none: no request was sent),
+   * `ETOKENTYPE` (token exchange: the provider issued another type of token than the one requested),
+   * `ERR_OBO_CLIENT_CLOSED` (the client was closed), or the OAuth `error`.
    */
   code?: string
   error?: string
@@ -194,6 +322,19 @@ export interface OboError extends Error {
   retryAfter?: number
   /** Refused from a remembered throttle, without a request. */
   throttled?: boolean
+}
+
+/**
+ * A rejected session call (`beginOboSession`, `acquireSessionToken`,
+ * `endOboSession`). Besides the exchange's reasons: `'session_expired'` (the
+ * refresh token was refused, `invalid_grant`: the session is ended and the
+ * user must sign in again), `'session_not_found'` (never begun, ended or
+ * lapsed; no request was sent) and `'no_refresh_token'` (the provider issued
+ * none: allow `offline_access`). A store that cannot be reached (Redis, a
+ * `sessionStore`) is `'exchange_failed'` with `retryable: true`, never a missing session.
+ */
+export interface OboSessionError extends Omit<OboError, 'oboFailureReason'> {
+  oboFailureReason: OboError['oboFailureReason'] | 'session_expired' | 'session_not_found' | 'no_refresh_token'
 }
 
 /**
@@ -251,6 +392,61 @@ export declare function stats(): OboStats
 
 /** The token endpoint in use: configured, or discovered from the issuer by an exchange; `null` before discovery. */
 export declare function tokenEndpoint(): string | null
+
+/**
+ * Begins a long-running On-Behalf-Of session, in the request that has the
+ * user: exchanges `assertion` as `acquireOboToken` does with `offline_access`
+ * and keeps the refresh token. Store `sessionKey` with the job.
+ */
+export declare function beginOboSession(options: BeginOboSessionOptions): Promise<OboSessionBegun>
+
+/**
+ * A token from a session, in the job, without the user: the session's own
+ * while fresh, else one renewal with its refresh token (rotation-safe: one
+ * redemption at a time per session, across scopes, threads and, with Redis,
+ * instances).
+ */
+export declare function acquireSessionToken(options: AcquireSessionTokenOptions): Promise<OboTokenWithExpiry>
+
+/** Ends a session wherever it is stored; resolves to whether it existed. */
+export declare function endOboSession(sessionKey: string): Promise<boolean>
+
+/** The options of `createOboClient`: those of `configure()`. */
+export type OboClientOptions = ConfigureOptions
+
+/**
+ * An independent client: its own configuration, cache, exchanges under way,
+ * throttles, counters and Redis namespace. The functions are those of the
+ * module, for this client.
+ */
+export interface OboClient {
+  exchangeOboToken: typeof exchangeOboToken
+  getGraphApiToken: typeof getGraphApiToken
+  acquireOboToken: typeof acquireOboToken
+  /** Sessions belong to the client that began them. */
+  beginOboSession: typeof beginOboSession
+  acquireSessionToken: typeof acquireSessionToken
+  endOboSession: typeof endOboSession
+  /** Forgets this client's cached tokens and throttles (every thread); sessions stay. */
+  clearCache(): void
+  /** This client's counters since it was created. */
+  stats(): OboStats
+  tokenEndpoint(): string | null
+  /**
+   * Releases the client: its cache and configuration at once, its
+   * connections once its exchanges under way have answered (they still do).
+   * Every later call rejects with an `Error` whose `code` is
+   * `'ERR_OBO_CLIENT_CLOSED'`. Resolves when those exchanges have answered.
+   */
+  close(): Promise<void>
+}
+
+/**
+ * A new independent client. Without options it reads LibreChat's environment
+ * variables, as the module does. Invalid options throw a `TypeError` naming
+ * the option (`err.option`), as `configure()` does.
+ */
+export declare function createOboClient(options?: OboClientOptions | null): OboClient
 
 /** Helpers for tests of code that uses this package (LibreChat's own among them). */
 export declare const __internals: {

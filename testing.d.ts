@@ -19,6 +19,32 @@ export declare const GRANT_TYPE: 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 /** `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, the `client_assertion_type` of `private_key_jwt`. */
 export declare const CLIENT_ASSERTION_TYPE: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
 
+/** `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693), answered with `tokenExchange`. */
+export declare const TOKEN_EXCHANGE_GRANT_TYPE: 'urn:ietf:params:oauth:grant-type:token-exchange'
+
+/** `urn:ietf:params:oauth:token-type:access_token` */
+export declare const ACCESS_TOKEN_TYPE: 'urn:ietf:params:oauth:token-type:access_token'
+
+/**
+ * The token exchange grant as the provider offers it; every RFC 8693
+ * parameter of a request is checked (a failed check is an `invalid_request`
+ * or `invalid_target`, as Keycloak, Okta and Auth0 answer).
+ */
+export interface MockTokenExchange {
+  /** The audiences the provider knows; another is an `invalid_target`. Default: any. */
+  audiences?: readonly string[]
+  /** The resources the provider knows; another is an `invalid_target`. Default: any absolute URI. */
+  resources?: readonly string[]
+  /** Default: the access token and JWT types. */
+  subjectTokenTypes?: readonly string[]
+  /** A request without `audience` is an `invalid_request` (Okta). Default false. */
+  requireAudience?: boolean
+  /** Answer with this `issued_token_type` instead of the requested type (a misbehaving provider). */
+  issuedTokenType?: string
+  /** Answer with this `token_type` instead of `Bearer` (access tokens) or `N_A` (other types). */
+  tokenType?: string
+}
+
 /** An OAuth 2.0 error body, as Entra ID sends it. */
 export interface MockErrorBody {
   error: string
@@ -39,8 +65,11 @@ export interface MockErrorBody {
 export interface MockFault {
   /** HTTP status of the answer (200 when only `body` is given). */
   status?: number
-  /** The answer's body: an object is sent as JSON, a string as is. */
-  body?: MockErrorBody | Record<string, unknown> | string
+  /**
+   * The answer's body: an object is sent as JSON, a string as is; a function
+   * of the request received answers with what it returns (to echo what was sent).
+   */
+  body?: MockErrorBody | Record<string, unknown> | string | ((request: MockRequest) => MockErrorBody | Record<string, unknown> | string)
   /** Extra response headers. */
   headers?: Record<string, string>
   /** Sent as the `Retry-After` header (seconds, or an HTTP date). */
@@ -74,6 +103,10 @@ export interface MockRequest {
   clientAuthentication?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
   /** Token requests with a client assertion that is a readable JWT: its decoded header and payload. */
   clientAssertion?: { header: Record<string, unknown>; payload: Record<string, unknown> }
+  /** Token exchange requests: each `audience` parameter, in order. */
+  audiences?: string[]
+  /** Token exchange requests: each `resource` parameter, in order. */
+  resources?: string[]
 }
 
 /** A custom answer to a token request (see `respond`). */
@@ -84,6 +117,8 @@ export interface MockAnswer {
 }
 
 export interface MockIdpOptions {
+  /** Also answer the token exchange grant (RFC 8693); without it, `unsupported_grant_type`, as Entra ID answers. */
+  tokenExchange?: boolean | MockTokenExchange
   /** Default `'127.0.0.1'`. */
   host?: string
   /** Default 0: a free port. */
@@ -130,6 +165,23 @@ export interface MockIdpOptions {
   tls?: { key: string | Uint8Array; cert: string | Uint8Array; [option: string]: unknown }
   /** Keep every request in `requests` (default); false only counts them (long runs). */
   record?: boolean
+  /**
+   * Refresh tokens for On-Behalf-Of requests that ask for `offline_access`,
+   * redeemed with the `refresh_token` grant. By default every redemption
+   * rotates the token and presenting a rotated token again revokes the whole
+   * grant (as Okta, Auth0 and Keycloak do); `false` issues none.
+   */
+  refreshTokens?: { rotate?: boolean; reuseDetection?: boolean } | false
+}
+
+/** A refresh-token grant of the mock provider (one per exchange that asked for `offline_access`). */
+export interface MockRefreshGrant {
+  id: number
+  /** Successful redemptions. */
+  redemptions: number
+  revoked: boolean
+  /** A rotated refresh token was presented again, and the grant was revoked for it. */
+  reuseDetected: boolean
 }
 
 export interface MockIdp {
@@ -159,6 +211,12 @@ export interface MockIdp {
   }
   /** The token minted for this assertion and scope (the last one), or what would be minted now. */
   expectedToken(assertion: string, scope: string): string
+  /** Token exchange: the token minted for this subject token, scope, audiences and resources. */
+  expectedExchangeToken(
+    subjectToken: string,
+    scope: string,
+    target?: { audience?: string | readonly string[]; resource?: string | readonly string[] },
+  ): string
   /** Queues answers for the next token requests, in order. */
   enqueue(...faults: MockFault[]): MockIdp
   /** Lets every held request go on; returns how many were held. */
@@ -173,6 +231,12 @@ export interface MockIdp {
   discoveryRequests(): MockRequest[]
   setExpiresIn(value: number | string | null | undefined): void
   setResponder(respond: MockIdpOptions['respond']): void
+  /** The refresh-token grants issued, oldest first (copies). */
+  refreshGrants(): MockRefreshGrant[]
+  /** Revokes every refresh-token grant: their next redemption answers `invalid_grant`. */
+  revokeRefreshTokens(): void
+  /** Issue refresh tokens for `offline_access` (the default) or not. */
+  setRefreshTokens(enabled: boolean): void
   /** Forgets requests and queued answers, releases held requests, restores the options. */
   reset(): void
   /** Releases held requests, closes connections and stops the server. */

@@ -6,7 +6,9 @@
  * (status and body, delay, hold, connection reset, Retry-After, hang). Given
  * a `clientCertificate`, it verifies `private_key_jwt` client assertions the
  * way Entra ID does; with `multiTenant` it also serves `/common`,
- * `/organizations` and any tenant id, for home-tenant routing.
+ * `/organizations` and any tenant id, for home-tenant routing. With
+ * `tokenExchange` it also answers the OAuth 2.0 Token Exchange grant (RFC
+ * 8693) the way Keycloak, Okta and Auth0 do, checking every parameter.
  *
  *   const { startMockIdp } = require('obo-native/testing');
  *   const idp = await startMockIdp();
@@ -20,6 +22,8 @@ const https = require('node:https');
 const crypto = require('node:crypto');
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TOKEN_EXCHANGE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** The longest life the package promises its client assertions (and this provider enforces). */
 const MAX_ASSERTION_LIFETIME = 600;
@@ -211,6 +215,70 @@ function tryCertificate(base64Der) {
 }
 
 /**
+ * Refresh tokens of the mock provider, one grant per On-Behalf-Of exchange
+ * that asked for `offline_access`. Rotation and reuse detection are on by
+ * default: the most demanding providers behave so, and a client that redeems
+ * one refresh token twice (two instances renewing at once) loses the grant.
+ */
+function refreshTokenGrants(settings = {}) {
+  const initial = settings === false ? { enabled: false } : { enabled: true, rotate: true, reuseDetection: true, ...settings };
+  let enabled = initial.enabled;
+  /** refresh token → { grant, spent } */
+  const tokens = new Map();
+  const grants = [];
+  const newToken = (grant) => {
+    const token = `mock-rt.${crypto.randomBytes(24).toString('base64url')}`;
+    tokens.set(token, { grant, spent: false });
+    return token;
+  };
+  const refused = (code, description) => entraError(400, 'invalid_grant', code, description);
+  return {
+    /** A refresh token for a new grant, when `scope` asks for one. */
+    issue(scope) {
+      if (!enabled || !String(scope).split(' ').includes('offline_access')) return undefined;
+      const grant = { id: grants.length + 1, redemptions: 0, revoked: false, reuseDetected: false };
+      grants.push(grant);
+      return newToken(grant);
+    },
+    /** The answer to a `refresh_token` grant request (client authentication already checked). */
+    redeem(form, mint) {
+      if (!form.refresh_token || !form.scope) {
+        return entraError(400, 'invalid_request', 900144, "The request body must contain the following parameter: 'refresh_token' and 'scope'.");
+      }
+      const known = tokens.get(form.refresh_token);
+      if (known === undefined) return refused(9002313, 'Invalid request. The refresh token is not known. (mock)');
+      const { grant } = known;
+      if (grant.revoked) return refused(700082, 'The refresh token has expired or was revoked. (mock: the grant is revoked)');
+      if (known.spent) {
+        if (initial.reuseDetection) {
+          grant.revoked = true;
+          grant.reuseDetected = true;
+          return refused(700082, 'The refresh token was already used; the grant is revoked. (mock: reuse detection)');
+        }
+      } else if (initial.rotate) {
+        known.spent = true;
+      }
+      grant.redemptions += 1;
+      const body = { token_type: 'Bearer', scope: form.scope, access_token: mint(form.scope, `${grant.id}.${grant.redemptions}`), expires_in: 3600 };
+      if (initial.rotate) body.refresh_token = newToken(grant);
+      return { status: 200, body };
+    },
+    grants: () => grants.map((grant) => ({ ...grant })),
+    revokeAll() {
+      for (const grant of grants) grant.revoked = true;
+    },
+    setEnabled(value) {
+      enabled = Boolean(value);
+    },
+    reset() {
+      tokens.clear();
+      grants.length = 0;
+      enabled = initial.enabled;
+    },
+  };
+}
+
+/**
  * Starts the provider on loopback.
  * @param {object} [options]
  * @param {string} [options.host='127.0.0.1']
@@ -230,6 +298,10 @@ function tryCertificate(base64Der) {
  * @param {(req: object) => object|undefined} [options.respond] an answer for a token request, or undefined for the default.
  * @param {{key: string|Buffer, cert: string|Buffer}} [options.tls] serve https with this key and certificate.
  * @param {boolean} [options.record=true] keep every request in `requests`; false only counts them (long runs).
+ * @param {{rotate?: boolean, reuseDetection?: boolean}|false} [options.refreshTokens] refresh tokens for On-Behalf-Of
+ *   requests that ask for `offline_access`, redeemed with the `refresh_token` grant. By default each redemption rotates
+ *   the token, and presenting a rotated token again revokes the whole grant (as Okta, Auth0 and Keycloak do);
+ *   `false` issues none.
  */
 async function startMockIdp(options = {}) {
   const {
@@ -247,6 +319,7 @@ async function startMockIdp(options = {}) {
     .map(registered);
   const certificateIssuer = options.clientCertificateIssuer ? pemCertificates(options.clientCertificateIssuer)[0] : null;
   const checksAssertions = certificates.length > 0 || certificateIssuer !== null || typeof options.acceptClientAssertion === 'function';
+  const tokenExchange = tokenExchangeSettings(options.tokenExchange);
   const state = {
     expiresIn: 'expiresIn' in options ? options.expiresIn : 3600,
     respond: options.respond,
@@ -259,6 +332,7 @@ async function startMockIdp(options = {}) {
   const record = options.record !== false;
   /** The last token minted per (assertion, scope): `expectedToken` answers with it. */
   const minted = new Map();
+  const refresh = refreshTokenGrants(options.refreshTokens);
   let tokenRequestCount = 0;
 
   const handler = async (req, res) => {
@@ -308,12 +382,28 @@ async function startMockIdp(options = {}) {
       if (fault.status || fault.body !== undefined) {
         const headers = { ...(fault.headers || {}) };
         if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
-        return send(fault.status || 200, fault.body === undefined ? '' : fault.body, headers);
+        const body = typeof fault.body === 'function' ? fault.body(entry) : fault.body;
+        return send(fault.status || 200, body === undefined ? '' : body, headers);
       }
     }
 
     const auth = checkClient(req.headers, form, entry);
     if (auth) return send(auth.status, auth.body, auth.headers);
+    if (form.grant_type === 'refresh_token') {
+      const answer = refresh.redeem(form, (scope, n) => mintToken(`refresh:${n}`, scope, { lifetime: Number(state.expiresIn) || 3600, tenant }));
+      if (answer.status === 200 && state.expiresIn !== undefined) answer.body.expires_in = state.expiresIn;
+      return send(answer.status, answer.body);
+    }
+    if (form.grant_type === TOKEN_EXCHANGE_GRANT_TYPE && tokenExchange !== null) {
+      const answer = answerTokenExchange(tokenExchange, new URLSearchParams(body), entry, state, (subject, scope, target) => {
+        const token = mintExchanged(subject, scope, target);
+        if (record) minted.set(exchangeKey(subject, scope, target), token);
+        return token;
+      });
+      const refreshToken = answer.status === 200 && answer.body && typeof answer.body === 'object' ? refresh.issue(form.scope) : undefined;
+      if (refreshToken !== undefined) answer.body.refresh_token = refreshToken;
+      return send(answer.status, answer.body, answer.headers);
+    }
     if (form.grant_type !== GRANT_TYPE) {
       return send(400, { error: 'unsupported_grant_type', error_description: 'AADSTS70003: unsupported grant type' });
     }
@@ -332,6 +422,8 @@ async function startMockIdp(options = {}) {
       access_token: accessToken,
       ext_expires_in: 3600,
     };
+    const refreshToken = refresh.issue(form.scope);
+    if (refreshToken !== undefined) answer.refresh_token = refreshToken;
     if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
     return send(200, answer);
   };
@@ -416,6 +508,10 @@ async function startMockIdp(options = {}) {
 
   const mint = (assertion, scope) =>
     mintToken(assertion, scope, { lifetime: Number(state.expiresIn) || 3600, tenant });
+  /** A token exchange's token tells its subject token, scope, audiences and resources apart. */
+  const exchangeKey = (subject, scope, { audience = [], resource = [] } = {}) =>
+    `${subject}\n${scope}\naudience=${[audience].flat().join(' ')}\nresource=${[resource].flat().join(' ')}`;
+  const mintExchanged = (subject, scope, target) => mint(subject, exchangeKey('', scope, target));
 
   const idp = {
     origin,
@@ -436,13 +532,17 @@ async function startMockIdp(options = {}) {
       authorization_endpoint: `${origin}/${tenant}/oauth2/v2.0/authorize`,
       jwks_uri: `${origin}/${tenant}/discovery/v2.0/keys`,
       token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic', 'private_key_jwt'],
-      grant_types_supported: ['authorization_code', 'refresh_token', GRANT_TYPE],
+      grant_types_supported: ['authorization_code', 'refresh_token', GRANT_TYPE, ...(tokenExchange ? [TOKEN_EXCHANGE_GRANT_TYPE] : [])],
     }),
     /** The token minted for this assertion and scope (the last one), or what would be minted now. */
     expectedToken: (assertion, scope) => minted.get(`${assertion}\n${scope}`) ?? mint(assertion, scope),
+    /** Token exchange: the token minted for this subject token, scope, audiences and resources. */
+    expectedExchangeToken: (subjectToken, scope, target = {}) =>
+      minted.get(exchangeKey(subjectToken, scope, target)) ?? mintExchanged(subjectToken, scope, target),
     /**
      * Queues answers for the next token requests, in order. Each is
-     * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }`;
+     * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }` (`body` may be a
+     * function of the recorded request, to echo what it received);
      * a fault with only `delayMs` or `hold` delays the normal answer.
      */
     enqueue: (...answers) => {
@@ -470,6 +570,15 @@ async function startMockIdp(options = {}) {
       state.respond = respond;
     },
     /** Forgets requests, queued answers and held requests (which are released). */
+    /**
+     * The refresh-token grants issued, oldest first: `{ id, redemptions, revoked, reuseDetected }`
+     * (`reuseDetected`: a rotated token was presented again, and the grant was revoked).
+     */
+    refreshGrants: () => refresh.grants(),
+    /** Revokes every refresh-token grant: their next redemption answers `invalid_grant`. */
+    revokeRefreshTokens: () => refresh.revokeAll(),
+    /** Issue refresh tokens for `offline_access` (true, the default) or not. */
+    setRefreshTokens: (enabled) => refresh.setEnabled(enabled),
     reset: () => {
       state.requests.length = 0;
       minted.clear();
@@ -479,6 +588,7 @@ async function startMockIdp(options = {}) {
       idp.release();
       state.expiresIn = 'expiresIn' in options ? options.expiresIn : 3600;
       state.respond = options.respond;
+      refresh.reset();
     },
     close: async () => {
       idp.release();
@@ -489,4 +599,105 @@ async function startMockIdp(options = {}) {
   return idp;
 }
 
-module.exports = { startMockIdp, mintToken, entraError, faults, GRANT_TYPE, CLIENT_ASSERTION_TYPE };
+// ---- OAuth 2.0 Token Exchange (RFC 8693) ----
+
+const TOKEN_TYPE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
+/** Parameters that may be repeated (RFC 8693 §2.1); any other repeated one is an invalid_request. */
+const REPEATABLE = new Set(['audience', 'resource']);
+
+/**
+ * The `tokenExchange` option: `true` for the defaults, or
+ * `{ audiences, resources, subjectTokenTypes, requireAudience, issuedTokenType, tokenType }`;
+ * null when the provider does not offer the grant (it then answers unsupported_grant_type, as Entra ID does).
+ */
+function tokenExchangeSettings(option) {
+  if (!option) return null;
+  const settings = option === true ? {} : option;
+  return {
+    /** Audiences the provider knows (any when absent); another one is an invalid_target. */
+    audiences: settings.audiences ?? null,
+    /** Resources the provider knows (any absolute URI when absent). */
+    resources: settings.resources ?? null,
+    subjectTokenTypes: settings.subjectTokenTypes ?? [ACCESS_TOKEN_TYPE, 'urn:ietf:params:oauth:token-type:jwt'],
+    /** Okta: a request without `audience` is an invalid_request. */
+    requireAudience: Boolean(settings.requireAudience),
+    /** Answer with this `issued_token_type` instead of the requested one (a misbehaving provider). */
+    issuedTokenType: settings.issuedTokenType,
+    /** Answer with this `token_type` instead of `Bearer` / `N_A`. */
+    tokenType: settings.tokenType,
+  };
+}
+
+const exchangeError = (error, description, status = 400) => ({ status, body: { error, error_description: `${description} (mock RFC 8693)` } });
+
+/**
+ * Answers a token exchange request after client authentication, checking
+ * every parameter of RFC 8693 §2.1 and answering as §2.2 says. Records the
+ * audiences and resources on the request.
+ */
+function answerTokenExchange(settings, params, entry, state, mint) {
+  entry.audiences = params.getAll('audience');
+  entry.resources = params.getAll('resource');
+  for (const name of new Set(params.keys())) {
+    if (!REPEATABLE.has(name) && params.getAll(name).length > 1) {
+      return exchangeError('invalid_request', `parameter ${name} is repeated`);
+    }
+  }
+  for (const name of ['assertion', 'requested_token_use']) {
+    if (params.has(name)) return exchangeError('invalid_request', `parameter ${name} belongs to the jwt-bearer grant, not to token exchange`);
+  }
+  const subjectToken = params.get('subject_token');
+  const subjectTokenType = params.get('subject_token_type');
+  if (!subjectToken) return exchangeError('invalid_request', 'subject_token is required');
+  if (!subjectTokenType) return exchangeError('invalid_request', 'subject_token_type is required');
+  if (!settings.subjectTokenTypes.includes(subjectTokenType)) {
+    return exchangeError('invalid_request', `subject_token_type ${subjectTokenType} is not supported`);
+  }
+  const requested = params.get('requested_token_type') ?? ACCESS_TOKEN_TYPE;
+  if (!TOKEN_TYPE_URI.test(requested)) return exchangeError('invalid_request', 'requested_token_type must be a token type URI');
+  if (params.has('actor_token') !== params.has('actor_token_type')) {
+    return exchangeError('invalid_request', 'actor_token and actor_token_type go together');
+  }
+  if (params.has('actor_token_type') && !TOKEN_TYPE_URI.test(params.get('actor_token_type'))) {
+    return exchangeError('invalid_request', 'actor_token_type must be a token type URI');
+  }
+  if (settings.requireAudience && entry.audiences.length === 0) return exchangeError('invalid_request', 'audience is required');
+  for (const audience of entry.audiences) {
+    if (audience === '' || (settings.audiences !== null && !settings.audiences.includes(audience))) {
+      return exchangeError('invalid_target', `audience ${JSON.stringify(audience)} is not known`);
+    }
+  }
+  for (const resource of entry.resources) {
+    let url = null;
+    try {
+      url = new URL(resource);
+    } catch {
+      url = null;
+    }
+    if (url === null || url.hash !== '' || (settings.resources !== null && !settings.resources.includes(resource))) {
+      return exchangeError('invalid_target', `resource ${JSON.stringify(resource)} is not known`);
+    }
+  }
+  const custom = state.respond && state.respond(entry);
+  if (custom) return { status: custom.status || 200, body: custom.body === undefined ? '' : custom.body, headers: custom.headers };
+  const scope = params.get('scope') ?? '';
+  const answer = {
+    access_token: mint(subjectToken, scope, { audience: entry.audiences, resource: entry.resources }),
+    issued_token_type: settings.issuedTokenType ?? requested,
+    token_type: settings.tokenType ?? (requested === ACCESS_TOKEN_TYPE ? 'Bearer' : 'N_A'),
+  };
+  if (scope !== '') answer.scope = scope;
+  if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
+  return { status: 200, body: answer };
+}
+
+module.exports = {
+  startMockIdp,
+  mintToken,
+  entraError,
+  faults,
+  GRANT_TYPE,
+  CLIENT_ASSERTION_TYPE,
+  TOKEN_EXCHANGE_GRANT_TYPE,
+  ACCESS_TOKEN_TYPE,
+};

@@ -2,7 +2,8 @@
 /**
  * Plain-words explanations of a failed On-Behalf-Of exchange, with the fix:
  * the common Microsoft Entra ID refusals (by AADSTS code), client
- * authentication, TLS, proxy and network failures, throttling, discovery.
+ * authentication, TLS, proxy and network failures, throttling, discovery,
+ * and the refusals of RFC 8693 token exchange (Keycloak, Okta, Auth0).
  *
  *   explain(err, { clientId, proxy, proxyReachable, issuer, tokenEndpoint, authMethod })
  *     → { id, title, meaning, fix: string[], codes: number[] }
@@ -268,6 +269,9 @@ function explainCode(text) {
   }
   if (/^[a-z]+(_[a-z]+)+$/i.test(code)) {
     const error = code.toLowerCase();
+    // Token exchange's own codes (invalid_target, and unsupported_grant_type for both dialects).
+    const exchange = tokenExchangeRefusal({ error }, { clientIdText: 'OPENID_CLIENT_ID', audienceText: '' });
+    if (exchange !== null) return { known: true, code: error, ...exchange };
     const entry = OAUTH[error];
     if (!entry) {
       return { known: false, code: error, title: error, meaning: 'obo-native has no explanation of this OAuth error code offline.', fix: ['Read the error_description that came with it; it usually names an AADSTS code: run "obo-native explain AADSTS<number>".'] };
@@ -315,6 +319,91 @@ function hostOf(url) {
   }
 }
 
+// ---- Token exchange (RFC 8693) ----
+
+/**
+ * The usual words of a provider whose client may not exchange tokens:
+ * Keycloak (standard token exchange v2, and the legacy v1), Okta, and
+ * oidc-provider. Matched on `error_description`.
+ */
+const EXCHANGE_NOT_ALLOWED = [
+  /standard token exchange is not enabled/i,
+  /client not allowed to exchange/i,
+  /client is not within the token audience/i,
+  /client is not the token holder/i,
+  /public client is not allowed to exchange/i,
+  /not authorized to use the provided grant type/i,
+  /requested grant type is not allowed for this client/i,
+  /policy evaluation failed/i,
+];
+
+const EXCHANGE_SETUP = [
+  'Keycloak (26.2+, standard token exchange v2): Clients > (this client) > Settings > Capability config: Client authentication ON, "Standard Token Exchange" ON. ' +
+    'The user\'s token must name this client in its audience: add an Audience mapper (Included Client Audience: this client) to the client scope of the application the user signs in to.',
+  'Okta (on-behalf-of token exchange, custom authorization server): Applications > (this API Services app) > General > Grant type: Token Exchange; ' +
+    'Security > API > (authorization server) > Access Policies: a rule that allows the Token Exchange grant for this client and the scopes requested.',
+  'Auth0 (custom token exchange): enable Custom Token Exchange on the application, and create a Custom Token Exchange Profile whose subject_token_type is the one sent (subjectTokenType / OBO_SUBJECT_TOKEN_TYPE).',
+];
+
+/** Explanations of the refusals particular to token exchange, or null. */
+function tokenExchangeRefusal(e, ctx) {
+  const description = typeof e.error_description === 'string' ? e.error_description : '';
+  if (e.code === 'ETOKENTYPE') {
+    return {
+      id: 'issued_token_type',
+      title: 'Token exchange: the provider issued another type of token than the one requested',
+      meaning: 'The answer\'s issued_token_type (or token_type N_A) says the token is not what was requested, so obo-native did not use it and cached nothing.',
+      fix: [
+        'Set requestedTokenType (OBO_REQUESTED_TOKEN_TYPE) to the type the downstream service takes, or configure the provider to issue access tokens to this client.',
+      ],
+    };
+  }
+  if (e.code === 'EACTORTOKEN') {
+    return {
+      id: 'actor_token_unavailable',
+      title: 'Token exchange: the actorToken function gave no token',
+      meaning: 'No request was sent: the function configured as actorToken threw, rejected, or returned an empty value.',
+      fix: ['Check the function (its own error is in the message), or configure actorToken as a string.'],
+    };
+  }
+  if (e.error === 'invalid_target') {
+    return {
+      id: 'invalid_target',
+      title: 'invalid_target: the provider refused the audience or resource requested',
+      meaning: `The provider does not know the audience or resource${ctx.audienceText} sent with the exchange, or this client may not ask for a token for it.`,
+      fix: [
+        'Keycloak: the audience is the client id of the target client; it must be available to this client (an optional client scope with an Audience mapper for it, requested in the scope).',
+        'Okta: the audience is the custom authorization server\'s audience (e.g. api://default), and it is required.',
+        'Auth0: the audience is the API identifier (Applications > APIs).',
+        'Set it with audience / resource (OBO_AUDIENCE / OBO_RESOURCE, space-separated), or per call in acquireOboToken({ audience }).',
+      ],
+    };
+  }
+  if (e.error === 'unsupported_grant_type') {
+    return {
+      id: 'unsupported_grant_type',
+      title: 'unsupported_grant_type: the provider does not offer this grant at this endpoint',
+      meaning:
+        'The token endpoint does not take the grant sent. Entra ID takes only jwt-bearer (grantType "jwt-bearer", the default); ' +
+        'Keycloak, Okta and Auth0 take token exchange (grantType "token-exchange", OBO_GRANT_TYPE=token-exchange) once it is enabled.',
+      fix: [
+        'For Entra ID, leave grantType unset (or "jwt-bearer"); for the others, set grantType "token-exchange".',
+        ...EXCHANGE_SETUP,
+        'Okta offers token exchange only on a custom authorization server (https://<domain>/oauth2/<server-id>), not on the org authorization server.',
+      ],
+    };
+  }
+  if (EXCHANGE_NOT_ALLOWED.some((pattern) => pattern.test(description))) {
+    return {
+      id: 'exchange_not_allowed',
+      title: `${e.error || 'Refused'}: this client is not allowed to exchange tokens`,
+      meaning: `The provider knows the token exchange grant, but refuses it to this client (${ctx.clientIdText}): "${description}".`,
+      fix: EXCHANGE_SETUP,
+    };
+  }
+  return null;
+}
+
 /**
  * @param {Error & Record<string, any>} err a rejection of exchangeOboToken
  * @param {object} [context]
@@ -338,12 +427,16 @@ function explain(err, context = {}) {
     scopeText: context.scope ? ` (${context.scope})` : '',
     issuerText: context.issuer ? ` (${context.issuer})` : '',
     correlationText: e.correlation_id ? `, correlation id ${e.correlation_id}` : '',
+    audienceText: context.audience ? ` (${[context.audience].flat().join(', ')})` : '',
   };
   const result = (explanation) => ({ codes, ...explanation });
 
   for (const code of codes) {
     if (ENTRA[code]) return result(ENTRA[code](ctx));
   }
+
+  const exchange = tokenExchangeRefusal(e, ctx);
+  if (exchange !== null) return result(exchange);
 
   if (e.code === 'ECLIENTASSERTION') {
     return result({

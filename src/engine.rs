@@ -13,25 +13,33 @@ use tokio::sync::OnceCell;
 
 use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
-use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
-use crate::credentials::AssertionCallback;
+use crate::config::{without_credentials, Config, EndpointSource, EnvLookup, HostFunctions};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
-use crate::key::Identity;
+use crate::key::{GrantKey, Identity};
 use crate::outcome::{Outcome, Token};
-use crate::redis_tier::{RedisCounters, RedisTier};
+use crate::redis_tier::RedisTier;
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
 use crate::runtime;
+use crate::session::{HostSessionStore, Sessions};
 use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
+use crate::token_exchange::Target;
+
+mod sessions;
+pub use sessions::{BeginSession, SessionAnswer, SessionOutcome};
 
 pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
+/// The `code` of a call refused by a closed client.
+pub const CLIENT_CLOSED_CODE: &str = "ERR_OBO_CLIENT_CLOSED";
+/// Why a closed client refuses a call.
+pub const CLIENT_CLOSED: &str = "obo-native: this OBO client is closed (close() was called); create another one";
 
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
@@ -41,6 +49,8 @@ pub struct ExchangeRequest {
     pub from_cache: bool,
     /// A claims challenge: the exchange skips the cache and the flights, and its token is stored.
     pub claims: Option<Claims>,
+    /// Token exchange: the call's own audiences and resources.
+    pub target: Option<Target>,
     /// Where this call's log events go.
     pub events: Events,
 }
@@ -53,31 +63,49 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
             .field("claims", &self.claims)
+            .field("target", &self.target)
             .field("events", &self.events)
             .finish()
     }
 }
 
+/// What one request to the token endpoint asks for.
+enum Ask<'a> {
+    /// The configured grant (jwt-bearer or token exchange) for an assertion.
+    Exchange { assertion: &'a str, scopes: &'a str, target: Option<&'a Target>, claims: Option<&'a Claims> },
+    /// A long-running session's renewal (see [`crate::session`]).
+    Refresh { refresh_token: &'a str, scopes: &'a str },
+}
+
 /// A configuration in force, with what hangs on it.
 struct Setup {
     config: Config,
+    /// The grant's part of the key of a call that names no audience or resource of its own.
+    grant_key: GrantKey,
     client: Client,
     endpoint: OnceCell<Url>,
     /// The Redis tier shared with other instances, when configured.
     shared: Option<SharedTier>,
+    /// The long-running sessions begun under this configuration.
+    sessions: Sessions,
 }
 
 impl Setup {
     /// `from_env`: a Redis tier the client library refuses is then a warning
     /// and no tier, as the environment cannot throw at anyone.
-    fn new(mut config: Config, counters: &Arc<RedisCounters>, from_env: bool) -> Result<Arc<Setup>, ConfigError> {
+    fn new(
+        mut config: Config,
+        counters: &Counters,
+        from_env: bool,
+        session_store: Option<Arc<dyn HostSessionStore>>,
+    ) -> Result<Arc<Setup>, ConfigError> {
         let client = http::client_for(config.proxy.as_ref())
             .map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
         let endpoint = match &config.endpoint {
             EndpointSource::TokenEndpoint(url) => OnceCell::new_with(Some(url.clone())),
             EndpointSource::Issuer(_) => OnceCell::new(),
         };
-        let tier = match config.redis.clone().map(|options| RedisTier::with_counters(options, counters.clone())) {
+        let tier = match config.redis.clone().map(|options| RedisTier::with_counters(options, counters.redis.clone())) {
             None => None,
             Some(Ok(tier)) => Some(tier),
             Some(Err(err)) if from_env => {
@@ -88,7 +116,9 @@ impl Setup {
             Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
-        Ok(Arc::new(Setup { config, client, endpoint, shared }))
+        let sessions = sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions)?;
+        let grant_key = config.grant.configured_key();
+        Ok(Arc::new(Setup { config, grant_key, client, endpoint, shared, sessions }))
     }
 }
 
@@ -96,6 +126,8 @@ enum ConfigSlot {
     /// LibreChat's variables, read at the first exchange that needs them.
     FromEnv(Option<Arc<Setup>>),
     Configured(Arc<Setup>),
+    /// `close()`d: nothing is configured again, and every call is refused.
+    Closed,
 }
 
 /// What an exchange runs under, read together under the slot's lock: a
@@ -105,6 +137,8 @@ struct Footing {
     setup: Arc<Setup>,
     epoch: u32,
     flights: Arc<FlightMap<Outcome>>,
+    /// The grant's part of this call's key: the setup's, or for the call's own audiences and resources.
+    grant_key: GrantKey,
     /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
     redis_warning: Option<String>,
     /// When the call began ([`exchange_begins`]): what its token is ordered by.
@@ -119,61 +153,73 @@ struct Inner {
     /// its own exchange instead of joining one begun before.
     flights: RwLock<Arc<FlightMap<Outcome>>>,
     counters: Counters,
-    /// The Redis counters of every setup, so that totals survive `configure()`.
-    redis_counters: Arc<RedisCounters>,
-    generations: &'static Generations,
+    generations: Arc<Generations>,
 }
 
 #[derive(Clone)]
 pub struct Engine(Arc<Inner>);
 
-static GENERATIONS: LazyLock<Generations> = LazyLock::new(Generations::new);
-static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine::new(&GENERATIONS));
+static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine::new()
+    }
+}
+
 impl Engine {
-    pub fn new(generations: &'static Generations) -> Engine {
+    /// An engine of its own: configuration, cache, flights, throttles,
+    /// counters and generations. The runtime and HTTP clients are the process's.
+    pub fn new() -> Engine {
+        let generations = Arc::new(Generations::new());
         generations.set_env_needed(true);
         Engine(Arc::new(Inner {
             slot: RwLock::new(ConfigSlot::FromEnv(None)),
-            cache: TokenCache::new(generations),
+            cache: TokenCache::new(generations.clone()),
             throttles: Throttles::default(),
             flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
-            redis_counters: Arc::default(),
             generations,
         }))
     }
 
-    /// The engine of the process.
+    /// The engine of the process: the module's top-level functions.
     pub fn global() -> &'static Engine {
         &ENGINE
     }
 
-    pub fn generations(&self) -> &'static Generations {
-        self.0.generations
+    pub fn generations(&self) -> &Arc<Generations> {
+        &self.0.generations
     }
 
     /// Replaces the configuration (`None`: back to the environment) and
-    /// forgets every token, throttle and flight.
+    /// forgets every token, throttle and flight, and the sessions held in
+    /// this process (they belong to the configuration that began them).
     pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
-        self.configure_with(options_json, None)
+        self.configure_with(options_json, HostFunctions::default(), None)
     }
 
-    /// [`Engine::configure`], with the host's `clientAssertion` function.
+    /// [`Engine::configure`], with the host's functions (`clientAssertion`,
+    /// `actorToken`) and its `sessionStore`.
     pub fn configure_with(
         &self,
         options_json: Option<&str>,
-        assertion_callback: Option<Arc<dyn AssertionCallback>>,
+        functions: HostFunctions,
+        session_store: Option<Arc<dyn HostSessionStore>>,
     ) -> Result<(), ConfigError> {
         let slot = match options_json {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
-                let config = Config::from_options(json, assertion_callback)?;
-                let setup = Setup::new(config, &self.0.redis_counters, false)?;
+                let config = Config::from_options(json, functions)?;
+                let setup = Setup::new(config, &self.0.counters, false, session_store)?;
                 ConfigSlot::Configured(setup)
             }
         };
         let env_needed = matches!(slot, ConfigSlot::FromEnv(None));
         let mut current = self.0.slot.write();
+        if matches!(*current, ConfigSlot::Closed) {
+            return Err(ConfigError::new("options", CLIENT_CLOSED));
+        }
         *current = slot;
         self.0.generations.set_env_needed(env_needed);
         // Still under the slot's lock: see `Footing`.
@@ -198,12 +244,30 @@ impl Engine {
             ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => {
                 setup.endpoint.get().map(Url::to_string)
             }
-            ConfigSlot::FromEnv(None) => None,
+            ConfigSlot::FromEnv(None) | ConfigSlot::Closed => None,
         }
     }
 
+    /// Forgets the configuration and everything cached, and refuses every
+    /// later call. Exchanges under way still answer their callers; the
+    /// configuration's resources (its Redis connections) go with the last of them.
+    pub fn close(&self) {
+        let mut slot = self.0.slot.write();
+        *slot = ConfigSlot::Closed;
+        self.0.generations.set_env_needed(false);
+        self.clear_cache();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.0.slot.read(), ConfigSlot::Closed)
+    }
+
     pub fn stats(&self) -> Stats {
-        self.0.counters.snapshot(self.0.cache.len(), self.0.redis_counters.snapshot())
+        let sessions = match &*self.0.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => setup.sessions.held_in_process(),
+            ConfigSlot::FromEnv(None) | ConfigSlot::Closed => 0,
+        };
+        self.0.counters.snapshot(self.0.cache.len(), sessions)
     }
 
     /// Hits served by a JavaScript thread's memo, reported in batches.
@@ -219,8 +283,15 @@ impl Engine {
     }
 
     /// A cached token, without any exchange: the synchronous fast path.
-    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str) -> Option<Hit> {
-        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion), wall_clock_ms())?;
+    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str, target: Option<&Target>) -> Option<Hit> {
+        let grant_key = match &*self.0.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => match target {
+                None => setup.grant_key,
+                Some(target) => setup.config.grant.key(Some(target)).ok()?,
+            },
+            ConfigSlot::FromEnv(None) | ConfigSlot::Closed => return None,
+        };
+        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion, &grant_key), wall_clock_ms())?;
         Counters::bump(&self.0.counters.cache_hits);
         Some(hit)
     }
@@ -233,7 +304,12 @@ impl Engine {
         request: ExchangeRequest,
         env: Option<EnvLookup<'_>>,
     ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
-        let footing = self.footing(env)?;
+        let mut footing = self.footing(env)?;
+        if let Some(target) = &request.target {
+            footing.grant_key = footing.setup.config.grant.key(Some(target)).map_err(|err| {
+                Arc::new(ExchangeError::new(FailureReason::InvalidOption, err.message).with_code(err.option))
+            })?;
+        }
         let engine = self.clone();
         Ok(async move {
             let mut request = request;
@@ -285,11 +361,16 @@ impl Engine {
             setup: setup.clone(),
             epoch: inner.generations.epoch(),
             flights: inner.flights.read().clone(),
+            grant_key: setup.grant_key,
             redis_warning: None,
             begun_us: exchange_begins(),
         };
-        if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*inner.slot.read() {
-            return Ok(footing(setup));
+        match &*inner.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => return Ok(footing(setup)),
+            ConfigSlot::Closed => {
+                return Err(Arc::new(ExchangeError::failed(CLIENT_CLOSED).with_code(CLIENT_CLOSED_CODE)))
+            }
+            ConfigSlot::FromEnv(None) => {}
         }
         let unavailable = |why: Option<String>| {
             let message = match why {
@@ -306,10 +387,11 @@ impl Engine {
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
         };
-        let setup = Setup::new(config, &inner.redis_counters, true).map_err(|err| unavailable(Some(err.message)))?;
+        let setup = Setup::new(config, &inner.counters, true, None).map_err(|err| unavailable(Some(err.message)))?;
         let mut slot = inner.slot.write();
         match &mut *slot {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),
+            ConfigSlot::Closed => Err(Arc::new(ExchangeError::failed(CLIENT_CLOSED).with_code(CLIENT_CLOSED_CODE))),
             ConfigSlot::FromEnv(empty) => {
                 *empty = Some(setup.clone());
                 inner.generations.set_env_needed(false);
@@ -320,7 +402,7 @@ impl Engine {
 
     async fn exchange_with(&self, footing: Footing, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion);
+        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion, &footing.grant_key);
         let user = &request.identity.subject;
         let from_cache = request.from_cache && request.claims.is_none();
         if from_cache {
@@ -408,7 +490,7 @@ impl Engine {
             cache: &self.0.cache,
             throttles: &self.0.throttles,
             capacity: footing.setup.config.max_cache_entries,
-            generations: self.0.generations,
+            generations: &self.0.generations,
             epoch: footing.epoch,
             begun_us: footing.begun_us,
         }
@@ -459,7 +541,15 @@ impl Engine {
                     return Ok(token);
                 }
                 // Nothing was sent, and the source said whether a later call may do better.
-                Err(err) if err.code.as_deref() == Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE) => {
+                Err(err)
+                    if matches!(
+                        err.code.as_deref(),
+                        Some(
+                            crate::credentials::CLIENT_ASSERTION_UNAVAILABLE
+                                | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE
+                        )
+                    ) =>
+                {
                     return fail(err, events)
                 }
                 Err(mut err) => {
@@ -487,11 +577,28 @@ impl Engine {
         }
     }
 
-    /// One request; discovery first when the endpoint is not known yet, so
-    /// that a transient discovery failure is retried like any other. The
-    /// attempt, discovery included, ends after `timeoutMs`; a `clientAssertion`
-    /// function's time is not counted, as it has a deadline of its own.
+    /// One exchange request (see [`Engine::attempt_grant`]).
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
+        let ask = Ask::Exchange {
+            assertion: &request.assertion,
+            scopes: &request.scopes,
+            target: request.target.as_ref(),
+            claims: request.claims.as_ref(),
+        };
+        self.attempt_grant(setup, &ask, grant::parse_success).await
+    }
+
+    /// One request (`ask`; `parse` reads a 2xx answer); discovery first when
+    /// the endpoint is not known yet, so that a transient discovery failure
+    /// is retried like any other. The attempt, discovery included, ends after
+    /// `timeoutMs`; a `clientAssertion` (or `actorToken`) function's time is
+    /// not counted, as it has a deadline of its own.
+    async fn attempt_grant<T>(
+        &self,
+        setup: &Setup,
+        ask: &Ask<'_>,
+        parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
+    ) -> Result<T, ExchangeError> {
         let config = &setup.config;
         let timeout = config.timeout;
         let timed_out = || {
@@ -504,7 +611,11 @@ impl Engine {
         };
         let mut deadline = tokio::time::Instant::now() + timeout;
         let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
-        let endpoint = routing::route(&configured, &request.assertion);
+        // An exchange goes to the user's home tenant (see `routing`); a renewal to the configured endpoint.
+        let endpoint = match ask {
+            Ask::Exchange { assertion, .. } => routing::route(&configured, assertion),
+            Ask::Refresh { .. } => std::borrow::Cow::Owned(configured),
+        };
         let client_assertion = match &config.client_assertion {
             Some(source) => {
                 let asked = tokio::time::Instant::now();
@@ -514,33 +625,55 @@ impl Engine {
             }
             None => None,
         };
-        let request_sent = self.send(setup, request, &endpoint, client_assertion.as_deref());
+        let actor_token = match ask {
+            Ask::Exchange { .. } => {
+                let asked = tokio::time::Instant::now();
+                let actor_token =
+                    config.grant.actor_token(endpoint.as_str(), &config.client_id, timeout).await.map_err(|err| {
+                        crate::credentials::without_client_assertion(err, client_assertion.as_deref())
+                    })?;
+                deadline += asked.elapsed();
+                actor_token
+            }
+            Ask::Refresh { .. } => None,
+        };
+        let request_sent = self.send(setup, ask, &endpoint, client_assertion.as_deref(), actor_token.as_deref(), parse);
         tokio::time::timeout_at(deadline, request_sent).await.map_err(|_| timed_out())?
     }
 
     /// The token request itself, authenticated with `client_assertion` when there is one.
-    async fn send(
+    async fn send<T>(
         &self,
         setup: &Setup,
-        request: &ExchangeRequest,
+        ask: &Ask<'_>,
         endpoint: &Url,
         client_assertion: Option<&str>,
-    ) -> Result<TokenResponse, ExchangeError> {
+        actor_token: Option<&str>,
+        parse: fn(u16, &[u8]) -> Result<T, ExchangeError>,
+    ) -> Result<T, ExchangeError> {
         let config = &setup.config;
-        let claims =
-            Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
             client_assertion,
         };
-        let body = grant::form_body(&request.assertion, &request.scopes, &auth, claims.as_deref());
+        let body = match ask {
+            Ask::Exchange { assertion, scopes, target, claims } => {
+                let claims = Claims::merged(*claims, config.capabilities.as_ref()).map(|claims| claims.to_json());
+                config.grant.form_body(assertion, scopes, *target, actor_token, &auth, claims.as_deref())
+            }
+            Ask::Refresh { refresh_token, scopes } => crate::session::refresh_form_body(refresh_token, scopes, &auth),
+        };
         let authorization = grant::basic_authorization(&auth);
         let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
-                return grant::parse_success(answer.status, &answer.body);
+                let token = parse(answer.status, &answer.body)?;
+                if let Ask::Exchange { .. } = ask {
+                    config.grant.check_success(answer.status, &answer.body)?;
+                }
+                return Ok(token);
             }
             let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
             if matches!(answer.status, 429 | 503) {
@@ -548,7 +681,11 @@ impl Engine {
             }
             Err(err)
         });
-        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion))
+        // Both are credentials that change per request: no error text may hold them.
+        answer.map_err(|err| {
+            let err = crate::credentials::without_client_assertion(err, client_assertion);
+            crate::credentials::without_client_assertion(err, actor_token)
+        })
     }
 
     fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
@@ -559,7 +696,7 @@ impl Engine {
             ..CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew)
         };
         let expires_at_ms = token.expires_at_ms;
-        let generations = self.0.generations;
+        let generations = &self.0.generations;
         self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);
         Token { access_token, expires_in: response.expires_in, expires_at_ms }
     }
@@ -685,7 +822,7 @@ mod tests {
     }
 
     fn engine(url: &str, extra: &str) -> Engine {
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine
             .configure(Some(&format!(
                 r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"secret-value","retryDelayMs":10{extra}}}"#
@@ -709,12 +846,13 @@ mod tests {
             assertion: assertion.into(),
             from_cache,
             claims: None,
+            target: None,
             events: Events::Off,
         }
     }
 
     fn lookup(engine: &Engine, user: &str) -> Option<Hit> {
-        engine.lookup(&identity(user), "api://s", "assertion-value-123")
+        engine.lookup(&identity(user), "api://s", "assertion-value-123", None)
     }
 
     /// An exchange run to its end, with the events it streamed.
@@ -774,7 +912,7 @@ mod tests {
 
     struct Refusing;
 
-    impl AssertionCallback for Refusing {
+    impl crate::credentials::AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
             Box::pin(async { Err(crate::credentials::AssertionFailure::new("vault sealed")) })
         }
@@ -783,17 +921,61 @@ mod tests {
     #[tokio::test]
     async fn without_a_client_assertion_no_request_is_sent() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine
             .configure_with(
                 Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
-                Some(Arc::new(Refusing)),
+                HostFunctions { client_assertion: Some(Arc::new(Refusing)), actor_token: None },
+                None,
             )
             .unwrap();
         let err = run(&engine, request("u", true)).await.0.unwrap_err();
         assert_eq!(err.message, "OBO token request not sent: the clientAssertion function failed: vault sealed");
         assert_eq!(err.code.as_deref(), Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE));
         assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn without_an_actor_token_no_request_is_sent() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = Engine::new();
+        let options = format!(
+            r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"s","maxRetries":0,"grantType":"token-exchange"}}"#
+        );
+        engine
+            .configure_with(
+                Some(&options),
+                HostFunctions { client_assertion: None, actor_token: Some(Arc::new(Refusing)) },
+                None,
+            )
+            .unwrap();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
+        assert_eq!(err.message, "OBO token request not sent: the actorToken function failed: vault sealed");
+        assert_eq!(err.code.as_deref(), Some(crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE));
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_s_own_audience_is_its_own_key_and_refused_by_jwt_bearer() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let target =
+            |audience: &str| Some(crate::token_exchange::check_target(Some(vec![audience.into()]), None).unwrap());
+        let jwt_bearer = engine(&url, "");
+        let mut call = request("u", true);
+        call.target = target("mcp-a");
+        let Err(err) = jwt_bearer.exchange(call, None) else { panic!("jwt-bearer took an audience") };
+        assert_eq!((err.reason, err.code.as_deref()), (FailureReason::InvalidOption, Some("audience")));
+        let exchange = engine(&url, r#","grantType":"token-exchange","audience":"mcp-a""#);
+        let mut call = request("u", true);
+        call.target = target("mcp-b");
+        run(&exchange, call).await.0.unwrap();
+        assert!(lookup(&exchange, "u").is_none(), "the configured audience's key holds another audience's token");
+        let identity = Identity::new("no-tenant", "no-issuer", "u");
+        assert!(exchange.lookup(&identity, "api://s", "assertion-value-123", target("mcp-b").as_ref()).is_some());
+        // The configured audience named per call is the configured key.
+        run(&exchange, request("u", true)).await.0.unwrap();
+        assert!(exchange.lookup(&identity, "api://s", "assertion-value-123", target("mcp-a").as_ref()).is_some());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -934,9 +1116,9 @@ mod tests {
             assert!(call.await.unwrap().is_ok());
         }
         let old = Identity::new("tenant-a", "https://issuer.example.com", "shared-sub");
-        assert!(engine.lookup(&old, "api://s", "access-token-old").is_some());
-        assert!(engine.lookup(&old, "api://s", "access-token-new").is_some());
-        assert!(engine.lookup(&old, "api://s", "access-token-other").is_none());
+        assert!(engine.lookup(&old, "api://s", "access-token-old", None).is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-new", None).is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-other", None).is_none());
         assert_eq!(engine.stats().cache_size, 4);
     }
 
@@ -998,7 +1180,7 @@ mod tests {
                 });
             }
         });
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine
             .configure(Some(&format!(
                 r#"{{"issuer":"{base}","clientId":"a","clientSecret":"b","timeoutMs":1000,"maxRetries":0}}"#
@@ -1041,7 +1223,7 @@ mod tests {
             let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{document}", document.len());
             let _ = socket.write_all(answer.as_bytes()).await;
         });
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine.configure(Some(&format!(r#"{{"issuer":"{issuer}","clientId":"a","clientSecret":"b"}}"#))).unwrap();
         assert_eq!(engine.token_endpoint(), None);
         let _ = run(&engine, request("u", true)).await;
@@ -1056,9 +1238,34 @@ mod tests {
         assert_eq!(engine.token_endpoint(), None);
     }
 
+    #[tokio::test]
+    async fn a_closed_engine_refuses_every_call_and_keeps_nothing() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let other = self::engine(&url, "");
+        run(&engine, request("u", true)).await.0.unwrap();
+        run(&other, request("u", true)).await.0.unwrap();
+        engine.close();
+        assert!(engine.is_closed() && !other.is_closed());
+        assert!(lookup(&engine, "u").is_none());
+        assert_eq!(engine.token_endpoint(), None);
+        let Err(err) = engine.exchange(request("u", true), None) else { panic!("a closed engine exchanged") };
+        assert_eq!((err.message.as_str(), err.code.as_deref()), (CLIENT_CLOSED, Some(CLIENT_CLOSED_CODE)));
+        assert_eq!(
+            engine
+                .configure(Some(r#"{"tokenEndpoint":"https://x/t","clientId":"a","clientSecret":"b"}"#))
+                .unwrap_err()
+                .message,
+            CLIENT_CLOSED
+        );
+        // Another engine of the process keeps its token.
+        assert!(lookup(&other, "u").is_some());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn without_configuration_the_exchange_is_refused_at_once() {
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         // The caller's view of an empty environment: the test must not depend on the real one.
         let no_environment = |_: &str| None;
         let Err(err) = engine.exchange(request("u", true), Some(&no_environment)) else { panic!("no configuration") };

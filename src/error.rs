@@ -20,6 +20,15 @@ pub enum FailureReason {
     EmptyExchangeResponse,
     /// No usable OpenID configuration (missing, invalid, or discovery failed).
     ConfigUnavailable,
+    /// A long-running session's refresh token was refused (`invalid_grant`): the session has ended.
+    SessionExpired,
+    /// No session under the key: never begun, ended, or lapsed.
+    SessionNotFound,
+    /// The exchange that was to begin a session brought no refresh token.
+    NoRefreshToken,
+    /// A call's argument the configuration cannot take (a token-exchange
+    /// `audience` for a jwt-bearer client); `code` names the option.
+    InvalidOption,
 }
 
 impl FailureReason {
@@ -28,6 +37,10 @@ impl FailureReason {
             FailureReason::ExchangeFailed => "exchange_failed",
             FailureReason::EmptyExchangeResponse => "empty_exchange_response",
             FailureReason::ConfigUnavailable => "config_unavailable",
+            FailureReason::SessionExpired => "session_expired",
+            FailureReason::SessionNotFound => "session_not_found",
+            FailureReason::NoRefreshToken => "no_refresh_token",
+            FailureReason::InvalidOption => "invalid_option",
         }
     }
 }

@@ -20,9 +20,11 @@ pub mod redis_tier;
 pub mod retry;
 pub mod routing;
 pub mod runtime;
+pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod throttle;
+pub mod token_exchange;
 
 #[cfg(feature = "node")]
 mod node;

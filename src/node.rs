@@ -2,6 +2,12 @@
 //! out as plain data; `index.js` turns failures into `Error` objects, so they
 //! belong to the caller's realm.
 //!
+//! Every function that acts on a client takes its handle (`External<Client>`)
+//! first: `defaultClient()` is the process's engine, which the module's
+//! top-level functions use; `createClient()` makes an independent one for
+//! `createOboClient()`. Handles are cheap clones of the engine, so each
+//! JavaScript thread holds its own handle to the same default engine.
+//!
 //! Finished exchanges reach their JavaScript thread through one threadsafe
 //! function per facade instance, made once (a promise per call would create
 //! and tear down a threadsafe function per call), and completions that finish
@@ -17,14 +23,39 @@ use napi_derive::napi;
 use parking_lot::Mutex;
 
 use crate::claims::Claims;
-use crate::config::EnvLookup;
+use crate::config::{EnvLookup, HostFunctions};
 use crate::credentials::{AssertionCallback, AssertionFailure, AssertionFuture, AssertionRequest};
-use crate::engine::{Engine, ExchangeRequest};
+use crate::engine::{BeginSession, Engine, ExchangeRequest, SessionAnswer, SessionOutcome};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
-use crate::generations::Mirror;
+use crate::generations::{Generations, Mirror};
 use crate::key::Identity;
 use crate::outcome::Outcome;
+use crate::session::{HostFuture, HostSessionStore, SessionToken};
+use crate::token_exchange::check_target;
+
+/// A client as JavaScript holds it: an opaque handle to an engine.
+pub struct Client(Engine);
+
+/// The process's engine: the module's top-level functions, in every thread.
+#[napi(catch_unwind)]
+pub fn default_client() -> External<Client> {
+    External::new(Client(Engine::global().clone()))
+}
+
+/// An engine of its own (configuration, cache, flights, throttles, counters,
+/// generations), reading the environment until `configure` is called on it.
+#[napi(catch_unwind)]
+pub fn create_client() -> External<Client> {
+    External::new(Client(Engine::new()))
+}
+
+/// Closes a client: its cache and configuration are dropped and every later
+/// call is refused. Exchanges under way still answer their callers.
+#[napi(catch_unwind)]
+pub fn close_client(client: &External<Client>) {
+    client.0.close();
+}
 
 #[napi(object)]
 pub struct ConfigFailure {
@@ -74,29 +105,113 @@ impl AssertionCallback for HostAssertion {
     }
 }
 
+/// What the facade's wrapper of a `sessionStore` resolves to: the value read
+/// (for `get`), or why the host's function failed. It never rejects.
+#[napi(object)]
+pub struct StoreAnswer {
+    pub value: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `(operation, id, value, ttlMs)`: `get`/`delete` pass no value or TTL.
+type StoreArgs = FnArgs<(String, String, Option<String>, Option<f64>)>;
+
+struct StoreCall {
+    operation: &'static str,
+    id: String,
+    value: Option<String>,
+    ttl_ms: Option<u64>,
+}
+
+/// Weak, like the `clientAssertion` function: a store must not keep its thread alive.
+type StoreFn = ThreadsafeFunction<StoreCall, Promise<StoreAnswer>, StoreArgs, Status, false, true>;
+
+/// The host's `sessionStore`, called on the thread that configured it.
+struct HostStoreBridge(Arc<StoreFn>);
+
+const STORE_THREAD_GONE: &str =
+    "its JavaScript thread (the one that called configure()) has ended; call configure() again from a running thread";
+
+impl HostStoreBridge {
+    fn call(&self, call: StoreCall) -> HostFuture<Option<String>> {
+        let function = self.0.clone();
+        Box::pin(async move {
+            if function.aborted() {
+                return Err(STORE_THREAD_GONE.to_owned());
+            }
+            let answer = function.call_async_catch(call).await.map_err(|_| STORE_THREAD_GONE.to_owned())?;
+            // The facade's wrapper never rejects: a failure here is an answer that could not be read.
+            let answer = answer.await.map_err(|_| "its answer could not be read".to_owned())?;
+            match answer.error {
+                Some(error) => Err(error),
+                None => Ok(answer.value),
+            }
+        })
+    }
+}
+
+impl HostSessionStore for HostStoreBridge {
+    fn get(&self, id: String) -> HostFuture<Option<String>> {
+        self.call(StoreCall { operation: "get", id, value: None, ttl_ms: None })
+    }
+
+    fn set(&self, id: String, value: String, ttl_ms: u64) -> HostFuture<()> {
+        let call = self.call(StoreCall { operation: "set", id, value: Some(value), ttl_ms: Some(ttl_ms) });
+        Box::pin(async move { call.await.map(|_| ()) })
+    }
+
+    fn delete(&self, id: String) -> HostFuture<()> {
+        let call = self.call(StoreCall { operation: "delete", id, value: None, ttl_ms: None });
+        Box::pin(async move { call.await.map(|_| ()) })
+    }
+}
+
+type HostFunction<'f> = Function<'f, AssertionArgs, Promise<AssertionAnswer>>;
+
+/// A host function (the facade's wrapper of it) as the core calls it.
+fn host_callback(function: Option<HostFunction<'_>>) -> Result<Option<Arc<dyn AssertionCallback>>> {
+    let Some(function) = function else { return Ok(None) };
+    let function = function
+        .build_threadsafe_function::<AssertionRequest>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
+            Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
+        })?;
+    Ok(Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>))
+}
+
 /// Replaces the configuration; `null` returns to the environment. Returns
-/// what is wrong with the options, or nothing. `client_assertion` is the
-/// facade's wrapper of a `clientAssertion` function, when one was given.
+/// what is wrong with the options, or nothing. `client_assertion` and
+/// `actor_token` are the facade's wrappers of the `clientAssertion` and
+/// `actorToken` functions, when they were given.
 #[napi(catch_unwind)]
 pub fn configure(
+    client: &External<Client>,
     options_json: Option<String>,
-    client_assertion: Option<Function<'_, AssertionArgs, Promise<AssertionAnswer>>>,
+    client_assertion: Option<HostFunction<'_>>,
+    actor_token: Option<HostFunction<'_>>,
+    session_store: Option<Function<'_, StoreArgs, Promise<StoreAnswer>>>,
 ) -> Result<Option<ConfigFailure>> {
-    let callback = match client_assertion {
+    let functions =
+        HostFunctions { client_assertion: host_callback(client_assertion)?, actor_token: host_callback(actor_token)? };
+    let session_store = match session_store {
         None => None,
         Some(function) => {
             let function = function
-                .build_threadsafe_function::<AssertionRequest>()
+                .build_threadsafe_function::<StoreCall>()
                 .weak::<true>()
                 .callee_handled::<false>()
-                .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
-                    Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
-                })?;
-            Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>)
+                .build_callback(|context: ThreadsafeCallContext<StoreCall>| {
+                let StoreCall { operation, id, value, ttl_ms } = context.value;
+                Ok(FnArgs::from((operation.to_owned(), id, value, ttl_ms.map(|ttl| ttl as f64))))
+            })?;
+            Some(Arc::new(HostStoreBridge(Arc::new(function))) as Arc<dyn HostSessionStore>)
         }
     };
-    Ok(Engine::global()
-        .configure_with(options_json.as_deref(), callback)
+    Ok(client
+        .0
+        .configure_with(options_json.as_deref(), functions, session_store)
         .err()
         .map(|err| ConfigFailure { option: err.option, message: err.message }))
 }
@@ -120,14 +235,14 @@ pub fn assertion_identity(assertion: String) -> Option<AssertionIdentity> {
 }
 
 #[napi(catch_unwind)]
-pub fn clear_cache() {
-    Engine::global().clear_cache();
+pub fn clear_cache(client: &External<Client>) {
+    client.0.clear_cache();
 }
 
 /// The token endpoint in use: configured, or discovered; `null` before discovery.
 #[napi(catch_unwind)]
-pub fn token_endpoint() -> Option<String> {
-    Engine::global().token_endpoint()
+pub fn token_endpoint(client: &External<Client>) -> Option<String> {
+    client.0.token_endpoint()
 }
 
 #[napi(object)]
@@ -145,13 +260,16 @@ pub struct NativeStats {
     pub redis_misses: f64,
     pub redis_errors: f64,
     pub lock_waits: f64,
+    pub sessions: f64,
+    pub session_renewals: f64,
+    pub session_failures: f64,
 }
 
 /// Counters; `memo_hits` and `joins` are the calling thread's memo hits and
 /// joins not yet reported.
 #[napi(catch_unwind)]
-pub fn stats(memo_hits: u32, joins: u32) -> NativeStats {
-    let engine = Engine::global();
+pub fn stats(client: &External<Client>, memo_hits: u32, joins: u32) -> NativeStats {
+    let engine = &client.0;
     engine.add_cache_hits(memo_hits.into());
     engine.add_joins(joins.into());
     let stats = engine.stats();
@@ -169,18 +287,21 @@ pub fn stats(memo_hits: u32, joins: u32) -> NativeStats {
         redis_misses: stats.redis_misses as f64,
         redis_errors: stats.redis_errors as f64,
         lock_waits: stats.lock_waits as f64,
+        sessions: stats.sessions as f64,
+        session_renewals: stats.session_renewals as f64,
+        session_failures: stats.session_failures as f64,
     }
 }
 
 #[napi(catch_unwind)]
-pub fn add_cache_hits(hits: u32) {
-    Engine::global().add_cache_hits(hits.into());
+pub fn add_cache_hits(client: &External<Client>, hits: u32) {
+    client.0.add_cache_hits(hits.into());
 }
 
 /// Calls the calling thread joined to its own exchanges under way, not yet reported.
 #[napi(catch_unwind)]
-pub fn add_joins(joins: u32) {
-    Engine::global().add_joins(joins.into());
+pub fn add_joins(client: &External<Client>, joins: u32) {
+    client.0.add_joins(joins.into());
 }
 
 #[napi(object)]
@@ -196,10 +317,25 @@ pub struct LookupHit {
     pub generation: u32,
 }
 
-/// A cached token, synchronously, or nothing. The identity is normalised by the facade.
+/// A cached token, synchronously, or nothing. The identity is normalised by
+/// the facade; `audiences`/`resources` are a call's own (token exchange).
 #[napi(catch_unwind)]
-pub fn lookup(tenant: String, issuer: String, subject: String, scopes: String, assertion: String) -> Option<LookupHit> {
-    let hit = Engine::global().lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
+#[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi
+pub fn lookup(
+    client: &External<Client>,
+    tenant: String,
+    issuer: String,
+    subject: String,
+    scopes: String,
+    assertion: String,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
+) -> Option<LookupHit> {
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => Some(check_target(audiences, resources).ok()?),
+    };
+    let hit = client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion, target.as_ref())?;
     Some(LookupHit {
         access_token: hit.access_token.to_string(),
         expires_in: hit.expires_in as u32,
@@ -245,6 +381,10 @@ pub struct ExchangeOutcome {
     pub expires_in: Option<u32>,
     pub expires_at_ms: Option<f64>,
     pub failure: Option<Failure>,
+    /// `beginOboSession`: the session's key.
+    pub session_key: Option<String>,
+    /// `endOboSession`: whether there was a session.
+    pub existed: Option<bool>,
 }
 
 fn failure(err: &ExchangeError) -> Failure {
@@ -275,10 +415,45 @@ fn outcome(result: Outcome) -> ExchangeOutcome {
             expires_in: Some(token.expires_in as u32),
             expires_at_ms: Some(token.expires_at_ms as f64),
             failure: None,
+            session_key: None,
+            existed: None,
         },
-        Err(err) => {
-            ExchangeOutcome { access_token: None, expires_in: None, expires_at_ms: None, failure: Some(failure(&err)) }
-        }
+        Err(err) => failed(&err),
+    }
+}
+
+fn failed(err: &ExchangeError) -> ExchangeOutcome {
+    ExchangeOutcome {
+        access_token: None,
+        expires_in: None,
+        expires_at_ms: None,
+        failure: Some(failure(err)),
+        session_key: None,
+        existed: None,
+    }
+}
+
+fn session_outcome(result: SessionOutcome) -> ExchangeOutcome {
+    let token = |token: SessionToken, session_key: Option<String>| ExchangeOutcome {
+        access_token: Some(token.access_token),
+        expires_in: Some(token.expires_in.min(u32::MAX as u64) as u32),
+        expires_at_ms: Some(token.expires_at_ms as f64),
+        failure: None,
+        session_key,
+        existed: None,
+    };
+    match result {
+        Ok(SessionAnswer::Begun(begun)) => token(begun.token, Some(begun.session_key)),
+        Ok(SessionAnswer::Token(served)) => token(served, None),
+        Ok(SessionAnswer::Ended(existed)) => ExchangeOutcome {
+            access_token: None,
+            expires_in: None,
+            expires_at_ms: None,
+            failure: None,
+            session_key: None,
+            existed: Some(existed),
+        },
+        Err(err) => failed(&err),
     }
 }
 
@@ -309,6 +484,12 @@ pub struct OpenIdEnv {
     pub redis_password: Option<String>,
     pub redis_ca: Option<String>,
     pub creds_key: Option<String>,
+    /// Token exchange (`token_exchange::Grant::from_env`).
+    pub obo_grant_type: Option<String>,
+    pub obo_audience: Option<String>,
+    pub obo_resource: Option<String>,
+    pub obo_subject_token_type: Option<String>,
+    pub obo_requested_token_type: Option<String>,
 }
 
 impl OpenIdEnv {
@@ -328,6 +509,11 @@ impl OpenIdEnv {
             "REDIS_PASSWORD" => self.redis_password.clone(),
             "REDIS_CA" => self.redis_ca.clone(),
             "CREDS_KEY" => self.creds_key.clone(),
+            "OBO_GRANT_TYPE" => self.obo_grant_type.clone(),
+            "OBO_AUDIENCE" => self.obo_audience.clone(),
+            "OBO_RESOURCE" => self.obo_resource.clone(),
+            "OBO_SUBJECT_TOKEN_TYPE" => self.obo_subject_token_type.clone(),
+            "OBO_REQUESTED_TOKEN_TYPE" => self.obo_requested_token_type.clone(),
             "REDIS_KEY_PREFIX_VAR" => self.redis_key_prefix_var.clone(),
             named if self.redis_key_prefix_var.as_deref() == Some(named) => self.redis_key_prefix_from_var.clone(),
             _ => None,
@@ -340,6 +526,7 @@ impl OpenIdEnv {
 pub enum Completion {
     Log { id: u32, event: Event },
     Done { id: u32, outcome: Outcome },
+    Session { id: u32, outcome: SessionOutcome },
 }
 
 /// `(id, outcome, event)`: exactly one of the last two is set.
@@ -361,6 +548,7 @@ pub fn on_completion(callback: Function<'_, CompletionArgs, ()>) -> Result<Exter
             |context: ThreadsafeCallContext<Completion>| {
                 Ok(FnArgs::from(match context.value {
                     Completion::Done { id, outcome: result } => (id, Some(outcome(result)), None),
+                    Completion::Session { id, outcome: result } => (id, Some(session_outcome(result)), None),
                     Completion::Log { id, event } => (
                         id,
                         None,
@@ -400,6 +588,7 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
+    client: &External<Client>,
     channel: &External<CompletionChannel>,
     id: u32,
     tenant: String,
@@ -411,10 +600,19 @@ pub fn exchange(
     openid_env: Option<OpenIdEnv>,
     log: bool,
     claims: Option<String>,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
 ) -> Result<Option<ExchangeOutcome>> {
     let claims = match claims.as_deref().map(Claims::parse).transpose() {
         Ok(claims) => claims,
-        Err(err) => return Ok(Some(invalid_claims(err.message()))),
+        Err(err) => return Ok(Some(invalid_argument(INVALID_CLAIMS, None, err.message()))),
+    };
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => match check_target(audiences, resources) {
+            Ok(target) => Some(target),
+            Err(err) => return Ok(Some(invalid_argument(INVALID_OPTION, Some(err.option), &err.message))),
+        },
     };
     let completions = channel.0.clone();
     let events = if log {
@@ -429,11 +627,12 @@ pub fn exchange(
         assertion,
         from_cache,
         claims,
+        target,
         events,
     };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
-    match Engine::global().exchange(request, env) {
+    match client.0.exchange(request, env) {
         Ok(exchange) => {
             Engine::spawn(exchange, move |outcome| report(&completions, Completion::Done { id, outcome }));
             Ok(None)
@@ -442,20 +641,123 @@ pub fn exchange(
     }
 }
 
+/// Log events of a call, through its thread's channel, when it has a logger.
+fn call_events(completions: &Arc<Mutex<CompletionFn>>, id: u32, log: bool) -> Events {
+    if !log {
+        return Events::Off;
+    }
+    let completions = completions.clone();
+    Events::Stream(Box::new(move |event| report(&completions, Completion::Log { id, event })))
+}
+
+/// Runs a session call that could start, reporting through `channel` with `id`;
+/// one that could not start answers at once.
+fn start_session<F>(
+    channel: &External<CompletionChannel>,
+    id: u32,
+    started: std::result::Result<F, Arc<ExchangeError>>,
+) -> Option<ExchangeOutcome>
+where
+    F: std::future::Future<Output = SessionOutcome> + Send + 'static,
+{
+    match started {
+        Ok(call) => {
+            let completions = channel.0.clone();
+            Engine::spawn_session(call, move |outcome| report(&completions, Completion::Session { id, outcome }));
+            None
+        }
+        Err(err) => Some(failed(&err)),
+    }
+}
+
+/// Starts `beginOboSession`: the exchange with `offline_access`, then the
+/// session. The identity is normalised by the facade.
+#[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)]
+pub fn begin_session(
+    client: &External<Client>,
+    channel: &External<CompletionChannel>,
+    id: u32,
+    tenant: String,
+    issuer: String,
+    subject: String,
+    scopes: String,
+    assertion: String,
+    session_key: Option<String>,
+    openid_env: Option<OpenIdEnv>,
+    log: bool,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
+) -> Option<ExchangeOutcome> {
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => match check_target(audiences, resources) {
+            Ok(target) => Some(target),
+            Err(err) => return Some(invalid_argument(INVALID_OPTION, Some(err.option), &err.message)),
+        },
+    };
+    let request = BeginSession {
+        identity: Identity { tenant, issuer, subject },
+        scopes,
+        assertion,
+        session_key,
+        target,
+        events: call_events(&channel.0, id, log),
+    };
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
+    start_session(channel, id, client.0.begin_session(request, env))
+}
+
+/// Starts `acquireSessionToken`.
+#[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)] // positional arguments, as `exchange` takes them
+pub fn acquire_session(
+    client: &External<Client>,
+    channel: &External<CompletionChannel>,
+    id: u32,
+    session_key: String,
+    scopes: String,
+    force: bool,
+    openid_env: Option<OpenIdEnv>,
+    log: bool,
+) -> Option<ExchangeOutcome> {
+    let events = call_events(&channel.0, id, log);
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
+    start_session(channel, id, client.0.acquire_session(session_key, scopes, force, events, env))
+}
+
+/// Starts `endOboSession`.
+#[napi(catch_unwind)]
+pub fn end_session(
+    client: &External<Client>,
+    channel: &External<CompletionChannel>,
+    id: u32,
+    session_key: String,
+    openid_env: Option<OpenIdEnv>,
+) -> Option<ExchangeOutcome> {
+    let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
+    let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
+    start_session(channel, id, client.0.end_session(session_key, env))
+}
+
 /// The reason the facade turns into a `TypeError` naming `claims`.
 const INVALID_CLAIMS: &str = "invalid_claims";
+/// The reason the facade turns into a `TypeError` naming the option in `code`.
+const INVALID_OPTION: &str = "invalid_option";
 
-fn invalid_claims(message: &str) -> ExchangeOutcome {
+fn invalid_argument(reason: &str, option: Option<&str>, message: &str) -> ExchangeOutcome {
     ExchangeOutcome {
         access_token: None,
         expires_in: None,
         expires_at_ms: None,
         failure: Some(Failure {
             message: message.to_owned(),
-            reason: INVALID_CLAIMS.to_owned(),
+            reason: reason.to_owned(),
             retryable: false,
             status: None,
-            code: None,
+            code: option.map(str::to_owned),
             error: None,
             error_description: None,
             error_codes: None,
@@ -467,23 +769,31 @@ fn invalid_claims(message: &str) -> ExchangeOutcome {
             retry_after: None,
             throttled: false,
         }),
+        session_key: None,
+        existed: None,
     }
 }
 
+/// What an external `ArrayBuffer` over a mirror keeps alive until it is collected.
+struct MirrorHold {
+    generations: Arc<Generations>,
+    mirror: Arc<Mirror>,
+}
+
 unsafe extern "C" fn release_mirror(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
-    let mirror = unsafe { Box::from_raw(hint.cast::<Arc<Mirror>>()) };
-    Engine::global().generations().release(&mirror);
+    let hold = unsafe { Box::from_raw(hint.cast::<MirrorHold>()) };
+    hold.generations.release(&hold.mirror);
 }
 
 /// This thread's view of the cache's generation counters (an `ArrayBuffer`
 /// over memory Rust keeps current), or `null` where the runtime does not
 /// allow external buffers; the memo is then off.
 #[napi(catch_unwind)]
-pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
-    let generations = Engine::global().generations();
+pub fn generations_view<'env>(env: &'env Env, client: &External<Client>) -> Result<Option<Unknown<'env>>> {
+    let generations = client.0.generations().clone();
     let mirror = generations.mirror();
     let (data, length) = mirror.as_ptr_and_len();
-    let hint = Box::into_raw(Box::new(mirror));
+    let hint = Box::into_raw(Box::new(MirrorHold { generations, mirror }));
     let mut value = ptr::null_mut();
     let status = unsafe {
         sys::napi_create_external_arraybuffer(
@@ -496,8 +806,8 @@ pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
         )
     };
     if status != sys::Status::napi_ok {
-        let mirror = unsafe { Box::from_raw(hint) };
-        generations.release(&mirror);
+        let hold = unsafe { Box::from_raw(hint) };
+        hold.generations.release(&hold.mirror);
         return Ok(None);
     }
     Ok(Some(unsafe { Unknown::from_raw_unchecked(env.raw(), value) }))

@@ -62,7 +62,14 @@ impl Namespace {
         let provider = match &config.endpoint {
             EndpointSource::TokenEndpoint(url) | EndpointSource::Issuer(url) => authority(url),
         };
-        Namespace::from_parts(&[("client_id", config.client_id.as_bytes()), ("authority", provider.as_bytes())])
+        // The grant, audiences, resources and requested token type; a call's
+        // own audiences and resources are in its engine key as well.
+        let grant = config.grant.configured_key();
+        Namespace::from_parts(&[
+            ("client_id", config.client_id.as_bytes()),
+            ("authority", provider.as_bytes()),
+            ("grant", grant.as_bytes()),
+        ])
     }
 
     /// SHA-256 over the named, length-prefixed parts: no two lists share a namespace.
@@ -78,6 +85,11 @@ impl Namespace {
         let mut namespace = [0u8; 32];
         namespace.copy_from_slice(context.finish().as_ref());
         Namespace(namespace)
+    }
+
+    /// The namespace itself: long-running sessions derive their ids under it.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// The key that the Redis names of an engine key are derived from.
@@ -115,7 +127,7 @@ pub struct Local<'a> {
     pub cache: &'a TokenCache,
     pub throttles: &'a Throttles,
     pub capacity: usize,
-    pub generations: &'static Generations,
+    pub generations: &'a Generations,
     pub epoch: u32,
     /// When the call began: a token from an exchange begun later is never replaced by its own.
     pub begun_us: u64,
@@ -156,6 +168,16 @@ impl SharedTier {
 
     pub fn tier(&self) -> &RedisTier {
         &self.tier
+    }
+
+    /// The lock's lease, renewed by its live holder.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The longest one exchange (or a session's renewal) can last, with a margin.
+    pub fn patience(&self) -> Duration {
+        self.patience
     }
 
     /// For the local leader of a cold key: a token or throttle from another
@@ -365,13 +387,13 @@ mod tests {
 
     #[test]
     fn a_shared_throttle_is_answered_as_the_provider_refused() {
-        let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
-        let (cache, throttles) = (TokenCache::new(generations), Throttles::default());
+        let generations = Arc::new(Generations::new());
+        let (cache, throttles) = (TokenCache::new(generations.clone()), Throttles::default());
         let local = Local {
             cache: &cache,
             throttles: &throttles,
             capacity: 10,
-            generations,
+            generations: &generations,
             epoch: generations.epoch(),
             begun_us: 0,
         };
@@ -397,7 +419,7 @@ mod tests {
         shared: SharedTier,
         cache: TokenCache,
         throttles: Throttles,
-        generations: &'static Generations,
+        generations: Arc<Generations>,
     }
 
     impl Instance {
@@ -415,10 +437,10 @@ mod tests {
             let config = Config::from_json(&options.to_string()).unwrap();
             let mut redis = config.redis.clone().unwrap();
             redis.poll_interval = Duration::from_millis(50);
-            let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+            let generations = Arc::new(Generations::new());
             Instance {
                 shared: SharedTier::new(RedisTier::new(redis).unwrap(), &config),
-                cache: TokenCache::new(generations),
+                cache: TokenCache::new(generations.clone()),
                 throttles: Throttles::default(),
                 generations,
             }
@@ -429,7 +451,7 @@ mod tests {
                 cache: &self.cache,
                 throttles: &self.throttles,
                 capacity: 100,
-                generations: self.generations,
+                generations: &self.generations,
                 epoch: self.generations.epoch(),
                 begun_us: crate::cache::exchange_begins(),
             }
@@ -583,5 +605,23 @@ mod tests {
             same_authority("https://login.example:443/t2/token")
         );
         assert_ne!(same_authority("https://login.example/t/token"), same_authority("https://login2.example/t/token"));
+        let with_grant = |extra: &str| {
+            let json =
+                format!(r#"{{"tokenEndpoint":"https://login.example/t","clientId":"a","clientSecret":"b"{extra}}}"#);
+            Namespace::of(&Config::from_json(&json).unwrap())
+        };
+        let namespaces = [
+            with_grant(""),
+            with_grant(r#","grantType":"token-exchange""#),
+            with_grant(r#","grantType":"token-exchange","audience":"mcp-a""#),
+            with_grant(r#","grantType":"token-exchange","audience":"mcp-b""#),
+            with_grant(r#","grantType":"token-exchange","resource":"https://mcp.example""#),
+            with_grant(r#","grantType":"token-exchange","requestedTokenType":"urn:ietf:params:oauth:token-type:jwt""#),
+        ];
+        for (i, a) in namespaces.iter().enumerate() {
+            for b in &namespaces[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

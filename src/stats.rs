@@ -1,8 +1,10 @@
 //! Counters since the package was loaded, shared by every thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::redis_tier::RedisStats;
+use crate::redis_tier::RedisCounters;
+use crate::session::SessionCounters;
 
 #[derive(Default)]
 pub struct Counters {
@@ -14,6 +16,10 @@ pub struct Counters {
     pub failures: AtomicU64,
     pub throttled: AtomicU64,
     pub in_flight: AtomicU64,
+    /// The Redis tier's and the sessions' counters: every configuration
+    /// counts into them, so that totals survive `configure()`.
+    pub redis: Arc<RedisCounters>,
+    pub sessions: Arc<SessionCounters>,
 }
 
 /// A snapshot, as `stats()` returns it.
@@ -43,6 +49,12 @@ pub struct Stats {
     pub redis_errors: u64,
     /// Waits for another instance's exchange of the same key.
     pub lock_waits: u64,
+    /// Long-running sessions held in this process (none when they live in Redis or a host store).
+    pub sessions: u64,
+    /// Refresh tokens redeemed for sessions.
+    pub session_renewals: u64,
+    /// Session calls (begin or acquire) that failed.
+    pub session_failures: u64,
 }
 
 impl Counters {
@@ -50,8 +62,9 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, cache_size: usize, redis: RedisStats) -> Stats {
+    pub fn snapshot(&self, cache_size: usize, sessions: usize) -> Stats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let redis = self.redis.snapshot();
         Stats {
             cache_hits: read(&self.cache_hits),
             cache_misses: read(&self.cache_misses),
@@ -66,6 +79,9 @@ impl Counters {
             redis_misses: redis.misses,
             redis_errors: redis.errors,
             lock_waits: redis.lock_waits,
+            sessions: sessions as u64,
+            session_renewals: read(&self.sessions.renewals),
+            session_failures: read(&self.sessions.failures),
         }
     }
 }

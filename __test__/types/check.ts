@@ -12,12 +12,17 @@ import {
   configure,
   clearCache,
   stats,
+  createOboClient,
+  beginOboSession,
+  acquireSessionToken,
+  endOboSession,
 } from 'obo-native'
+import type { OboSessionStore, OboSessionBegun, OboSessionError } from 'obo-native'
 import type { OboToken, OboTokenWithExpiry, OboIdentityContext, ConfigureOptions, OboStats, OboError, OboUser, Logger } from 'obo-native'
-import type { AcquireOboTokenOptions, ClientAssertionRequest } from 'obo-native'
+import type { AcquireOboTokenOptions, ClientAssertionRequest, OboClient, OboClientOptions, OboAbortSignal } from 'obo-native'
 import { __internals } from 'obo-native'
 import * as librechat from 'obo-native/librechat'
-import { startMockIdp, faults, mintToken, GRANT_TYPE } from 'obo-native/testing'
+import { startMockIdp, faults, mintToken, GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE } from 'obo-native/testing'
 import type { MockIdp, MockFault, MockRequest } from 'obo-native/testing'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
@@ -243,3 +248,128 @@ async function enterprise(): Promise<void> {
   configure({ issuer: 'https://i', clientId: 'app', clientAssertion: () => ({ jwt: 'x' }) })
 }
 void enterprise
+
+// ---- independent clients and cancellation ----
+async function clients(): Promise<void> {
+  const clientOptions: OboClientOptions = { issuer: 'https://keycloak.example/realms/r', clientId: 'librechat', clientSecret: 's' }
+  const client: OboClient = createOboClient(clientOptions)
+  const fromEnv: OboClient = createOboClient()
+  const token: OboTokenWithExpiry = await client.acquireOboToken({ assertion: 'a', scopes: 's', user: { openidId: 'u' } })
+  const plain: OboToken = await client.exchangeOboToken({ openidId: 'u' }, 'a', 's')
+  const graph: OboToken = await client.getGraphApiToken({ openidId: 'u' }, 'a', 's')
+  const counters: OboStats = client.stats()
+  const endpoint: string | null = client.tokenEndpoint()
+  client.clearCache()
+  const closing: Promise<void> = client.close()
+  await fromEnv.close()
+  // @ts-expect-error a client is configured once, when it is created
+  client.configure(clientOptions)
+  // @ts-expect-error the client id is required
+  createOboClient({ issuer: 'https://i' })
+  // @ts-expect-error unknown options are refused
+  createOboClient({ issuer: 'https://i', clientId: 'c', timeout: 5 })
+  // @ts-expect-error close() is awaited, not read synchronously
+  const closedAt: number = client.close()
+
+  // a Node.js / DOM AbortSignal fits structurally; so does any object with its members
+  const signalLike: OboAbortSignal = { aborted: false, addEventListener: () => undefined, removeEventListener: () => undefined }
+  await acquireOboToken({ assertion: 'a', scopes: 's', signal: signalLike })
+  await client.acquireOboToken({ assertion: 'a', scopes: 's', signal: null })
+  // @ts-expect-error a signal is an AbortSignal, not a flag
+  await acquireOboToken({ assertion: 'a', scopes: 's', signal: true })
+  // @ts-expect-error a signal is an AbortSignal, not a timeout
+  await acquireOboToken({ assertion: 'a', scopes: 's', signal: 5000 })
+  void [token, plain, graph, counters, endpoint, closing, closedAt]
+}
+void clients
+
+// ---- long-running On-Behalf-Of sessions ----
+async function sessions(): Promise<void> {
+  const store: OboSessionStore = {
+    get: async (id: string) => (id === 'x' ? 'sealed' : null),
+    set: async (_id: string, _value: string, _ttlMs: number) => undefined,
+    delete: async (_id: string) => undefined,
+  }
+  configure({ issuer: 'https://i', clientId: 'app', clientSecret: 's', cacheEncryptionKey: 'ab'.repeat(32), sessionStore: store, sessionTtlMs: 86_400_000 })
+  const begun: OboSessionBegun = await beginOboSession({ assertion: 'a', scopes: ['api://x/Read'], user: { openidId: 'u' }, sessionKey: 'schedule-42' })
+  const key: string = begun.sessionKey
+  const token: OboTokenWithExpiry = await acquireSessionToken({ sessionKey: key, scopes: 'api://x/Read', forceRefresh: true })
+  const ended: boolean = await endOboSession(key)
+  const client = createOboClient({ issuer: 'https://i', clientId: 'app', clientSecret: 's' })
+  await client.beginOboSession({ assertion: 'a', scopes: 's' })
+  await client.acquireSessionToken({ sessionKey: key, scopes: 's', signal: null })
+  const counters = stats()
+  const held: number = counters.sessions + counters.sessionRenewals + counters.sessionFailures
+  const reason: OboSessionError['oboFailureReason'] = 'session_expired'
+  // @ts-expect-error the refresh token is never returned
+  void begun.refresh_token
+  // @ts-expect-error acquireSessionToken needs the session's key
+  await acquireSessionToken({ scopes: 's' })
+  // @ts-expect-error endOboSession takes the key itself
+  await endOboSession({ sessionKey: key })
+  // @ts-expect-error a store has get, set and delete
+  configure({ issuer: 'https://i', clientId: 'app', sessionStore: { get: async () => null } })
+  // @ts-expect-error not a failure reason
+  const unknown: OboSessionError['oboFailureReason'] = 'session_lost'
+  // @ts-expect-error the drop-in's rejections have no session reasons
+  const dropIn: OboError['oboFailureReason'] = 'session_expired'
+  void [token, ended, held, reason, unknown, dropIn]
+}
+void sessions
+
+// ---- the mock provider's refresh tokens ----
+async function mockRefreshTokens(): Promise<void> {
+  const idp: MockIdp = await startMockIdp({ refreshTokens: { rotate: true, reuseDetection: true } })
+  const grants: { redemptions: number; revoked: boolean; reuseDetected: boolean }[] = idp.refreshGrants()
+  idp.revokeRefreshTokens()
+  idp.setRefreshTokens(false)
+  idp.enqueue({ status: 400, body: (request) => ({ error: 'invalid_request', error_description: request.form.refresh_token }) })
+  await startMockIdp({ refreshTokens: false })
+  // @ts-expect-error refreshTokens is settings or false
+  await startMockIdp({ refreshTokens: 'rotate' })
+  void grants
+}
+void mockRefreshTokens
+
+// ---- token exchange (RFC 8693) ----
+async function tokenExchange(): Promise<void> {
+  const keycloak: ConfigureOptions = {
+    issuer: 'https://sso.example.com/realms/librechat',
+    clientId: 'librechat',
+    clientSecret: 's',
+    grantType: 'token-exchange',
+    audience: ['mcp-a', 'mcp-b'],
+    resource: 'https://mcp.example.com/api',
+    subjectTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+    requestedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+    actorToken: async ({ clientId }: ClientAssertionRequest) => `actor-for-${clientId}`,
+    actorTokenType: 'urn:ietf:params:oauth:token-type:jwt',
+  }
+  configure(keycloak)
+  configure({ issuer: 'https://x.okta.com/oauth2/default', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', audience: 'api://default', actorToken: 'actor.jwt' })
+  createOboClient({ issuer: 'https://tenant.auth0.com/', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', subjectTokenType: 'urn:acme:legacy-token' })
+  await acquireOboToken({ assertion: 'a', scopes: 's', audience: 'mcp-a', resource: ['https://r.example.com/'] })
+  // @ts-expect-error audience applies to token exchange, not to the default jwt-bearer grant
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', audience: 'mcp-a' })
+  // @ts-expect-error no such grant
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', grantType: 'saml2-bearer' })
+  // @ts-expect-error audiences are strings
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', audience: [1] })
+  // @ts-expect-error the actor token function returns the token, not an object
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', actorToken: () => ({ token: 'x' }) })
+  // @ts-expect-error a per-call resource is a string or strings
+  await acquireOboToken({ assertion: 'a', scopes: 's', resource: new URL('https://r.example.com/') })
+}
+void tokenExchange
+
+async function mockTokenExchange(): Promise<void> {
+  const idp: MockIdp = await startMockIdp({ tokenExchange: { audiences: ['mcp-a'], requireAudience: true } })
+  await startMockIdp({ tokenExchange: true })
+  const grant: 'urn:ietf:params:oauth:grant-type:token-exchange' = TOKEN_EXCHANGE_GRANT_TYPE
+  const expected: string = idp.expectedExchangeToken('subject', 'scope', { audience: ['mcp-a'] })
+  const audiences: string[] | undefined = idp.tokenRequests()[0]?.audiences
+  // @ts-expect-error tokenExchange is a flag or settings, not a grant type
+  await startMockIdp({ tokenExchange: 'urn:ietf:params:oauth:grant-type:token-exchange' })
+  void [grant, expected, audiences]
+}
+void mockTokenExchange

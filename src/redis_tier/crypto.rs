@@ -25,6 +25,8 @@ pub(crate) struct KeyNames {
     pub throttle: String,
     /// The pub/sub channel that announces a new token or a released lock.
     pub channel: String,
+    /// A long-running OBO session (see `crate::session`), when the key is a session's id.
+    pub session: String,
 }
 
 pub(crate) struct Sealer {
@@ -44,9 +46,15 @@ impl Sealer {
     }
 
     pub fn key_names(&self, prefix: &str, key: &[u8]) -> KeyNames {
-        let tag = URL_SAFE_NO_PAD.encode(hmac::sign(&self.names, key).as_ref());
+        let tag = self.tag(key);
         let name = |suffix: &str| format!("{prefix}obo:{{{tag}}}:{suffix}");
-        KeyNames { token: name("t"), lock: name("l"), throttle: name("r"), channel: name("c") }
+        KeyNames { token: name("t"), lock: name("l"), throttle: name("r"), channel: name("c"), session: name("s") }
+    }
+
+    /// A keyed hash of `key`, base64url: a name that reveals nothing of it
+    /// to whoever lacks the master key (the session store's ids too).
+    pub fn tag(&self, key: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.names, key).as_ref())
     }
 
     /// `nonce ‖ ciphertext ‖ tag`, with `name` as associated data.

@@ -13,7 +13,8 @@
 //! Key names, for a shared key `k` (the engine's key under the application's
 //! namespace, see [`crate::shared::Namespace`]; `tag = base64url(HMAC-SHA256(k))`):
 //! `{prefix}obo:{tag}:t` the token, `…:l` the exchange lock, `…:r` a throttle,
-//! and the pub/sub channel `…:c` that announces a new token or a released lock.
+//! and the pub/sub channel `…:c` that announces a new token or a released lock;
+//! for a long-running OBO session's id, `…:s` holds the session (`sessions`).
 
 mod breaker;
 mod client;
@@ -21,6 +22,7 @@ mod crypto;
 mod lock;
 mod options;
 mod ordered;
+mod sessions;
 mod wait;
 
 #[cfg(test)]
@@ -40,11 +42,16 @@ use crate::cache::wall_clock_ms;
 
 pub use breaker::{BreakerPolicy, Notice};
 pub use lock::{LockAttempt, LockGuard};
+pub(crate) use options::encryption_key_from_options;
 pub use options::{ConfigError, RedisOptions, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT};
+pub use sessions::Unreachable;
+
+/// Sessions kept in a host's own store are sealed the same way (see `crate::session`).
+pub(crate) use crypto::Sealer;
 
 use breaker::Breaker;
 use client::Backend;
-use crypto::{KeyNames, Sealer};
+use crypto::KeyNames;
 use wait::Subscriptions;
 
 /// A token as the instances share it. Times are wall-clock milliseconds since

@@ -138,12 +138,7 @@ impl RedisOptions {
     pub(crate) fn from_options(options: &Options<'_>) -> Result<Option<RedisOptions>, OptionError> {
         // Blank strings count as absent, as LibreChat's empty variables do.
         let string = |name: &str| Ok::<_, OptionError>(options.string(name)?.filter(|text| !text.trim().is_empty()));
-        let key_text = string("cacheEncryptionKey")?;
-        let encryption_key = key_text
-            .as_deref()
-            .map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key))
-            .transpose()
-            .map_err(ConfigError::for_configure)?;
+        let encryption_key = encryption_key_from_options(options)?;
         let cluster = options.boolean("redisCluster")?.unwrap_or(false);
         let key_prefix = string("redisKeyPrefix")?.unwrap_or_default();
         let username = string("redisUsername")?;
@@ -287,6 +282,16 @@ fn read_ca(path: &str, option: &'static str) -> Result<Vec<u8>, ConfigError> {
         return Err(ConfigError::new(option, format!("the CA file {path:?} holds no PEM certificate")));
     }
     Ok(pem)
+}
+
+/// `cacheEncryptionKey`, which also seals the sessions kept in a host's
+/// store (see `crate::session`), so it is read apart from `redisUri`.
+pub(crate) fn encryption_key_from_options(options: &Options<'_>) -> Result<Option<[u8; 32]>, OptionError> {
+    let text = options.string("cacheEncryptionKey")?.filter(|text| !text.trim().is_empty());
+    text.as_deref()
+        .map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key))
+        .transpose()
+        .map_err(ConfigError::for_configure)
 }
 
 /// The `CREDS_KEY` of LibreChat's `.env.example`, copied into many public
