@@ -24,6 +24,8 @@ pub mod stats;
 pub mod throttle;
 
 #[cfg(feature = "node")]
+mod lent_string;
+#[cfg(feature = "node")]
 mod node;
 
 /// Only in the addon: see Cargo.toml for why.

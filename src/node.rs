@@ -24,6 +24,7 @@ use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::Mirror;
 use crate::key::Identity;
+use crate::lent_string::{self, TokenString};
 
 #[napi(object)]
 pub struct ConfigFailure {
@@ -179,9 +180,11 @@ pub fn add_joins(joins: u32) {
     Engine::global().add_joins(joins.into());
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct LookupHit {
-    pub access_token: String,
+    /// Over the cache's buffer where the runtime allows (see `lent_string`).
+    #[napi(ts_type = "string")]
+    pub access_token: TokenString,
     pub expires_in: u32,
     pub granted: u32,
     /// Wall clock, ms since the Unix epoch.
@@ -197,7 +200,7 @@ pub struct LookupHit {
 pub fn lookup(tenant: String, issuer: String, subject: String, scopes: String, assertion: String) -> Option<LookupHit> {
     let hit = Engine::global().lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
     Some(LookupHit {
-        access_token: hit.access_token.to_string(),
+        access_token: TokenString(hit.access_token),
         expires_in: hit.expires_in as u32,
         granted: hit.granted_secs as u32,
         serve_until_ms: hit.serve_until_ms as f64,
@@ -208,7 +211,7 @@ pub fn lookup(tenant: String, issuer: String, subject: String, scopes: String, a
     })
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct Failure {
     pub message: String,
     pub reason: String,
@@ -227,7 +230,7 @@ pub struct Failure {
     pub throttled: bool,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct LogEvent {
     pub level: String,
     pub message: String,
@@ -235,9 +238,10 @@ pub struct LogEvent {
     pub failure: Option<Failure>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct ExchangeOutcome {
-    pub access_token: Option<String>,
+    #[napi(ts_type = "string")]
+    pub access_token: Option<TokenString>,
     pub expires_in: Option<u32>,
     pub expires_at_ms: Option<f64>,
     pub failure: Option<Failure>,
@@ -267,7 +271,7 @@ fn failure(err: &ExchangeError) -> Failure {
 fn outcome(result: Outcome) -> ExchangeOutcome {
     match result {
         Ok(token) => ExchangeOutcome {
-            access_token: Some(token.access_token.to_string()),
+            access_token: Some(TokenString(token.access_token)),
             expires_in: Some(token.expires_in as u32),
             expires_at_ms: Some(token.expires_at_ms as f64),
             failure: None,
@@ -491,4 +495,17 @@ pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
         return Ok(None);
     }
     Ok(Some(unsafe { Unknown::from_raw_unchecked(env.raw(), value) }))
+}
+
+/// How tokens reach JavaScript in this process: `"external"` (strings over
+/// the cache's buffers) or `"copy"`.
+#[napi(catch_unwind)]
+pub fn token_strings() -> &'static str {
+    lent_string::mode()
+}
+
+/// For tests: strings over a token's buffer that V8 has not released yet, in every thread.
+#[napi(catch_unwind)]
+pub fn lent_tokens() -> u32 {
+    lent_string::lent().min(u32::MAX as usize) as u32
 }
