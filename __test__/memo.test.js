@@ -72,6 +72,32 @@ describe('memo', () => {
     expect(memo.get('sub', 'two', 't', 'i', 'a', Date.now()).token).toBe('tok-2');
   });
 
+  it('answers each scope of a subject its own token, whether the subject holds one scope or several', () => {
+    const generations = new Uint32Array(8);
+    const memo = new Memo(generations, 100);
+    const now = Date.now();
+    memo.remember('sub', 'one', 't', 'i', 'a', hit('tok-1', 1, generations));
+    memo.remember('sub', 'one', 't', 'i', 'a', hit('tok-1b', 1, generations));
+    expect([memo.size, memo.subjects]).toEqual([1, 1]);
+    expect(memo.get('sub', 'two', 't', 'i', 'a', now)).toBeUndefined();
+    memo.remember('sub', 'two', 't', 'i', 'a', hit('tok-2', 2, generations));
+    memo.remember('sub', 'three', 't', 'i', 'a', hit('tok-3', 3, generations));
+    expect([memo.size, memo.subjects]).toEqual([3, 1]);
+    expect(['one', 'two', 'three'].map((scopes) => memo.get('sub', scopes, 't', 'i', 'a', now).token)).toEqual([
+      'tok-1b',
+      'tok-2',
+      'tok-3',
+    ]);
+    generations[2]++;
+    generations[3]++;
+    expect(memo.get('sub', 'two', 't', 'i', 'a', now)).toBeUndefined();
+    expect(memo.get('sub', 'three', 't', 'i', 'a', now)).toBeUndefined();
+    expect(memo.get('sub', 'one', 't', 'i', 'a', now).token).toBe('tok-1b');
+    generations[1]++;
+    expect(memo.get('sub', 'one', 't', 'i', 'a', now)).toBeUndefined();
+    expect([memo.size, memo.subjects]).toEqual([0, 0]);
+  });
+
   it('starts again when full, and a replaced entry does not count twice', () => {
     const generations = new Uint32Array(8);
     const memo = new Memo(generations, 3);
