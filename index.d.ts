@@ -65,6 +65,21 @@ export interface AcquireOboTokenOptions {
    * exchanges under way, and the token is cached like any other.
    */
   claims?: string | null
+  /**
+   * Walks away from the call: once aborted, the call rejects with
+   * `signal.reason` (an `AbortError` `DOMException` for `controller.abort()`),
+   * at once and without a request when it was aborted before the call. An
+   * exchange under way goes on for its other callers and still fills the cache.
+   */
+  signal?: OboAbortSignal | null
+}
+
+/** What `signal` needs of an `AbortSignal`: the DOM's and Node.js's fit, without either's type library. */
+export interface OboAbortSignal {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
 }
 
 /** Any object with these methods: winston, pino, console. */
@@ -141,7 +156,7 @@ export interface ConfigureOptions {
   cacheEncryptionKey?: string | null
 }
 
-/** Counters since the package was loaded, for the whole process. */
+/** Counters since the package was loaded (a client's: since it was created), for the whole process. */
 export interface OboStats {
   cacheHits: number
   cacheMisses: number
@@ -246,6 +261,39 @@ export declare function stats(): OboStats
 
 /** The token endpoint in use: configured, or discovered from the issuer by an exchange; `null` before discovery. */
 export declare function tokenEndpoint(): string | null
+
+/** The options of `createOboClient`: those of `configure()`. */
+export type OboClientOptions = ConfigureOptions
+
+/**
+ * An independent client: its own configuration, cache, exchanges under way,
+ * throttles, counters and Redis namespace. The functions are those of the
+ * module, for this client.
+ */
+export interface OboClient {
+  exchangeOboToken: typeof exchangeOboToken
+  getGraphApiToken: typeof getGraphApiToken
+  acquireOboToken: typeof acquireOboToken
+  /** Forgets this client's cached tokens and throttles (every thread). */
+  clearCache(): void
+  /** This client's counters since it was created. */
+  stats(): OboStats
+  tokenEndpoint(): string | null
+  /**
+   * Releases the client: its cache and configuration at once, its
+   * connections once its exchanges under way have answered (they still do).
+   * Every later call rejects with an `Error` whose `code` is
+   * `'ERR_OBO_CLIENT_CLOSED'`. Resolves when those exchanges have answered.
+   */
+  close(): Promise<void>
+}
+
+/**
+ * A new independent client. Without options it reads LibreChat's environment
+ * variables, as the module does. Invalid options throw a `TypeError` naming
+ * the option (`err.option`), as `configure()` does.
+ */
+export declare function createOboClient(options?: OboClientOptions | null): OboClient
 
 /** Helpers for tests of code that uses this package (LibreChat's own among them). */
 export declare const __internals: {

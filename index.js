@@ -8,6 +8,10 @@
  * native addon; the memo only mirrors what the native cache holds, and is
  * checked against generation counters the addon keeps current in memory this
  * thread can read, so a memo hit costs no call into Rust.
+ *
+ * Each client (the module's top-level functions are the default one,
+ * `createOboClient()` makes others) is a native engine handle with this
+ * state around it: its memo, its exchanges under way, its logger.
  */
 const { createHash } = require('node:crypto');
 const native = require('./binding.js');
@@ -26,14 +30,6 @@ const lacksSurrogates =
     ? (text) => text.isWellFormed()
     : (text) => !/\p{Surrogate}/u.test(text);
 
-const view = native.generationsView();
-/** This thread's memo, or null where the runtime has no external buffers (the memo is then off). */
-const memo = view ? new Memo(new Uint32Array(view), MEMO_LIMIT) : null;
-const generations = memo === null ? null : memo.generations;
-let unreportedHits = 0;
-let unreportedJoins = 0;
-/** This thread's logger, or null: nothing is logged, and the addon produces no event. */
-let logger = null;
 /** The identity of the call under way; reused, so the hot path allocates nothing for it. */
 const identity = { subject: '', tenant: '', issuer: '', error: undefined };
 
@@ -54,7 +50,7 @@ function checkLogger(candidate, where) {
 }
 
 /** A logger that throws must not break an exchange. */
-function log(level, message, error) {
+function log(logger, level, message, error) {
   try {
     if (error === undefined) logger[level](message);
     else logger[level](message, error);
@@ -63,36 +59,11 @@ function log(level, message, error) {
   }
 }
 
-function logHit(subject) {
-  log('debug', `[OboTokenService] Using cached token for user: ${subject}`);
-}
-
-function forgetMemo() {
-  if (memo !== null) memo.clear();
-}
-
-function countHit() {
-  if (++unreportedHits >= HIT_BATCH) {
-    native.addCacheHits(unreportedHits);
-    unreportedHits = 0;
-  }
-}
-
 /** The result callers read; `expires_at` only for callers that pass an identity context. */
 function tokenResult(accessToken, expiresIn, scopes, expiresAt, withExpiry) {
   return withExpiry
     ? { access_token: accessToken, token_type: 'Bearer', expires_in: expiresIn, expires_at: expiresAt, scope: scopes }
     : { access_token: accessToken, token_type: 'Bearer', expires_in: expiresIn, scope: scopes };
-}
-
-function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
-  const at = Date.now();
-  const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at);
-  if (entry === undefined) return undefined;
-  countHit();
-  if (logger !== null) logHit(subject);
-  const left = Math.ceil((entry.expiresAt - at) / 1000);
-  return tokenResult(entry.token, left < entry.granted ? left : entry.granted, scopes, entry.expiresAt, withExpiry);
 }
 
 /**
@@ -150,6 +121,14 @@ function toError(failure) {
   return err;
 }
 
+/** What a call to a closed client rejects with (the addon's words, should one get that far). */
+const CLIENT_CLOSED = 'obo-native: this OBO client is closed (close() was called); create another one';
+const CLIENT_CLOSED_CODE = 'ERR_OBO_CLIENT_CLOSED';
+
+function closedError() {
+  return Object.assign(new Error(CLIENT_CLOSED), { code: CLIENT_CLOSED_CODE });
+}
+
 /**
  * The checks of the JavaScript service, with its messages; values of the
  * wrong type are a TypeError naming the argument. Reads the identity resolved
@@ -183,203 +162,6 @@ function checkEncodable(accessToken, scopes) {
     }
   }
   return undefined;
-}
-
-/** Resolvers of this thread's exchanges under way, by call id. */
-const pendingCalls = new Map();
-let nextCallId = 0;
-
-/**
- * Called by the addon, on this thread, with a log event of an exchange as it
- * happens, or with its outcome when it finishes.
- */
-function complete(id, outcome, event) {
-  if (outcome === undefined || outcome === null) {
-    if (event && logger !== null) log(event.level, event.message, event.failure ? toError(event.failure) : undefined);
-    return;
-  }
-  const settle = pendingCalls.get(id);
-  pendingCalls.delete(id);
-  if (pendingCalls.size === 0) native.holdLoop(channel, false);
-  if (settle !== undefined) settle(outcome);
-}
-/** This module's channel for the news of its exchanges (an opaque native handle). */
-const channel = native.onCompletion(complete);
-
-/** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
-function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
-  const id = (nextCallId = (nextCallId + 1) >>> 0);
-  const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
-  const immediate = native.exchange(
-    channel,
-    id,
-    tenant,
-    issuer,
-    subject,
-    scopes,
-    accessToken,
-    fromCache,
-    env,
-    logger !== null,
-    claims,
-  );
-  if (immediate !== null) return immediate;
-  if (pendingCalls.size === 0) native.holdLoop(channel, true);
-  return new Promise((resolve) => pendingCalls.set(id, resolve));
-}
-
-/**
- * This thread's exchanges under way that later calls with the same key join
- * in JavaScript, without a call into Rust (a fan-out of tool calls on a cold
- * key then costs one native call): subject → scopes → flights
- * `{ tenant, issuer, assertion, epoch, outcome }`. The native single flight
- * still joins calls from other threads.
- */
-const flights = new Map();
-
-function findFlight(subject, scopes, tenant, issuer, assertion) {
-  const byScopes = flights.get(subject);
-  if (byScopes === undefined) return undefined;
-  const list = byScopes.get(scopes);
-  if (list === undefined) return undefined;
-  for (let i = 0; i < list.length; i++) {
-    const flight = list[i];
-    // A flight begun before a configure()/clearCache() (from any thread) is not joined.
-    if (
-      flight.assertion === assertion &&
-      flight.tenant === tenant &&
-      flight.issuer === issuer &&
-      flight.epoch === generations[0]
-    ) {
-      return flight;
-    }
-  }
-  return undefined;
-}
-
-function addFlight(subject, scopes, flight) {
-  let byScopes = flights.get(subject);
-  if (byScopes === undefined) {
-    byScopes = new Map();
-    flights.set(subject, byScopes);
-  }
-  const list = byScopes.get(scopes);
-  if (list === undefined) byScopes.set(scopes, [flight]);
-  else list.push(flight);
-}
-
-function removeFlight(subject, scopes, flight) {
-  const byScopes = flights.get(subject);
-  const list = byScopes === undefined ? undefined : byScopes.get(scopes);
-  if (list === undefined) return;
-  const at = list.indexOf(flight);
-  if (at >= 0) list.splice(at, 1);
-  if (list.length === 0) {
-    byScopes.delete(scopes);
-    if (byScopes.size === 0) flights.delete(subject);
-  }
-}
-
-function countJoin() {
-  if (++unreportedJoins >= HIT_BATCH) {
-    native.addJoins(unreportedJoins);
-    unreportedJoins = 0;
-  }
-}
-
-/**
- * The miss path: joins this thread's exchange under way for the same key, or
- * starts one. Each caller gets its own result or Error.
- */
-function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
-  const joinable = fromCache && claims === undefined && generations !== null;
-  if (joinable) {
-    const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
-    if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
-  }
-  const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
-  if (joinable && typeof outcome.then === 'function') {
-    const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
-    addFlight(subject, scopes, flight);
-    outcome.then(() => removeFlight(subject, scopes, flight));
-  }
-  return settleWith(outcome, scopes, withExpiry);
-}
-
-function joinFlight(flight, subject, scopes, withExpiry) {
-  countJoin();
-  if (logger !== null) log('debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
-  return settleWith(flight.outcome, scopes, withExpiry);
-}
-
-/** `async` so that the promise belongs to this module's realm (the caller's), as the JavaScript service's did. */
-async function settleWith(pending, scopes, withExpiry) {
-  const outcome = await pending;
-  if (outcome.failure) throw toError(outcome.failure);
-  return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
-}
-
-/**
- * Exchanges `accessToken` for a token scoped to `scopes`, on behalf of the
- * user `identityContext` (else `user`) names.
- * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at?: number, scope: string}>}
- */
-function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityContext = undefined) {
-  const withExpiry = identityContext !== undefined && identityContext !== null;
-  try {
-    resolveIdentity(user, identityContext, identity);
-  } catch (err) {
-    return Promise.reject(err);
-  }
-  const { subject, tenant, issuer } = identity;
-  // Every argument is valid when the memo can answer, so the checks below can wait.
-  if (
-    fromCache &&
-    memo !== null &&
-    subject !== '' &&
-    typeof scopes === 'string' &&
-    typeof accessToken === 'string' &&
-    accessToken !== '' &&
-    identity.error === undefined
-  ) {
-    const hit = fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry);
-    if (hit !== undefined) return Promise.resolve(hit);
-    // The same strings as a flight's, which were checked when it began.
-    const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
-    if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
-  }
-  const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
-  if (invalid) return Promise.reject(invalid);
-  try {
-    if (fromCache) {
-      const hit = native.lookup(tenant, issuer, subject, scopes, accessToken);
-      if (hit) {
-        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, hit);
-        if (logger !== null) logHit(subject);
-        return Promise.resolve(tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, withExpiry));
-      }
-    }
-    return exchangeNatively(tenant, issuer, subject, scopes, accessToken, Boolean(fromCache), withExpiry);
-  } catch (err) {
-    return Promise.reject(err);
-  }
-}
-
-/**
- * The same exchange, for Microsoft Graph; a failure rejects with
- * `Graph token acquisition failed: <cause>` and the cause as `cause`.
- */
-async function getGraphApiToken(user, accessToken, scopes, fromCache = true, identityContext = undefined) {
-  try {
-    return await exchangeOboToken(user, accessToken, scopes, fromCache, identityContext);
-  } catch (cause) {
-    const message = cause && typeof cause.message === 'string' ? cause.message : String(cause);
-    const err = new Error(GRAPH_PREFIX + message, { cause });
-    for (const name of ['retryable', 'oboFailureReason', 'status', 'code', 'retryAfter']) {
-      if (cause && cause[name] !== undefined) err[name] = cause[name];
-    }
-    throw err;
-  }
 }
 
 const ACQUIRE = 'acquireOboToken';
@@ -431,98 +213,48 @@ function acquireIdentity(user, identityContext, assertion) {
   );
 }
 
-/**
- * The options-object API beside the drop-in: exchanges `assertion` for a
- * token scoped to `scopes` (a string or an array). `forceRefresh` skips the
- * cache; `claims` (a claims challenge) skips the cache and the flights, and
- * its token is cached like any other. The result always has `expires_at`.
- * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
- */
-async function acquireOboToken(options) {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new TypeError(`${ACQUIRE}: options must be an object, not ${describe(options)}`);
-  }
-  const { assertion, user, identityContext, forceRefresh = false, claims } = options;
-  if (typeof assertion !== 'string' || assertion === '') {
-    throw Object.assign(new TypeError(`${ACQUIRE}: assertion must be a non-empty string (the user's access token)`), {
-      option: 'assertion',
+/** `signal`: absent, or an AbortSignal (anything with `aborted` and `addEventListener`). */
+function checkSignal(signal) {
+  if (signal === undefined || signal === null) return undefined;
+  if (
+    typeof signal !== 'object' ||
+    typeof signal.aborted !== 'boolean' ||
+    typeof signal.addEventListener !== 'function' ||
+    typeof signal.removeEventListener !== 'function'
+  ) {
+    throw Object.assign(new TypeError(`${ACQUIRE}: signal must be an AbortSignal, not ${describe(signal)}`), {
+      option: 'signal',
     });
   }
-  const scopes = scopeText(options.scopes);
-  if (scopes === '') throw Object.assign(new TypeError(`${ACQUIRE}: scopes are required`), { option: 'scopes' });
-  if (claims !== undefined && claims !== null && typeof claims !== 'string') {
-    throw Object.assign(new TypeError(`${ACQUIRE}: claims must be a string (a claims challenge), not ${describe(claims)}`), {
-      option: 'claims',
-    });
-  }
-  const { subject, tenant, issuer } = acquireIdentity(user, identityContext, assertion);
-  for (const [name, text] of [['the subject', subject], ['the tenant', tenant], ['the issuer', issuer], ['scopes', scopes], ['assertion', assertion]]) {
-    if (!lacksSurrogates(text)) throw new TypeError(`${ACQUIRE}: ${name} contains a lone UTF-16 surrogate and cannot be encoded`);
-  }
-  const challenge = claims === undefined || claims === null ? undefined : claims;
-  const fromCache = !forceRefresh && challenge === undefined;
-  if (fromCache) {
-    if (memo !== null) {
-      const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
-      if (hit !== undefined) return hit;
-    }
-    const hit = native.lookup(tenant, issuer, subject, scopes, assertion);
-    if (hit) {
-      if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit);
-      if (logger !== null) logHit(subject);
-      return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
-    }
-  }
-  return exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
+  return signal;
+}
+
+/** What an aborted signal rejects with: its reason, as `fetch` does. */
+function abortReason(signal) {
+  return signal.reason !== undefined ? signal.reason : new DOMException('This operation was aborted', 'AbortError');
 }
 
 /**
- * Replaces the whole configuration (this thread's logger included) and
- * empties the cache; `null` returns to LibreChat's environment variables and
- * keeps the logger. Invalid options throw a TypeError naming the option, and
- * the configuration in force stays as it was.
+ * `pending`, or the signal's reason as soon as it aborts. The exchange under
+ * way is not stopped (other callers may share it, and its token is cached);
+ * its outcome is then dropped here, and the listener goes with the first
+ * of the two to happen.
  */
-function configure(options) {
-  if (options === null || options === undefined) {
-    native.configure(null);
-    forgetMemo();
-    return;
-  }
-  if (typeof options !== 'object' || Array.isArray(options)) {
-    throw new TypeError(`configure: options must be an object or null, not ${describe(options)}`);
-  }
-  const plain = {};
-  let nextLogger = null;
-  let assertionFunction = null;
-  for (const name of Object.keys(options)) {
-    const value = options[name];
-    if (name === 'logger') {
-      nextLogger = checkLogger(value, 'configure');
-      continue;
-    }
-    if (value === undefined || value === null) continue;
-    if (name === 'clientAssertion' && typeof value === 'function') {
-      assertionFunction = assertionBridge(value);
-      continue;
-    }
-    if (name === 'clientCapabilities' && Array.isArray(value)) {
-      // Checked natively (strings only, no blanks); copied so later changes to the caller's array do not count.
-      plain[name] = Array.from(value);
-      continue;
-    }
-    const type = typeof value;
-    if (type === 'number' && !Number.isFinite(value)) {
-      throw Object.assign(new TypeError(`configure: option "${name}" must be a finite number`), { option: name });
-    }
-    if (type !== 'string' && type !== 'number' && type !== 'boolean') {
-      throw Object.assign(new TypeError(`configure: option "${name}" must not be ${describe(value)}`), { option: name });
-    }
-    plain[name] = value;
-  }
-  const failure = native.configure(JSON.stringify(plain), assertionFunction);
-  if (failure) throw Object.assign(new TypeError(failure.message), { option: failure.option });
-  logger = nextLogger;
-  forgetMemo();
+function abortable(pending, signal) {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(abortReason(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    pending.then(
+      (result) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(result);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /**
@@ -549,49 +281,483 @@ function assertionBridge(provide) {
   };
 }
 
-/** Sets this thread's logger (winston, pino, console…) without touching the configuration; `null` silences it. */
-function setLogger(candidate) {
-  logger = checkLogger(candidate, 'setLogger');
+/**
+ * The options of `configure()`/`createOboClient()` as the addon reads them:
+ * plain values as JSON, the functions apart. Throws a TypeError naming a
+ * value that cannot be sent.
+ */
+function nativeOptions(options, where) {
+  const plain = {};
+  let logger = null;
+  let assertionFunction = null;
+  for (const name of Object.keys(options)) {
+    const value = options[name];
+    if (name === 'logger') {
+      logger = checkLogger(value, where);
+      continue;
+    }
+    if (value === undefined || value === null) continue;
+    if (name === 'clientAssertion' && typeof value === 'function') {
+      assertionFunction = assertionBridge(value);
+      continue;
+    }
+    if (name === 'clientCapabilities' && Array.isArray(value)) {
+      // Checked natively (strings only, no blanks); copied so later changes to the caller's array do not count.
+      plain[name] = Array.from(value);
+      continue;
+    }
+    const type = typeof value;
+    if (type === 'number' && !Number.isFinite(value)) {
+      throw Object.assign(new TypeError(`${where}: option "${name}" must be a finite number`), { option: name });
+    }
+    if (type !== 'string' && type !== 'number' && type !== 'boolean') {
+      throw Object.assign(new TypeError(`${where}: option "${name}" must not be ${describe(value)}`), { option: name });
+    }
+    plain[name] = value;
+  }
+  return { json: JSON.stringify(plain), logger, assertionFunction };
 }
 
 /**
- * Forgets every cached token and remembered throttle of this process, in
- * every thread. A shared Redis tier keeps its entries (the other instances
- * use them; they expire on their own): `fromCache = false` replaces one.
+ * A client over a native engine handle: the memo of hot tokens, the
+ * exchanges under way and the logger of this thread, and the functions
+ * callers use. `where` names the function whose options are checked.
  */
-function clearCache() {
-  native.clearCache();
-  forgetMemo();
-}
+function makeClient(handle, where) {
+  const view = native.generationsView(handle);
+  /** This thread's memo, or null where the runtime has no external buffers (the memo is then off). */
+  const memo = view ? new Memo(new Uint32Array(view), MEMO_LIMIT) : null;
+  const generations = memo === null ? null : memo.generations;
+  let unreportedHits = 0;
+  let unreportedJoins = 0;
+  /** This thread's logger, or null: nothing is logged, and the addon produces no event. */
+  let logger = null;
+  let closed = false;
+  /** Resolves close()'s promise once the last exchange under way has answered. */
+  let whenIdle = null;
 
-/**
- * The token endpoint in use: the configured one, or the one discovered from
- * the issuer by an exchange; null before discovery.
- */
-function tokenEndpoint() {
-  return native.tokenEndpoint();
-}
+  function logHit(subject) {
+    log(logger, 'debug', `[OboTokenService] Using cached token for user: ${subject}`);
+  }
 
-/** Counters since the package was loaded, for the whole process. */
-function stats() {
-  const counters = native.stats(unreportedHits, unreportedJoins);
-  unreportedHits = 0;
-  unreportedJoins = 0;
+  function forgetMemo() {
+    if (memo !== null) memo.clear();
+  }
+
+  function countHit() {
+    if (++unreportedHits >= HIT_BATCH) {
+      native.addCacheHits(handle, unreportedHits);
+      unreportedHits = 0;
+    }
+  }
+
+  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
+    const at = Date.now();
+    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at);
+    if (entry === undefined) return undefined;
+    countHit();
+    if (logger !== null) logHit(subject);
+    const left = Math.ceil((entry.expiresAt - at) / 1000);
+    return tokenResult(entry.token, left < entry.granted ? left : entry.granted, scopes, entry.expiresAt, withExpiry);
+  }
+
+  /** Resolvers of this client's exchanges under way on this thread, by call id. */
+  const pendingCalls = new Map();
+  let nextCallId = 0;
+
+  /**
+   * Called by the addon, on this thread, with a log event of an exchange as it
+   * happens, or with its outcome when it finishes.
+   */
+  function complete(id, outcome, event) {
+    if (outcome === undefined || outcome === null) {
+      if (event && logger !== null) {
+        log(logger, event.level, event.message, event.failure ? toError(event.failure) : undefined);
+      }
+      return;
+    }
+    const settle = pendingCalls.get(id);
+    pendingCalls.delete(id);
+    if (pendingCalls.size === 0) {
+      native.holdLoop(channel, false);
+      if (whenIdle !== null) whenIdle();
+    }
+    if (settle !== undefined) settle(outcome);
+  }
+  /** This client's channel for the news of its exchanges (an opaque native handle). */
+  const channel = native.onCompletion(complete);
+
+  /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
+  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
+    const id = (nextCallId = (nextCallId + 1) >>> 0);
+    const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
+    const immediate = native.exchange(
+      handle,
+      channel,
+      id,
+      tenant,
+      issuer,
+      subject,
+      scopes,
+      accessToken,
+      fromCache,
+      env,
+      logger !== null,
+      claims,
+    );
+    if (immediate !== null) return immediate;
+    if (pendingCalls.size === 0) native.holdLoop(channel, true);
+    return new Promise((resolve) => pendingCalls.set(id, resolve));
+  }
+
+  /**
+   * This thread's exchanges under way that later calls with the same key join
+   * in JavaScript, without a call into Rust (a fan-out of tool calls on a cold
+   * key then costs one native call): subject → scopes → flights
+   * `{ tenant, issuer, assertion, epoch, outcome }`. The native single flight
+   * still joins calls from other threads.
+   */
+  const flights = new Map();
+
+  function findFlight(subject, scopes, tenant, issuer, assertion) {
+    const byScopes = flights.get(subject);
+    if (byScopes === undefined) return undefined;
+    const list = byScopes.get(scopes);
+    if (list === undefined) return undefined;
+    for (let i = 0; i < list.length; i++) {
+      const flight = list[i];
+      // A flight begun before a configure()/clearCache() (from any thread) is not joined.
+      if (
+        flight.assertion === assertion &&
+        flight.tenant === tenant &&
+        flight.issuer === issuer &&
+        flight.epoch === generations[0]
+      ) {
+        return flight;
+      }
+    }
+    return undefined;
+  }
+
+  function addFlight(subject, scopes, flight) {
+    let byScopes = flights.get(subject);
+    if (byScopes === undefined) {
+      byScopes = new Map();
+      flights.set(subject, byScopes);
+    }
+    const list = byScopes.get(scopes);
+    if (list === undefined) byScopes.set(scopes, [flight]);
+    else list.push(flight);
+  }
+
+  function removeFlight(subject, scopes, flight) {
+    const byScopes = flights.get(subject);
+    const list = byScopes === undefined ? undefined : byScopes.get(scopes);
+    if (list === undefined) return;
+    const at = list.indexOf(flight);
+    if (at >= 0) list.splice(at, 1);
+    if (list.length === 0) {
+      byScopes.delete(scopes);
+      if (byScopes.size === 0) flights.delete(subject);
+    }
+  }
+
+  function countJoin() {
+    if (++unreportedJoins >= HIT_BATCH) {
+      native.addJoins(handle, unreportedJoins);
+      unreportedJoins = 0;
+    }
+  }
+
+  /**
+   * The miss path: joins this thread's exchange under way for the same key, or
+   * starts one. Each caller gets its own result or Error.
+   */
+  function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
+    const joinable = fromCache && claims === undefined && generations !== null;
+    if (joinable) {
+      const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+      if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+    }
+    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+    if (joinable && typeof outcome.then === 'function') {
+      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+      addFlight(subject, scopes, flight);
+      outcome.then(() => removeFlight(subject, scopes, flight));
+    }
+    return settleWith(outcome, scopes, withExpiry);
+  }
+
+  function joinFlight(flight, subject, scopes, withExpiry) {
+    countJoin();
+    if (logger !== null) log(logger, 'debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
+    return settleWith(flight.outcome, scopes, withExpiry);
+  }
+
+  /** `async` so that the promise belongs to this module's realm (the caller's), as the JavaScript service's did. */
+  async function settleWith(pending, scopes, withExpiry) {
+    const outcome = await pending;
+    if (outcome.failure) throw toError(outcome.failure);
+    return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
+  }
+
+  /**
+   * Exchanges `accessToken` for a token scoped to `scopes`, on behalf of the
+   * user `identityContext` (else `user`) names.
+   * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at?: number, scope: string}>}
+   */
+  function exchangeOboToken(user, accessToken, scopes, fromCache = true, identityContext = undefined) {
+    if (closed) return Promise.reject(closedError());
+    const withExpiry = identityContext !== undefined && identityContext !== null;
+    try {
+      resolveIdentity(user, identityContext, identity);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { subject, tenant, issuer } = identity;
+    // Every argument is valid when the memo can answer, so the checks below can wait.
+    if (
+      fromCache &&
+      memo !== null &&
+      subject !== '' &&
+      typeof scopes === 'string' &&
+      typeof accessToken === 'string' &&
+      accessToken !== '' &&
+      identity.error === undefined
+    ) {
+      const hit = fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry);
+      if (hit !== undefined) return Promise.resolve(hit);
+      // The same strings as a flight's, which were checked when it began.
+      const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+      if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+    }
+    const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
+    if (invalid) return Promise.reject(invalid);
+    try {
+      if (fromCache) {
+        const hit = native.lookup(handle, tenant, issuer, subject, scopes, accessToken);
+        if (hit) {
+          if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, hit);
+          if (logger !== null) logHit(subject);
+          return Promise.resolve(tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, withExpiry));
+        }
+      }
+      return exchangeNatively(tenant, issuer, subject, scopes, accessToken, Boolean(fromCache), withExpiry);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * The same exchange, for Microsoft Graph; a failure rejects with
+   * `Graph token acquisition failed: <cause>` and the cause as `cause`.
+   */
+  async function getGraphApiToken(user, accessToken, scopes, fromCache = true, identityContext = undefined) {
+    try {
+      return await exchangeOboToken(user, accessToken, scopes, fromCache, identityContext);
+    } catch (cause) {
+      const message = cause && typeof cause.message === 'string' ? cause.message : String(cause);
+      const err = new Error(GRAPH_PREFIX + message, { cause });
+      for (const name of ['retryable', 'oboFailureReason', 'status', 'code', 'retryAfter']) {
+        if (cause && cause[name] !== undefined) err[name] = cause[name];
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * The options-object API beside the drop-in: exchanges `assertion` for a
+   * token scoped to `scopes` (a string or an array). `forceRefresh` skips the
+   * cache; `claims` (a claims challenge) skips the cache and the flights, and
+   * its token is cached like any other. `signal` (an AbortSignal) rejects
+   * this call with its reason; an exchange under way still serves its other
+   * callers and the cache. The result always has `expires_at`.
+   * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
+   */
+  async function acquireOboToken(options) {
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      throw new TypeError(`${ACQUIRE}: options must be an object, not ${describe(options)}`);
+    }
+    const { assertion, user, identityContext, forceRefresh = false, claims } = options;
+    const signal = checkSignal(options.signal);
+    if (signal !== undefined && signal.aborted) throw abortReason(signal);
+    if (closed) throw closedError();
+    if (typeof assertion !== 'string' || assertion === '') {
+      throw Object.assign(new TypeError(`${ACQUIRE}: assertion must be a non-empty string (the user's access token)`), {
+        option: 'assertion',
+      });
+    }
+    const scopes = scopeText(options.scopes);
+    if (scopes === '') throw Object.assign(new TypeError(`${ACQUIRE}: scopes are required`), { option: 'scopes' });
+    if (claims !== undefined && claims !== null && typeof claims !== 'string') {
+      throw Object.assign(new TypeError(`${ACQUIRE}: claims must be a string (a claims challenge), not ${describe(claims)}`), {
+        option: 'claims',
+      });
+    }
+    const { subject, tenant, issuer } = acquireIdentity(user, identityContext, assertion);
+    for (const [name, text] of [['the subject', subject], ['the tenant', tenant], ['the issuer', issuer], ['scopes', scopes], ['assertion', assertion]]) {
+      if (!lacksSurrogates(text)) throw new TypeError(`${ACQUIRE}: ${name} contains a lone UTF-16 surrogate and cannot be encoded`);
+    }
+    const challenge = claims === undefined || claims === null ? undefined : claims;
+    const fromCache = !forceRefresh && challenge === undefined;
+    if (fromCache) {
+      if (memo !== null) {
+        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
+        if (hit !== undefined) return hit;
+      }
+      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion);
+      if (hit) {
+        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit);
+        if (logger !== null) logHit(subject);
+        return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
+      }
+    }
+    const pending = exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
+    return signal === undefined ? pending : abortable(pending, signal);
+  }
+
+  /**
+   * Replaces the whole configuration (the logger included) and empties the
+   * cache; `null` returns to LibreChat's environment variables and keeps the
+   * logger. Invalid options throw a TypeError naming the option, and the
+   * configuration in force stays as it was.
+   */
+  function configure(options) {
+    if (options === null || options === undefined) {
+      native.configure(handle, null);
+      forgetMemo();
+      return;
+    }
+    if (typeof options !== 'object' || Array.isArray(options)) {
+      throw new TypeError(`${where}: options must be an object or null, not ${describe(options)}`);
+    }
+    const { json, logger: nextLogger, assertionFunction } = nativeOptions(options, where);
+    const failure = native.configure(handle, json, assertionFunction);
+    if (failure) {
+      const message = where === 'configure' ? failure.message : failure.message.replace(/^configure:/, `${where}:`);
+      throw Object.assign(new TypeError(message), { option: failure.option });
+    }
+    logger = nextLogger;
+    forgetMemo();
+  }
+
+  /** Sets this thread's logger (winston, pino, console…) without touching the configuration; `null` silences it. */
+  function setLogger(candidate) {
+    logger = checkLogger(candidate, 'setLogger');
+  }
+
+  /**
+   * Forgets every cached token and remembered throttle of this client, in
+   * every thread. A shared Redis tier keeps its entries (the other instances
+   * use them; they expire on their own): `fromCache = false` replaces one.
+   */
+  function clearCache() {
+    native.clearCache(handle);
+    forgetMemo();
+  }
+
+  /**
+   * The token endpoint in use: the configured one, or the one discovered from
+   * the issuer by an exchange; null before discovery.
+   */
+  function tokenEndpoint() {
+    return native.tokenEndpoint(handle);
+  }
+
+  /** This client's counters since it was made (the default client's: since the package was loaded). */
+  function stats() {
+    const counters = native.stats(handle, unreportedHits, unreportedJoins);
+    unreportedHits = 0;
+    unreportedJoins = 0;
+    return {
+      cacheHits: counters.cacheHits,
+      cacheMisses: counters.cacheMisses,
+      coalesced: counters.coalesced,
+      exchanges: counters.exchanges,
+      retries: counters.retries,
+      failures: counters.failures,
+      throttled: counters.throttled,
+      cacheSize: counters.cacheSize,
+      inFlight: counters.inFlight,
+      redisHits: counters.redisHits,
+      redisMisses: counters.redisMisses,
+      redisErrors: counters.redisErrors,
+      lockWaits: counters.lockWaits,
+    };
+  }
+
+  /**
+   * Releases the client: its cache, configuration and (once its exchanges
+   * under way have answered) its connections. Every later call rejects.
+   * Resolves when this thread's exchanges of the client have answered.
+   */
+  function close() {
+    if (!closed) {
+      closed = true;
+      native.closeClient(handle);
+      forgetMemo();
+      flights.clear();
+    }
+    if (pendingCalls.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = whenIdle;
+      whenIdle = () => {
+        whenIdle = null;
+        if (previous !== null) previous();
+        resolve();
+      };
+    });
+  }
+
+  /** For tests: what this thread's memo holds. */
+  function memoStats() {
+    return memo === null ? { entries: 0, subjects: 0 } : { entries: memo.size, subjects: memo.subjects };
+  }
+
   return {
-    cacheHits: counters.cacheHits,
-    cacheMisses: counters.cacheMisses,
-    coalesced: counters.coalesced,
-    exchanges: counters.exchanges,
-    retries: counters.retries,
-    failures: counters.failures,
-    throttled: counters.throttled,
-    cacheSize: counters.cacheSize,
-    inFlight: counters.inFlight,
-    redisHits: counters.redisHits,
-    redisMisses: counters.redisMisses,
-    redisErrors: counters.redisErrors,
-    lockWaits: counters.lockWaits,
+    exchangeOboToken,
+    acquireOboToken,
+    getGraphApiToken,
+    configure,
+    setLogger,
+    clearCache,
+    stats,
+    tokenEndpoint,
+    close,
+    memoStats,
   };
+}
+
+/** The module's top-level functions: the process's engine, configured by `configure()` or the environment. */
+const defaultClient = makeClient(native.defaultClient(), 'configure');
+
+/**
+ * A client of its own: configuration (as `configure()` takes it, or
+ * LibreChat's environment variables without options), cache, exchanges
+ * under way, throttles, counters and Redis namespace. Invalid options throw
+ * a TypeError naming the option.
+ */
+function createOboClient(options) {
+  if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
+    throw new TypeError(`createOboClient: options must be an object, not ${describe(options)}`);
+  }
+  const handle = native.createClient();
+  const client = makeClient(handle, 'createOboClient');
+  try {
+    client.configure(options === undefined ? null : options);
+  } catch (err) {
+    native.closeClient(handle);
+    throw err;
+  }
+  return Object.freeze({
+    exchangeOboToken: client.exchangeOboToken,
+    acquireOboToken: client.acquireOboToken,
+    getGraphApiToken: client.getGraphApiToken,
+    clearCache: client.clearCache,
+    stats: client.stats,
+    tokenEndpoint: client.tokenEndpoint,
+    close: client.close,
+  });
 }
 
 /**
@@ -609,21 +775,18 @@ function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
   return [resolved.tenant, resolved.issuer, resolved.subject, scopes, digest].join('\x1f');
 }
 
-/** For tests: what this thread's memo holds. */
-function memoStats() {
-  return memo === null ? { entries: 0, subjects: 0 } : { entries: memo.size, subjects: memo.subjects };
-}
-
-const __internals = { buildOboCacheKey, memoStats };
+/** For tests: what this thread's memo (of the default client) holds. */
+const __internals = { buildOboCacheKey, memoStats: defaultClient.memoStats };
 
 module.exports = {
-  exchangeOboToken,
-  acquireOboToken,
-  getGraphApiToken,
-  configure,
-  setLogger,
-  clearCache,
-  stats,
-  tokenEndpoint,
+  exchangeOboToken: defaultClient.exchangeOboToken,
+  acquireOboToken: defaultClient.acquireOboToken,
+  getGraphApiToken: defaultClient.getGraphApiToken,
+  configure: defaultClient.configure,
+  setLogger: defaultClient.setLogger,
+  clearCache: defaultClient.clearCache,
+  stats: defaultClient.stats,
+  tokenEndpoint: defaultClient.tokenEndpoint,
+  createOboClient,
   __internals,
 };

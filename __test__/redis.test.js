@@ -247,27 +247,63 @@ describeRedis('the shared Redis tier across instances', () => {
     expect((await b.exchange(call('u2'))).token).toMatch(/^AT-/);
   });
 
-  test('when the lock holder dies mid-exchange, a waiter exchanges itself once the lock expires', async () => {
+  /** The name of the one exchange lock held under this test's prefix. */
+  const lockName = async () => {
+    const locks = (await redisCli(redis.port, '--scan', '--pattern', `${prefix}*:l`)).toString().split('\n').filter(Boolean);
+    expect(locks).toHaveLength(1);
+    return locks[0];
+  };
+  const pttl = async (name) => Number((await redisCli(redis.port, 'PTTL', name)).toString().trim());
+  // The defaults of everything that sizes the lock (timeoutMs, maxRetries, redisTimeoutMs).
+  const defaults = () => options({ retryDelayMs: undefined, redisTimeoutMs: undefined });
+
+  test('the exchange lock is a short lease that its holder renews while a slow exchange runs', async () => {
+    const [a] = instances;
+    await a.configure(defaults());
+    idp.enqueue({ hold: true });
+    await a.start(call('u1'));
+    await until(() => idp.heldCount() === 1, 20000);
+    const lock = await lockName();
+    let previous = await pttl(lock);
+    expect(previous).toBeGreaterThan(0);
+    expect(previous).toBeLessThanOrEqual(3000);
+    // Without renewal the time left only goes down; a renewal puts it back up.
+    await eventually(async () => {
+      const left = await pttl(lock);
+      const renewed = left > previous;
+      previous = left;
+      return renewed;
+    });
+    expect(previous).toBeLessThanOrEqual(3000);
+    idp.release();
+    expect((await a.ask('collect'))[0].token).toMatch(/^AT-/);
+    // Released with the exchange: no lock is left to expire.
+    expect((await redisCli(redis.port, '--scan', '--pattern', `${prefix}*:l`)).toString().trim()).toBe('');
+  });
+
+  test('when the lock holder is killed mid-exchange, with default settings another instance is served long before the old 66 s lock would expire', async () => {
     const b = instances[1];
     const victim = await Instance.start();
     try {
-      // The lock lives one attempt (timeoutMs) plus a second.
-      const short = options({ timeoutMs: 4000, maxRetries: 0 });
-      await Promise.all([victim.configure(short), b.configure(short)]);
+      await Promise.all([victim.configure(defaults()), b.configure(defaults())]);
+      // Connected first, so that the default 200 ms Redis budget is not spent connecting.
+      await Promise.all([victim.exchange(call('warm-victim')), b.exchange(call('warm-b'))]);
+      await b.mark();
       idp.enqueue({ hold: true });
       await victim.start(call('u1'));
       await until(() => idp.heldCount() === 1, 20000);
       await b.start(call('u1'));
       await eventually(async () => (await b.stats()).lockWaits === 1);
       await victim.kill();
+      // The held request of the dead victim stays held; b's own request is answered.
       const [outcome] = await b.ask('collect');
       expect(outcome.token).toMatch(/^AT-/);
-      expect(idp.tokenRequestCount()).toBe(2);
-      expect(await b.stats()).toMatchObject({ exchanges: 1, redisErrors: 0 });
+      expect(idp.tokenRequestCount()).toBe(4);
+      expect(await b.stats()).toMatchObject({ exchanges: 1 });
     } finally {
       await victim.kill();
     }
-  });
+  }, 30000);
 
   test('with Redis killed mid-run, calls still complete, the breaker opens, and no credential leaks', async () => {
     const doomed = await startRedis({ args: ['--requirepass', REDIS_PASSWORD] });

@@ -73,12 +73,17 @@ impl Hit {
 pub struct TokenCache {
     entries: DashMap<CacheKey, CachedToken>,
     writes: Mutex<()>,
-    generations: &'static Generations,
+    generations: Arc<Generations>,
 }
 
 impl TokenCache {
-    pub fn new(generations: &'static Generations) -> TokenCache {
+    pub fn new(generations: Arc<Generations>) -> TokenCache {
         TokenCache { entries: DashMap::new(), writes: Mutex::new(()), generations }
+    }
+
+    /// The counters that mirror this cache's changes to JavaScript.
+    pub fn generations(&self) -> &Arc<Generations> {
+        &self.generations
     }
 
     pub fn len(&self) -> usize {
@@ -168,7 +173,7 @@ mod tests {
     const T0: u64 = 1_800_000_000_000;
 
     fn cache() -> TokenCache {
-        TokenCache::new(Box::leak(Box::new(Generations::new())))
+        TokenCache::new(Arc::new(Generations::new()))
     }
 
     fn token(text: &str, granted: u64, at_ms: u64) -> CachedToken {

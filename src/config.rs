@@ -79,7 +79,7 @@ pub struct Config {
     pub client_assertion: Option<ClientAssertionSource>,
     /// `clientCapabilities` as a claims request (`xms_cc`), sent with every exchange.
     pub capabilities: Option<Claims>,
-    /// The shared Redis tier, when configured (see [`Config::redis_from_json`]).
+    /// The shared Redis tier, when configured (see [`RedisOptions::from_options`]).
     pub redis: Option<RedisOptions>,
     /// Why LibreChat's `USE_REDIS` was not honoured, to log once.
     pub redis_warning: Option<String>,
@@ -161,8 +161,8 @@ impl Config {
                 ),
             ));
         }
-        let redis = Config::redis_from_json(&options)?;
         let options = Options(&options);
+        let redis = RedisOptions::from_options(&options)?;
 
         let client_id = options.string("clientId")?.filter(|id| !id.is_empty()).ok_or_else(|| {
             ConfigError::new("clientId", "configure: option \"clientId\" is required (a non-empty string)")
@@ -274,17 +274,6 @@ impl Config {
         }))
     }
 
-    // The Redis tier's options live in `redis_tier::options`; these two calls
-    // are all the configuration knows of them.
-
-    /// `redisUri` and its companions: no tier without `redisUri`, a TypeError
-    /// naming `cacheEncryptionKey` for a tier without a key.
-    fn redis_from_json(options: &Map<String, Value>) -> Result<Option<RedisOptions>, ConfigError> {
-        RedisOptions::from_options(options).map_err(|err| {
-            ConfigError::new(err.option, format!("configure: option \"{}\" {}", err.option, err.message))
-        })
-    }
-
     /// The secrets an error text must never contain.
     pub fn secrets(&self) -> crate::error::Secrets<'_> {
         use std::borrow::Cow;
@@ -318,14 +307,15 @@ fn check_secret(method: AuthMethod, secret: &Option<String>, label: &str, option
 }
 
 /// Typed access to the options object, with messages that name the option.
-struct Options<'a>(&'a Map<String, Value>);
+/// The Redis tier reads its options through it too.
+pub(crate) struct Options<'a>(pub(crate) &'a Map<String, Value>);
 
 impl Options<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name).filter(|value| !value.is_null())
     }
 
-    fn string(&self, name: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn string(&self, name: &str) -> Result<Option<String>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.clone())),
@@ -336,7 +326,7 @@ impl Options<'_> {
         }
     }
 
-    fn boolean(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+    pub(crate) fn boolean(&self, name: &str) -> Result<Option<bool>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(value)) => Ok(Some(*value)),
@@ -356,9 +346,14 @@ impl Options<'_> {
         }
     }
 
-    fn integer(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+    pub(crate) fn integer(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        self.integer_of(name, "an integer", min, max)
+    }
+
+    /// [`Options::integer`], whose range message says what is counted (`"an integer number of milliseconds"`).
+    pub(crate) fn integer_of(&self, name: &str, what: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
         let out_of_range =
-            || ConfigError::new(name, format!("configure: option \"{name}\" must be an integer from {min} to {max}"));
+            || ConfigError::new(name, format!("configure: option \"{name}\" must be {what} from {min} to {max}"));
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(number)) => {

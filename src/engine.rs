@@ -22,6 +22,7 @@ use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
 use crate::key::Identity;
+use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{RedisCounters, RedisTier};
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
@@ -31,23 +32,10 @@ use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
 
 pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
-
-/// A token handed to a caller.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Token {
-    pub access_token: Arc<str>,
-    pub expires_in: u64,
-    /// Absolute expiry, ms since the Unix epoch, as computed when the token arrived.
-    pub expires_at_ms: u64,
-}
-
-impl From<Hit> for Token {
-    fn from(hit: Hit) -> Token {
-        Token { access_token: hit.access_token, expires_in: hit.expires_in, expires_at_ms: hit.expires_at_ms }
-    }
-}
-
-pub type Outcome = Result<Token, Arc<ExchangeError>>;
+/// The `code` of a call refused by a closed client.
+pub const CLIENT_CLOSED_CODE: &str = "ERR_OBO_CLIENT_CLOSED";
+/// Why a closed client refuses a call.
+pub const CLIENT_CLOSED: &str = "obo-native: this OBO client is closed (close() was called); create another one";
 
 /// One call's inputs. The assertion is the user's access token: never printed.
 pub struct ExchangeRequest {
@@ -101,12 +89,7 @@ impl Setup {
                     Some(format!("USE_REDIS is set, but {err}; running without the shared Redis tier"));
                 None
             }
-            Some(Err(err)) => {
-                return Err(ConfigError::new(
-                    err.option,
-                    format!("configure: option \"{}\" {}", err.option, err.message),
-                ))
-            }
+            Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
         Ok(Arc::new(Setup { config, client, endpoint, shared }))
@@ -117,6 +100,8 @@ enum ConfigSlot {
     /// LibreChat's variables, read at the first exchange that needs them.
     FromEnv(Option<Arc<Setup>>),
     Configured(Arc<Setup>),
+    /// `close()`d: nothing is configured again, and every call is refused.
+    Closed,
 }
 
 /// What an exchange runs under, read together under the slot's lock: a
@@ -140,20 +125,29 @@ struct Inner {
     counters: Counters,
     /// The Redis counters of every setup, so that totals survive `configure()`.
     redis_counters: Arc<RedisCounters>,
-    generations: &'static Generations,
+    generations: Arc<Generations>,
 }
 
 #[derive(Clone)]
 pub struct Engine(Arc<Inner>);
 
-static GENERATIONS: LazyLock<Generations> = LazyLock::new(Generations::new);
-static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine::new(&GENERATIONS));
+static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine::new()
+    }
+}
+
 impl Engine {
-    pub fn new(generations: &'static Generations) -> Engine {
+    /// An engine of its own: configuration, cache, flights, throttles,
+    /// counters and generations. The runtime and HTTP clients are the process's.
+    pub fn new() -> Engine {
+        let generations = Arc::new(Generations::new());
         generations.set_env_needed(true);
         Engine(Arc::new(Inner {
             slot: RwLock::new(ConfigSlot::FromEnv(None)),
-            cache: TokenCache::new(generations),
+            cache: TokenCache::new(generations.clone()),
             throttles: Throttles::default(),
             flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
@@ -162,13 +156,13 @@ impl Engine {
         }))
     }
 
-    /// The engine of the process.
+    /// The engine of the process: the module's top-level functions.
     pub fn global() -> &'static Engine {
         &ENGINE
     }
 
-    pub fn generations(&self) -> &'static Generations {
-        self.0.generations
+    pub fn generations(&self) -> &Arc<Generations> {
+        &self.0.generations
     }
 
     /// Replaces the configuration (`None`: back to the environment) and
@@ -193,6 +187,9 @@ impl Engine {
         };
         let env_needed = matches!(slot, ConfigSlot::FromEnv(None));
         let mut current = self.0.slot.write();
+        if matches!(*current, ConfigSlot::Closed) {
+            return Err(ConfigError::new("options", CLIENT_CLOSED));
+        }
         *current = slot;
         self.0.generations.set_env_needed(env_needed);
         // Still under the slot's lock: see `Footing`.
@@ -217,8 +214,22 @@ impl Engine {
             ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => {
                 setup.endpoint.get().map(Url::to_string)
             }
-            ConfigSlot::FromEnv(None) => None,
+            ConfigSlot::FromEnv(None) | ConfigSlot::Closed => None,
         }
+    }
+
+    /// Forgets the configuration and everything cached, and refuses every
+    /// later call. Exchanges under way still answer their callers; the
+    /// configuration's resources (its Redis connections) go with the last of them.
+    pub fn close(&self) {
+        let mut slot = self.0.slot.write();
+        *slot = ConfigSlot::Closed;
+        self.0.generations.set_env_needed(false);
+        self.clear_cache();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.0.slot.read(), ConfigSlot::Closed)
     }
 
     pub fn stats(&self) -> Stats {
@@ -301,8 +312,12 @@ impl Engine {
             flights: inner.flights.read().clone(),
             redis_warning: None,
         };
-        if let ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) = &*inner.slot.read() {
-            return Ok(footing(setup));
+        match &*inner.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => return Ok(footing(setup)),
+            ConfigSlot::Closed => {
+                return Err(Arc::new(ExchangeError::failed(CLIENT_CLOSED).with_code(CLIENT_CLOSED_CODE)))
+            }
+            ConfigSlot::FromEnv(None) => {}
         }
         let unavailable = |why: Option<String>| {
             let message = match why {
@@ -323,6 +338,7 @@ impl Engine {
         let mut slot = inner.slot.write();
         match &mut *slot {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),
+            ConfigSlot::Closed => Err(Arc::new(ExchangeError::failed(CLIENT_CLOSED).with_code(CLIENT_CLOSED_CODE))),
             ConfigSlot::FromEnv(empty) => {
                 *empty = Some(setup.clone());
                 inner.generations.set_env_needed(false);
@@ -421,7 +437,7 @@ impl Engine {
             cache: &self.0.cache,
             throttles: &self.0.throttles,
             capacity: footing.setup.config.max_cache_entries,
-            generations: self.0.generations,
+            generations: &self.0.generations,
             epoch: footing.epoch,
         }
     }
@@ -554,7 +570,7 @@ impl Engine {
         let access_token = response.access_token;
         let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
         let expires_at_ms = token.expires_at_ms;
-        let generations = self.0.generations;
+        let generations = &self.0.generations;
         self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);
         Token { access_token, expires_in: response.expires_in, expires_at_ms }
     }
@@ -680,7 +696,7 @@ mod tests {
     }
 
     fn engine(url: &str, extra: &str) -> Engine {
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine
             .configure(Some(&format!(
                 r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"secret-value","retryDelayMs":10{extra}}}"#
@@ -778,7 +794,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_client_assertion_no_request_is_sent() {
         let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine
             .configure_with(
                 Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
@@ -972,7 +988,7 @@ mod tests {
                 });
             }
         });
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine
             .configure(Some(&format!(
                 r#"{{"issuer":"{base}","clientId":"a","clientSecret":"b","timeoutMs":1000,"maxRetries":0}}"#
@@ -1015,7 +1031,7 @@ mod tests {
             let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{document}", document.len());
             let _ = socket.write_all(answer.as_bytes()).await;
         });
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         engine.configure(Some(&format!(r#"{{"issuer":"{issuer}","clientId":"a","clientSecret":"b"}}"#))).unwrap();
         assert_eq!(engine.token_endpoint(), None);
         let _ = run(&engine, request("u", true)).await;
@@ -1030,9 +1046,34 @@ mod tests {
         assert_eq!(engine.token_endpoint(), None);
     }
 
+    #[tokio::test]
+    async fn a_closed_engine_refuses_every_call_and_keeps_nothing() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        let other = self::engine(&url, "");
+        run(&engine, request("u", true)).await.0.unwrap();
+        run(&other, request("u", true)).await.0.unwrap();
+        engine.close();
+        assert!(engine.is_closed() && !other.is_closed());
+        assert!(lookup(&engine, "u").is_none());
+        assert_eq!(engine.token_endpoint(), None);
+        let Err(err) = engine.exchange(request("u", true), None) else { panic!("a closed engine exchanged") };
+        assert_eq!((err.message.as_str(), err.code.as_deref()), (CLIENT_CLOSED, Some(CLIENT_CLOSED_CODE)));
+        assert_eq!(
+            engine
+                .configure(Some(r#"{"tokenEndpoint":"https://x/t","clientId":"a","clientSecret":"b"}"#))
+                .unwrap_err()
+                .message,
+            CLIENT_CLOSED
+        );
+        // Another engine of the process keeps its token.
+        assert!(lookup(&other, "u").is_some());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn without_configuration_the_exchange_is_refused_at_once() {
-        let engine = Engine::new(Box::leak(Box::new(Generations::new())));
+        let engine = Engine::new();
         // The caller's view of an empty environment: the test must not depend on the real one.
         let no_environment = |_: &str| None;
         let Err(err) = engine.exchange(request("u", true), Some(&no_environment)) else { panic!("no configuration") };

@@ -15,6 +15,7 @@ pub mod generations;
 pub mod grant;
 pub mod http;
 pub mod key;
+pub mod outcome;
 pub mod redis_tier;
 pub mod retry;
 pub mod routing;

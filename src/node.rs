@@ -2,6 +2,12 @@
 //! out as plain data; `index.js` turns failures into `Error` objects, so they
 //! belong to the caller's realm.
 //!
+//! Every function that acts on a client takes its handle (`External<Client>`)
+//! first: `defaultClient()` is the process's engine, which the module's
+//! top-level functions use; `createClient()` makes an independent one for
+//! `createOboClient()`. Handles are cheap clones of the engine, so each
+//! JavaScript thread holds its own handle to the same default engine.
+//!
 //! Finished exchanges reach their JavaScript thread through one threadsafe
 //! function per facade instance, made once (a promise per call would create
 //! and tear down a threadsafe function per call), and completions that finish
@@ -19,12 +25,36 @@ use parking_lot::Mutex;
 use crate::claims::Claims;
 use crate::config::EnvLookup;
 use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
-use crate::engine::{Engine, ExchangeRequest, Outcome};
+use crate::engine::{Engine, ExchangeRequest};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
-use crate::generations::Mirror;
+use crate::generations::{Generations, Mirror};
 use crate::key::Identity;
 use crate::lent_string::{self, TokenString};
+use crate::outcome::Outcome;
+
+/// A client as JavaScript holds it: an opaque handle to an engine.
+pub struct Client(Engine);
+
+/// The process's engine: the module's top-level functions, in every thread.
+#[napi(catch_unwind)]
+pub fn default_client() -> External<Client> {
+    External::new(Client(Engine::global().clone()))
+}
+
+/// An engine of its own (configuration, cache, flights, throttles, counters,
+/// generations), reading the environment until `configure` is called on it.
+#[napi(catch_unwind)]
+pub fn create_client() -> External<Client> {
+    External::new(Client(Engine::new()))
+}
+
+/// Closes a client: its cache and configuration are dropped and every later
+/// call is refused. Exchanges under way still answer their callers.
+#[napi(catch_unwind)]
+pub fn close_client(client: &External<Client>) {
+    client.0.close();
+}
 
 #[napi(object)]
 pub struct ConfigFailure {
@@ -76,6 +106,7 @@ impl AssertionCallback for HostAssertion {
 /// facade's wrapper of a `clientAssertion` function, when one was given.
 #[napi(catch_unwind)]
 pub fn configure(
+    client: &External<Client>,
     options_json: Option<String>,
     client_assertion: Option<Function<'_, AssertionArgs, Promise<AssertionAnswer>>>,
 ) -> Result<Option<ConfigFailure>> {
@@ -92,7 +123,8 @@ pub fn configure(
             Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>)
         }
     };
-    Ok(Engine::global()
+    Ok(client
+        .0
         .configure_with(options_json.as_deref(), callback)
         .err()
         .map(|err| ConfigFailure { option: err.option, message: err.message }))
@@ -117,14 +149,14 @@ pub fn assertion_identity(assertion: String) -> Option<AssertionIdentity> {
 }
 
 #[napi(catch_unwind)]
-pub fn clear_cache() {
-    Engine::global().clear_cache();
+pub fn clear_cache(client: &External<Client>) {
+    client.0.clear_cache();
 }
 
 /// The token endpoint in use: configured, or discovered; `null` before discovery.
 #[napi(catch_unwind)]
-pub fn token_endpoint() -> Option<String> {
-    Engine::global().token_endpoint()
+pub fn token_endpoint(client: &External<Client>) -> Option<String> {
+    client.0.token_endpoint()
 }
 
 #[napi(object)]
@@ -147,8 +179,8 @@ pub struct NativeStats {
 /// Counters; `memo_hits` and `joins` are the calling thread's memo hits and
 /// joins not yet reported.
 #[napi(catch_unwind)]
-pub fn stats(memo_hits: u32, joins: u32) -> NativeStats {
-    let engine = Engine::global();
+pub fn stats(client: &External<Client>, memo_hits: u32, joins: u32) -> NativeStats {
+    let engine = &client.0;
     engine.add_cache_hits(memo_hits.into());
     engine.add_joins(joins.into());
     let stats = engine.stats();
@@ -170,14 +202,14 @@ pub fn stats(memo_hits: u32, joins: u32) -> NativeStats {
 }
 
 #[napi(catch_unwind)]
-pub fn add_cache_hits(hits: u32) {
-    Engine::global().add_cache_hits(hits.into());
+pub fn add_cache_hits(client: &External<Client>, hits: u32) {
+    client.0.add_cache_hits(hits.into());
 }
 
 /// Calls the calling thread joined to its own exchanges under way, not yet reported.
 #[napi(catch_unwind)]
-pub fn add_joins(joins: u32) {
-    Engine::global().add_joins(joins.into());
+pub fn add_joins(client: &External<Client>, joins: u32) {
+    client.0.add_joins(joins.into());
 }
 
 #[napi(object, object_from_js = false)]
@@ -197,8 +229,15 @@ pub struct LookupHit {
 
 /// A cached token, synchronously, or nothing. The identity is normalised by the facade.
 #[napi(catch_unwind)]
-pub fn lookup(tenant: String, issuer: String, subject: String, scopes: String, assertion: String) -> Option<LookupHit> {
-    let hit = Engine::global().lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
+pub fn lookup(
+    client: &External<Client>,
+    tenant: String,
+    issuer: String,
+    subject: String,
+    scopes: String,
+    assertion: String,
+) -> Option<LookupHit> {
+    let hit = client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
     Some(LookupHit {
         access_token: TokenString(hit.access_token),
         expires_in: hit.expires_in as u32,
@@ -394,6 +433,7 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
+    client: &External<Client>,
     channel: &External<CompletionChannel>,
     id: u32,
     tenant: String,
@@ -427,7 +467,7 @@ pub fn exchange(
     };
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
-    match Engine::global().exchange(request, env) {
+    match client.0.exchange(request, env) {
         Ok(exchange) => {
             Engine::spawn(exchange, move |outcome| report(&completions, Completion::Done { id, outcome }));
             Ok(None)
@@ -464,20 +504,26 @@ fn invalid_claims(message: &str) -> ExchangeOutcome {
     }
 }
 
+/// What an external `ArrayBuffer` over a mirror keeps alive until it is collected.
+struct MirrorHold {
+    generations: Arc<Generations>,
+    mirror: Arc<Mirror>,
+}
+
 unsafe extern "C" fn release_mirror(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
-    let mirror = unsafe { Box::from_raw(hint.cast::<Arc<Mirror>>()) };
-    Engine::global().generations().release(&mirror);
+    let hold = unsafe { Box::from_raw(hint.cast::<MirrorHold>()) };
+    hold.generations.release(&hold.mirror);
 }
 
 /// This thread's view of the cache's generation counters (an `ArrayBuffer`
 /// over memory Rust keeps current), or `null` where the runtime does not
 /// allow external buffers; the memo is then off.
 #[napi(catch_unwind)]
-pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
-    let generations = Engine::global().generations();
+pub fn generations_view<'env>(env: &'env Env, client: &External<Client>) -> Result<Option<Unknown<'env>>> {
+    let generations = client.0.generations().clone();
     let mirror = generations.mirror();
     let (data, length) = mirror.as_ptr_and_len();
-    let hint = Box::into_raw(Box::new(mirror));
+    let hint = Box::into_raw(Box::new(MirrorHold { generations, mirror }));
     let mut value = ptr::null_mut();
     let status = unsafe {
         sys::napi_create_external_arraybuffer(
@@ -490,8 +536,8 @@ pub fn generations_view(env: &Env) -> Result<Option<Unknown<'_>>> {
         )
     };
     if status != sys::Status::napi_ok {
-        let mirror = unsafe { Box::from_raw(hint) };
-        generations.release(&mirror);
+        let hold = unsafe { Box::from_raw(hint) };
+        hold.generations.release(&hold.mirror);
         return Ok(None);
     }
     Ok(Some(unsafe { Unknown::from_raw_unchecked(env.raw(), value) }))

@@ -24,22 +24,86 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use reqwest::Url;
+use ring::digest::{Context, SHA256};
+
 use crate::cache::{wall_clock_ms, CacheKey, CachedToken, TokenCache};
-use crate::config::Config;
-use crate::engine::{Outcome, Token};
+use crate::config::{Config, EndpointSource};
 use crate::error::{ExchangeError, OAuthErrorBody};
 use crate::generations::Generations;
+use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{LockAttempt, LockGuard, RedisTier, Shared, SharedThrottle, SharedToken};
 use crate::throttle::Throttles;
 
-/// Slack added to the longest exchange when sizing the lock.
-const LOCK_MARGIN: Duration = Duration::from_secs(1);
+/// Slack added to the longest exchange when sizing how long a waiter waits.
+const WAIT_MARGIN: Duration = Duration::from_secs(1);
+
+/// The lock's lease with the default Redis budget: what a holder that dies
+/// mid-exchange costs the other instances' callers of its key, at most.
+const LOCK_LEASE: Duration = Duration::from_secs(3);
+
+/// What every shared name of a configuration is derived under. The engine's
+/// key says whose token it is and for what; the namespace says which
+/// application holds it, so that two deployments sharing a Redis, a prefix
+/// and an encryption key still never serve each other a token, a throttle or
+/// a lock. Every Redis name (token, lock, throttle, channel) is a keyed hash
+/// of [`Namespace::key`], so this is the one place where it is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Namespace([u8; 32]);
+
+impl Namespace {
+    /// The parts of a configuration that change what a token is: the client
+    /// it is issued to, and the authority that issues it (the token
+    /// endpoint's; with discovery the issuer's, as the namespace must be the
+    /// same before and after the endpoint is learned). A new part that
+    /// changes what a token is goes here, under a name of its own.
+    pub fn of(config: &Config) -> Namespace {
+        let provider = match &config.endpoint {
+            EndpointSource::TokenEndpoint(url) | EndpointSource::Issuer(url) => authority(url),
+        };
+        Namespace::from_parts(&[("client_id", config.client_id.as_bytes()), ("authority", provider.as_bytes())])
+    }
+
+    /// SHA-256 over the named, length-prefixed parts: no two lists share a namespace.
+    pub fn from_parts(parts: &[(&str, &[u8])]) -> Namespace {
+        let mut context = Context::new(&SHA256);
+        context.update(b"obo-native shared namespace v1");
+        for (name, value) in parts {
+            for bytes in [name.as_bytes(), value] {
+                context.update(&(bytes.len() as u64).to_be_bytes());
+                context.update(bytes);
+            }
+        }
+        let mut namespace = [0u8; 32];
+        namespace.copy_from_slice(context.finish().as_ref());
+        Namespace(namespace)
+    }
+
+    /// The key that the Redis names of an engine key are derived from.
+    pub fn key(&self, key: &CacheKey) -> [u8; 32] {
+        let mut context = Context::new(&SHA256);
+        context.update(&self.0);
+        context.update(key.as_bytes());
+        let mut shared = [0u8; 32];
+        shared.copy_from_slice(context.finish().as_ref());
+        shared
+    }
+}
+
+/// `host:port`, the port spelled out even when it is the scheme's default.
+fn authority(url: &Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or_default())
+}
 
 /// The Redis tier of one configuration, with what it needs to know of it.
 pub struct SharedTier {
     tier: RedisTier,
-    /// The longest one exchange can last, retries included: the lock's life.
-    hold: Duration,
+    namespace: Namespace,
+    /// The exchange lock's lease, renewed by its holder every third of it.
+    lease: Duration,
+    /// The longest one exchange can last, retries included, with a margin:
+    /// a waiter waits for other instances at most twice this.
+    patience: Duration,
     /// The configuration's expiry skew, to recompute a fresh token's serve-until.
     skew: Duration,
 }
@@ -50,7 +114,7 @@ pub struct Local<'a> {
     pub cache: &'a TokenCache,
     pub throttles: &'a Throttles,
     pub capacity: usize,
-    pub generations: &'static Generations,
+    pub generations: &'a Generations,
     pub epoch: u32,
 }
 
@@ -78,7 +142,13 @@ pub struct Exchanging {
 
 impl SharedTier {
     pub fn new(tier: RedisTier, config: &Config) -> SharedTier {
-        SharedTier { tier, hold: longest_exchange(config) + LOCK_MARGIN, skew: config.expiry_skew }
+        SharedTier {
+            tier,
+            namespace: Namespace::of(config),
+            lease: config.redis.as_ref().map_or(LOCK_LEASE, |redis| lease(redis.timeout)),
+            patience: longest_exchange(config) + WAIT_MARGIN,
+            skew: config.expiry_skew,
+        }
     }
 
     pub fn tier(&self) -> &RedisTier {
@@ -87,19 +157,21 @@ impl SharedTier {
 
     /// For the local leader of a cold key: a token or throttle from another
     /// instance, or the right to exchange. Waits for another instance's
-    /// exchange at most about twice the lock's life; then exchanges itself.
+    /// exchange while its holder is alive (renews its lease), at most about
+    /// twice the longest exchange; then exchanges itself.
     pub async fn ahead(&self, key: &CacheKey, local: &Local<'_>) -> Ahead {
-        let deadline = Instant::now() + self.hold * 2;
+        let deadline = Instant::now() + self.patience * 2;
+        let shared = self.namespace.key(key);
         loop {
-            match self.tier.lookup(key.as_bytes()).await {
+            match self.tier.lookup(&shared).await {
                 Shared::Token(token) => return Ahead::Served(adopt(key, token, local)),
                 Shared::Throttled(throttle) => return Ahead::Refused(refusal(key, &throttle, local)),
                 Shared::Nothing => {}
             }
-            match self.tier.try_lock(key.as_bytes(), self.hold).await {
+            match self.tier.try_lock(&shared, self.lease).await {
                 LockAttempt::Acquired(lock) => {
                     // A holder may have stored its token and let go between our read and our lock.
-                    if let Some(token) = self.tier.get(key.as_bytes()).await {
+                    if let Some(token) = self.tier.get(&shared).await {
                         lock.release().await;
                         return Ahead::Served(adopt(key, token, local));
                     }
@@ -115,7 +187,7 @@ impl SharedTier {
             // `None`: the holder let go without a token, or time is up. Look
             // again: a throttle it shared refuses us, and of the waiters only
             // the one that takes the lock next exchanges.
-            if let Some(token) = self.tier.wait_for(key.as_bytes(), left.min(self.hold)).await {
+            if let Some(token) = self.tier.wait_for(&shared, left).await {
                 return Ahead::Served(adopt(key, token, local));
             }
         }
@@ -135,12 +207,13 @@ impl Exchanging {
     /// before a `configure()`/`clearCache()`, as nothing is cached locally.
     pub async fn finish(self, shared: &SharedTier, key: &CacheKey, outcome: &Outcome, local: &Local<'_>) {
         if local.still_current() {
+            let name_key = shared.namespace.key(key);
             match outcome {
-                Ok(token) => shared.tier.put(key.as_bytes(), &shared_token(token, shared.skew)).await,
+                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew)).await,
                 Err(err) if !err.throttled => {
                     if let Some(wait) = err.retry_after {
                         let until_ms = wall_clock_ms().saturating_add(wait.as_millis() as u64);
-                        shared.tier.throttle_put(key.as_bytes(), &shared_throttle(err, until_ms)).await;
+                        shared.tier.throttle_put(&name_key, &shared_throttle(err, until_ms)).await;
                     }
                 }
                 Err(_) => {}
@@ -150,6 +223,13 @@ impl Exchanging {
             lock.release().await;
         }
     }
+}
+
+/// The lock's lease for a Redis budget of `redis_timeout`: [`LOCK_LEASE`],
+/// longer when the budget is, so that after each renewal falls due (every
+/// third of the lease) two of the holder's Redis round trips still fit.
+fn lease(redis_timeout: Duration) -> Duration {
+    LOCK_LEASE.max(redis_timeout * 3)
 }
 
 /// Attempts × timeout, plus the waits between them (a short `Retry-After` is
@@ -235,7 +315,18 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_outlives_the_longest_exchange_and_no_more() {
+    fn the_lease_is_a_few_seconds_and_leaves_room_for_two_round_trips_after_each_renewal() {
+        assert_eq!(lease(crate::redis_tier::DEFAULT_TIMEOUT), Duration::from_secs(3));
+        let slow = lease(Duration::from_secs(2));
+        assert!(slow - slow / 3 >= Duration::from_secs(4), "{slow:?}");
+        let defaults =
+            config(&format!(r#","redisUri":"redis://127.0.0.1:9","cacheEncryptionKey":"{}""#, "0f".repeat(32)));
+        let shared = SharedTier::new(RedisTier::new(defaults.redis.clone().unwrap()).unwrap(), &defaults);
+        assert!(shared.lease < Duration::from_secs(5), "a dead holder costs the others under 5 s");
+    }
+
+    #[test]
+    fn a_waiter_waits_for_the_longest_exchange_and_no_more() {
         // 2 attempts of 500 ms, one wait of at most max(300 ms, 5 s).
         let longest = longest_exchange(&config(r#","timeoutMs":500,"maxRetries":1,"retryDelayMs":300"#));
         assert_eq!(longest, Duration::from_millis(2 * 500 + 5_000));
@@ -257,10 +348,15 @@ mod tests {
 
     #[test]
     fn a_shared_throttle_is_answered_as_the_provider_refused() {
-        let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
-        let (cache, throttles) = (TokenCache::new(generations), Throttles::default());
-        let local =
-            Local { cache: &cache, throttles: &throttles, capacity: 10, generations, epoch: generations.epoch() };
+        let generations = Arc::new(Generations::new());
+        let (cache, throttles) = (TokenCache::new(generations.clone()), Throttles::default());
+        let local = Local {
+            cache: &cache,
+            throttles: &throttles,
+            capacity: 10,
+            generations: &generations,
+            epoch: generations.epoch(),
+        };
         let key = crate::key::test_key("u", "s");
         let throttle = SharedThrottle {
             until_ms: wall_clock_ms() + 60_000,
@@ -283,23 +379,28 @@ mod tests {
         shared: SharedTier,
         cache: TokenCache,
         throttles: Throttles,
-        generations: &'static Generations,
+        generations: Arc<Generations>,
     }
 
     impl Instance {
         fn new(uri: &str) -> Instance {
+            Instance::of(uri, "a", "http://127.0.0.1:9/token")
+        }
+
+        /// An instance of the application `client_id` at `token_endpoint`.
+        fn of(uri: &str, client_id: &str, token_endpoint: &str) -> Instance {
             let options = serde_json::json!({
-                "tokenEndpoint": "http://127.0.0.1:9/token", "clientId": "a", "clientSecret": "b",
+                "tokenEndpoint": token_endpoint, "clientId": client_id, "clientSecret": "b",
                 "timeoutMs": 2000, "maxRetries": 0,
                 "redisUri": uri, "cacheEncryptionKey": "ab".repeat(32), "redisTimeoutMs": 1000,
             });
             let config = Config::from_json(&options.to_string()).unwrap();
             let mut redis = config.redis.clone().unwrap();
             redis.poll_interval = Duration::from_millis(50);
-            let generations: &'static Generations = Box::leak(Box::new(Generations::new()));
+            let generations = Arc::new(Generations::new());
             Instance {
                 shared: SharedTier::new(RedisTier::new(redis).unwrap(), &config),
-                cache: TokenCache::new(generations),
+                cache: TokenCache::new(generations.clone()),
                 throttles: Throttles::default(),
                 generations,
             }
@@ -310,7 +411,7 @@ mod tests {
                 cache: &self.cache,
                 throttles: &self.throttles,
                 capacity: 100,
-                generations: self.generations,
+                generations: &self.generations,
                 epoch: self.generations.epoch(),
             }
         }
@@ -394,5 +495,74 @@ mod tests {
             exchange.finish(&holder.shared, &failing, &Err(failed), &holder.local()).await;
         });
         drop(exchanging(answer));
+    }
+
+    #[tokio::test]
+    async fn applications_on_one_redis_prefix_and_key_never_share_a_token_a_throttle_or_a_lock() {
+        if !crate::redis_tier::test_servers::redis_available("shared: applications are isolated", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let endpoint = "http://127.0.0.1:9/token";
+        let app = Instance::of(&server.uri(), "app-a", endpoint);
+        let same_app = Instance::of(&server.uri(), "app-a", endpoint);
+        let others = [
+            Instance::of(&server.uri(), "app-b", endpoint),
+            Instance::of(&server.uri(), "app-a", "http://127.0.0.2:9/token"),
+        ];
+        let failed = || Err(Arc::new(ExchangeError::failed("invalid_grant")));
+
+        // While the application holds the lock, the others take their own at once.
+        let key = crate::key::test_key("u", "s");
+        let held = exchanging(app.ahead(&key).await);
+        for other in &others {
+            exchanging(other.ahead(&key).await).finish(&other.shared, &key, &failed(), &other.local()).await;
+            assert_eq!(other.shared.tier().stats().lock_waits, 0);
+        }
+        // Its token is served to its own instances only.
+        let token =
+            Token { access_token: Arc::from("tok"), expires_in: 3600, expires_at_ms: wall_clock_ms() + 3_600_000 };
+        held.finish(&app.shared, &key, &Ok(token), &app.local()).await;
+        assert!(matches!(same_app.ahead(&key).await, Ahead::Served(_)));
+        for other in &others {
+            exchanging(other.ahead(&key).await).finish(&other.shared, &key, &failed(), &other.local()).await;
+        }
+
+        // So is its throttle.
+        let throttled = crate::key::test_key("throttled", "s");
+        let mut refusal = ExchangeError::failed("too many requests").with_status(429);
+        refusal.retry_after = Some(Duration::from_secs(60));
+        exchanging(app.ahead(&throttled).await)
+            .finish(&app.shared, &throttled, &Err(Arc::new(refusal)), &app.local())
+            .await;
+        assert!(matches!(same_app.ahead(&throttled).await, Ahead::Refused(_)));
+        for other in &others {
+            exchanging(other.ahead(&throttled).await)
+                .finish(&other.shared, &throttled, &failed(), &other.local())
+                .await;
+        }
+    }
+
+    #[test]
+    fn the_namespace_changes_with_every_part() {
+        let base = Namespace::from_parts(&[("client_id", b"a"), ("authority", b"h:443")]);
+        assert_eq!(base, Namespace::from_parts(&[("client_id", b"a"), ("authority", b"h:443")]));
+        for other in [
+            Namespace::from_parts(&[("client_id", b"b"), ("authority", b"h:443")]),
+            Namespace::from_parts(&[("client_id", b"a"), ("authority", b"h:444")]),
+            Namespace::from_parts(&[("client_id", b"ah"), ("authority", b":443")]),
+            Namespace::from_parts(&[("client_id", b"a"), ("authority", b"h:443"), ("audience", b"x")]),
+        ] {
+            assert_ne!(base, other);
+        }
+        let same_authority = |url: &str| {
+            let json = format!(r#"{{"tokenEndpoint":"{url}","clientId":"a","clientSecret":"b"}}"#);
+            Namespace::of(&Config::from_json(&json).unwrap())
+        };
+        assert_eq!(
+            same_authority("https://login.example/t1/token"),
+            same_authority("https://login.example:443/t2/token")
+        );
+        assert_ne!(same_authority("https://login.example/t/token"), same_authority("https://login2.example/t/token"));
     }
 }

@@ -12,9 +12,10 @@ import {
   configure,
   clearCache,
   stats,
+  createOboClient,
 } from 'obo-native'
 import type { OboToken, OboTokenWithExpiry, OboIdentityContext, ConfigureOptions, OboStats, OboError, OboUser, Logger } from 'obo-native'
-import type { AcquireOboTokenOptions, ClientAssertionRequest } from 'obo-native'
+import type { AcquireOboTokenOptions, ClientAssertionRequest, OboClient, OboClientOptions, OboAbortSignal } from 'obo-native'
 import { __internals } from 'obo-native'
 import * as librechat from 'obo-native/librechat'
 import { startMockIdp, faults, mintToken, GRANT_TYPE } from 'obo-native/testing'
@@ -242,3 +243,37 @@ async function enterprise(): Promise<void> {
   configure({ issuer: 'https://i', clientId: 'app', clientAssertion: () => ({ jwt: 'x' }) })
 }
 void enterprise
+
+// ---- independent clients and cancellation ----
+async function clients(): Promise<void> {
+  const clientOptions: OboClientOptions = { issuer: 'https://keycloak.example/realms/r', clientId: 'librechat', clientSecret: 's' }
+  const client: OboClient = createOboClient(clientOptions)
+  const fromEnv: OboClient = createOboClient()
+  const token: OboTokenWithExpiry = await client.acquireOboToken({ assertion: 'a', scopes: 's', user: { openidId: 'u' } })
+  const plain: OboToken = await client.exchangeOboToken({ openidId: 'u' }, 'a', 's')
+  const graph: OboToken = await client.getGraphApiToken({ openidId: 'u' }, 'a', 's')
+  const counters: OboStats = client.stats()
+  const endpoint: string | null = client.tokenEndpoint()
+  client.clearCache()
+  const closing: Promise<void> = client.close()
+  await fromEnv.close()
+  // @ts-expect-error a client is configured once, when it is created
+  client.configure(clientOptions)
+  // @ts-expect-error the client id is required
+  createOboClient({ issuer: 'https://i' })
+  // @ts-expect-error unknown options are refused
+  createOboClient({ issuer: 'https://i', clientId: 'c', timeout: 5 })
+  // @ts-expect-error close() is awaited, not read synchronously
+  const closedAt: number = client.close()
+
+  // a Node.js / DOM AbortSignal fits structurally; so does any object with its members
+  const signalLike: OboAbortSignal = { aborted: false, addEventListener: () => undefined, removeEventListener: () => undefined }
+  await acquireOboToken({ assertion: 'a', scopes: 's', signal: signalLike })
+  await client.acquireOboToken({ assertion: 'a', scopes: 's', signal: null })
+  // @ts-expect-error a signal is an AbortSignal, not a flag
+  await acquireOboToken({ assertion: 'a', scopes: 's', signal: true })
+  // @ts-expect-error a signal is an AbortSignal, not a timeout
+  await acquireOboToken({ assertion: 'a', scopes: 's', signal: 5000 })
+  void [token, plain, graph, counters, endpoint, closing, closedAt]
+}
+void clients

@@ -10,7 +10,8 @@
 //! Redis holds nothing readable: key names are keyed hashes and values are
 //! sealed (see `crypto`), and every key written expires.
 //!
-//! Key names, for an engine key `k` (`tag = base64url(HMAC-SHA256(k))`):
+//! Key names, for a shared key `k` (the engine's key under the application's
+//! namespace, see [`crate::shared::Namespace`]; `tag = base64url(HMAC-SHA256(k))`):
 //! `{prefix}obo:{tag}:t` the token, `…:l` the exchange lock, `…:r` a throttle,
 //! and the pub/sub channel `…:c` that announces a new token or a released lock.
 
@@ -94,13 +95,15 @@ pub enum Shared {
 
 /// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
 /// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
-/// (whatever the call); `lock_waits` counts calls of `wait_for`.
+/// (whatever the call); `lock_waits` counts calls of `wait_for`;
+/// `lock_renewals` counts the leases this process's lock holders renewed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
     pub hits: u64,
     pub misses: u64,
     pub errors: u64,
     pub lock_waits: u64,
+    pub lock_renewals: u64,
 }
 
 /// The counters behind [`RedisStats`]. A tier can count into counters that
@@ -111,6 +114,7 @@ pub struct RedisCounters {
     misses: AtomicU64,
     errors: AtomicU64,
     lock_waits: AtomicU64,
+    lock_renewals: AtomicU64,
 }
 
 impl RedisCounters {
@@ -120,6 +124,7 @@ impl RedisCounters {
             misses: self.misses.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             lock_waits: self.lock_waits.load(Ordering::Relaxed),
+            lock_renewals: self.lock_renewals.load(Ordering::Relaxed),
         }
     }
 }
@@ -293,17 +298,19 @@ impl RedisTier {
         }
     }
 
-    /// Takes the exchange lock of `key` for at most `hold` (the longest an
-    /// exchange can last: the lock must outlive no exchange, and no dead holder).
-    pub async fn try_lock(&self, key: &[u8], hold: Duration) -> LockAttempt {
+    /// Takes the exchange lock of `key` as a lease of `lease`, renewed every
+    /// third of it until the guard is released or dropped: a holder that dies
+    /// keeps the others waiting at most `lease`.
+    pub async fn try_lock(&self, key: &[u8], lease: Duration) -> LockAttempt {
         let inner = &*self.inner;
         let names = inner.names(key);
         let token = inner.sealer.lock_token();
         let mut set = redis::cmd("SET");
-        set.arg(&names.lock).arg(&token).arg("NX").arg("PX").arg(hold.as_millis().max(1) as u64);
+        set.arg(&names.lock).arg(&token).arg("NX").arg("PX").arg(lease.as_millis().max(1) as u64);
         match inner.call(inner.backend.query::<Option<String>>(&set)).await {
             Some(Some(_)) => LockAttempt::Acquired(LockGuard {
                 tier: self.inner.clone(),
+                renewal: tokio::spawn(lock::renew(self.inner.clone(), names.lock.clone(), token.clone(), lease)),
                 lock: names.lock,
                 channel: names.channel,
                 token,

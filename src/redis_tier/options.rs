@@ -8,10 +8,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
-use serde_json::{Map, Value};
-
 use super::breaker::BreakerPolicy;
+use crate::config::Options;
+use crate::error::ConfigError as OptionError;
+use redis::IntoConnectionInfo;
 
 /// The budget of one Redis operation when `redisTimeoutMs` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -73,6 +73,11 @@ impl ConfigError {
     fn new(option: &'static str, message: impl Into<String>) -> Self {
         ConfigError { option, message: message.into() }
     }
+
+    /// As `configure()` reports it: a TypeError naming the option.
+    pub fn for_configure(self) -> OptionError {
+        OptionError::new(self.option, format!("configure: option \"{}\" {}", self.option, self.message))
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -127,49 +132,42 @@ impl RedisOptions {
         OPTION_NAMES
     }
 
-    /// From `configure()`'s options object. `Ok(None)` without `redisUri` (an
-    /// explicit configuration without it uses no Redis).
-    pub fn from_options(map: &Map<String, Value>) -> Result<Option<RedisOptions>, ConfigError> {
-        let key_text = optional_string(map, "cacheEncryptionKey")?;
-        let encryption_key =
-            key_text.as_deref().map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key)).transpose()?;
-        let cluster = match map.get("redisCluster") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ConfigError::new("redisCluster", "must be a boolean")),
-        };
-        let key_prefix = optional_string(map, "redisKeyPrefix")?.unwrap_or_default();
-        let username = optional_string(map, "redisUsername")?;
-        let password = optional_string(map, "redisPassword")?;
-        let ca_path = optional_string(map, "redisCa")?;
-        let timeout = match map.get("redisTimeoutMs") {
-            None | Some(Value::Null) => DEFAULT_TIMEOUT,
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
-                _ => {
-                    return Err(ConfigError::new(
-                        "redisTimeoutMs",
-                        format!("must be an integer number of milliseconds from 1 to {MAX_TIMEOUT_MS}"),
-                    ))
-                }
-            },
-            Some(_) => return Err(ConfigError::new("redisTimeoutMs", "must be a number")),
-        };
-        let Some(uri_text) = optional_string(map, "redisUri")? else {
+    /// From `configure()`'s options object, read through the configuration's
+    /// [`Options`] so that type errors read like every other option's. `Ok(None)`
+    /// without `redisUri` (an explicit configuration without it uses no Redis).
+    pub(crate) fn from_options(options: &Options<'_>) -> Result<Option<RedisOptions>, OptionError> {
+        // Blank strings count as absent, as LibreChat's empty variables do.
+        let string = |name: &str| Ok::<_, OptionError>(options.string(name)?.filter(|text| !text.trim().is_empty()));
+        let key_text = string("cacheEncryptionKey")?;
+        let encryption_key = key_text
+            .as_deref()
+            .map(|text| parse_encryption_key(text, OPTION_SOURCE.encryption_key))
+            .transpose()
+            .map_err(ConfigError::for_configure)?;
+        let cluster = options.boolean("redisCluster")?.unwrap_or(false);
+        let key_prefix = string("redisKeyPrefix")?.unwrap_or_default();
+        let username = string("redisUsername")?;
+        let password = string("redisPassword")?;
+        let ca_path = string("redisCa")?;
+        let timeout = options
+            .integer_of("redisTimeoutMs", "an integer number of milliseconds", 1, MAX_TIMEOUT_MS)?
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let Some(uri_text) = string("redisUri")? else {
             return Ok(None);
         };
         let Some(encryption_key) = encryption_key else {
-            return Err(ConfigError::new(
+            return Err(ConfigError::for_configure(ConfigError::new(
                 "cacheEncryptionKey",
                 "is required with redisUri: Redis must hold nothing readable, so the tier is \
                  refused without 64 hex characters to encrypt it with",
-            ));
+            )));
         };
         build(
             &OPTION_SOURCE,
             Settings { uri_text, cluster, key_prefix, username, password, ca_path, timeout, encryption_key },
         )
         .map(Some)
+        .map_err(ConfigError::for_configure)
     }
 
     /// From LibreChat's environment (`USE_REDIS`, `REDIS_URI`, `USE_REDIS_CLUSTER`,
@@ -280,15 +278,6 @@ fn read_ca(path: &str, option: &'static str) -> Result<Vec<u8>, ConfigError> {
     Ok(pem)
 }
 
-fn optional_string(map: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ConfigError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ConfigError::new(name, "must be a string")),
-    }
-}
-
 fn parse_encryption_key(text: &str, option: &'static str) -> Result<[u8; 32], ConfigError> {
     let bytes = text.as_bytes();
     let invalid = || ConfigError::new(option, "must be 64 hexadecimal characters (32 bytes)");
@@ -306,12 +295,12 @@ fn parse_encryption_key(text: &str, option: &'static str) -> Result<[u8; 32], Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
 
-    fn options(value: Value) -> Result<Option<RedisOptions>, ConfigError> {
-        RedisOptions::from_options(value.as_object().unwrap())
+    fn options(value: Value) -> Result<Option<RedisOptions>, OptionError> {
+        RedisOptions::from_options(&Options(value.as_object().unwrap()))
     }
 
     #[test]

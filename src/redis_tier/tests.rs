@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::test_servers::{redis_available, RedisCluster, RedisServer};
 use super::*;
+use crate::config::Options;
 
 const KEY_HEX: &str = "6f626f2d6e61746976652072656469732074696572207465737420206b657921";
 const OTHER_KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -32,11 +33,11 @@ fn engine_key(subject: &str) -> Vec<u8> {
 }
 
 fn options(uris: &str, key_hex: &str) -> RedisOptions {
-    let mut options = RedisOptions::from_options(
+    let mut options = RedisOptions::from_options(&Options(
         json!({ "redisUri": uris, "cacheEncryptionKey": key_hex, "redisKeyPrefix": "lc:", "redisTimeoutMs": 500 })
             .as_object()
             .unwrap(),
-    )
+    ))
     .unwrap()
     .unwrap();
     options.poll_interval = Duration::from_millis(50);
@@ -129,7 +130,7 @@ async fn tokens_and_throttles_round_trip_expire_and_are_stored_unreadable() {
     // A token past its serve-until is never stored, and one read after it is a miss.
     tier.put(&engine_key("expired"), &SharedToken { serve_until_ms: wall_clock_ms() - 1, ..stored.clone() }).await;
     assert_eq!(dump(&server.uri()).await.len(), 2);
-    assert_eq!(tier.stats(), RedisStats { hits: 2, misses: 4, errors: 0, lock_waits: 0 });
+    assert_eq!(tier.stats(), RedisStats { hits: 2, misses: 4, errors: 0, lock_waits: 0, lock_renewals: 0 });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +192,36 @@ async fn the_lock_is_exclusive_released_by_its_holder_and_expires_when_abandoned
     assert_eq!(first.inner.subscriptions.local_channels(), 0, "waiters unregister");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_is_a_lease_its_live_holder_renews_and_a_dead_holders_lease_runs_out() {
+    require_redis!("the_lock_is_a_lease_its_live_holder_renews_and_a_dead_holders_lease_runs_out");
+    let server = RedisServer::start();
+    let (holder, other) = (tier(options(&server.uri(), KEY_HEX)), tier(options(&server.uri(), KEY_HEX)));
+    let key = engine_key(SUBJECT);
+    let lease = Duration::from_millis(2400);
+    let mut conn = raw(&server.uri()).await;
+    let lock = holder.inner.names(&key).lock;
+
+    let LockAttempt::Acquired(guard) = holder.try_lock(&key, lease).await else { panic!("lock") };
+    let pttl: i64 = redis::cmd("PTTL").arg(&lock).query_async(&mut conn).await.unwrap();
+    assert!((1..=2400).contains(&pttl), "a short lease, not the longest exchange: {pttl}");
+    // Four renewals, a third of the lease apart: held past its first lease.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holder.stats().lock_renewals < 4 {
+        assert!(Instant::now() < deadline, "the holder stopped renewing its lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pttl: i64 = redis::cmd("PTTL").arg(&lock).query_async(&mut conn).await.unwrap();
+    assert!((1..=2400).contains(&pttl), "{pttl}");
+    assert!(matches!(other.try_lock(&key, lease).await, LockAttempt::HeldElsewhere));
+
+    // A holder that dies renews no more: its lease runs out and the waiter takes over.
+    guard.abandon();
+    assert_eq!(other.wait_for(&key, Duration::from_secs(60)).await, None);
+    assert!(matches!(other.try_lock(&key, lease).await, LockAttempt::Acquired(_)));
+    assert_eq!(other.stats().errors + holder.stats().errors, 0);
+}
+
 async fn wait_until_subscribed(server: &RedisServer, channel: &str) {
     let mut conn = raw(&server.uri()).await;
     loop {
@@ -230,7 +261,7 @@ async fn a_waiter_is_woken_by_the_published_token_well_before_its_next_poll() {
     assert_eq!(waiting.await.unwrap(), Some(stored));
     assert!(published.elapsed() < Duration::from_secs(10), "woken after {:?}", published.elapsed());
     assert_eq!(waiter.inner.peeks.load(Ordering::Relaxed), 2, "one read before, one after the wake-up");
-    assert_eq!(waiter.stats(), RedisStats { hits: 1, misses: 0, errors: 0, lock_waits: 1 });
+    assert_eq!(waiter.stats(), RedisStats { hits: 1, misses: 0, errors: 0, lock_waits: 1, lock_renewals: 0 });
 
     // A dropped tier leaves no connection behind: only the holder's and ours remain.
     drop(waiter);
@@ -395,11 +426,11 @@ async fn rediss_trusts_the_configured_ca_and_refuses_an_unknown_one() {
     let (server, ca) = RedisServer::start_tls();
     let key = engine_key(SUBJECT);
     let stored = token(Duration::from_secs(600));
-    let with_ca = RedisOptions::from_options(
+    let with_ca = RedisOptions::from_options(&Options(
         json!({ "redisUri": server.uri(), "cacheEncryptionKey": KEY_HEX, "redisCa": ca, "redisTimeoutMs": 2000 })
             .as_object()
             .unwrap(),
-    )
+    ))
     .unwrap()
     .unwrap();
     let trusted = tier(with_ca);
