@@ -387,7 +387,11 @@ function makeClient(handle, where) {
   /** This client's channel for the news of its exchanges (an opaque native handle). */
   const channel = native.onCompletion(complete);
 
-  /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
+  /**
+   * One call into the addon for a call the memo could not answer: the native
+   * cache's hit (with what the memo needs: `slot`, `generation`…) or an
+   * outcome that could not start, at once; else a promise of the outcome.
+   */
   function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
     const id = (nextCallId = (nextCallId + 1) >>> 0);
     const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
@@ -470,35 +474,53 @@ function makeClient(handle, where) {
   }
 
   /**
-   * The miss path: joins this thread's exchange under way for the same key, or
-   * starts one. Each caller gets its own result or Error.
+   * What the memo could not answer: joins this thread's exchange under way
+   * for the same key, or makes the one call into the addon, which answers
+   * from the native cache or starts an exchange. Each caller gets its own
+   * result or Error.
    */
   function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
     const joinable = fromCache && claims === undefined && generations !== null;
     if (joinable) {
       const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
-      if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+      if (flight !== undefined) return joinFlight(flight, subject, withExpiry);
     }
-    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
-    if (joinable && typeof outcome.then === 'function') {
-      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome };
+    const answer = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+    if (answer.slot !== undefined) {
+      // A native cache hit: only a hit carries the memo's generation slot.
+      if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, answer);
+      if (logger !== null) logHit(subject);
+      return Promise.resolve(tokenResult(answer.accessToken, answer.expiresIn, scopes, answer.expiresAtMs, withExpiry));
+    }
+    const results = settlers(scopes);
+    if (typeof answer.then !== 'function') return Promise.resolve(answer).then(results[withExpiry ? 1 : 0]);
+    if (joinable) {
+      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome: answer, results };
       addFlight(subject, scopes, flight);
-      outcome.then(() => removeFlight(subject, scopes, flight));
+      answer.then(() => removeFlight(subject, scopes, flight));
     }
-    return settleWith(outcome, scopes, withExpiry);
+    return answer.then(results[withExpiry ? 1 : 0]);
   }
 
-  function joinFlight(flight, subject, scopes, withExpiry) {
+  function joinFlight(flight, subject, withExpiry) {
     countJoin();
     if (logger !== null) log(logger, 'debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
-    return settleWith(flight.outcome, scopes, withExpiry);
+    return flight.outcome.then(flight.results[withExpiry ? 1 : 0]);
   }
 
-  /** `async` so that the promise belongs to this module's realm (the caller's), as the JavaScript service's did. */
-  async function settleWith(pending, scopes, withExpiry) {
-    const outcome = await pending;
-    if (outcome.failure) throw toError(outcome.failure);
-    return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
+  /**
+   * The two ways an outcome becomes a caller's result (without and with
+   * `expires_at`), made once per exchange and shared by the callers that join
+   * it. Each caller still gets a result object or Error of its own (callers
+   * may change theirs), through `then` on the outcome: no async function,
+   * and no closure per caller, which a fan-out of thousands would pay for.
+   */
+  function settlers(scopes) {
+    const settle = (outcome, withExpiry) => {
+      if (outcome.failure) throw toError(outcome.failure);
+      return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
+    };
+    return [(outcome) => settle(outcome, false), (outcome) => settle(outcome, true)];
   }
 
   /**
@@ -529,19 +551,11 @@ function makeClient(handle, where) {
       if (hit !== undefined) return Promise.resolve(hit);
       // The same strings as a flight's, which were checked when it began.
       const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
-      if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+      if (flight !== undefined) return joinFlight(flight, subject, withExpiry);
     }
     const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
     if (invalid) return Promise.reject(invalid);
     try {
-      if (fromCache) {
-        const hit = native.lookup(handle, tenant, issuer, subject, scopes, accessToken);
-        if (hit) {
-          if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, hit);
-          if (logger !== null) logHit(subject);
-          return Promise.resolve(tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, withExpiry));
-        }
-      }
       return exchangeNatively(tenant, issuer, subject, scopes, accessToken, Boolean(fromCache), withExpiry);
     } catch (err) {
       return Promise.reject(err);
@@ -600,17 +614,9 @@ function makeClient(handle, where) {
     }
     const challenge = claims === undefined || claims === null ? undefined : claims;
     const fromCache = !forceRefresh && challenge === undefined;
-    if (fromCache) {
-      if (memo !== null) {
-        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
-        if (hit !== undefined) return hit;
-      }
-      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion);
-      if (hit) {
-        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit);
-        if (logger !== null) logHit(subject);
-        return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
-      }
+    if (fromCache && memo !== null) {
+      const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
+      if (hit !== undefined) return hit;
     }
     const pending = exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
     return signal === undefined ? pending : abortable(pending, signal);

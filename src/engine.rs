@@ -42,11 +42,33 @@ pub struct ExchangeRequest {
     pub identity: Identity,
     pub scopes: String,
     pub assertion: String,
+    /// Made once, when the call arrives: the cache check before the exchange
+    /// starts and the exchange itself use the same digest of the 1.5 KB assertion.
+    pub key: CacheKey,
     pub from_cache: bool,
     /// A claims challenge: the exchange skips the cache and the flights, and its token is stored.
     pub claims: Option<Claims>,
     /// Where this call's log events go.
     pub events: Events,
+}
+
+impl ExchangeRequest {
+    pub fn new(
+        identity: Identity,
+        scopes: String,
+        assertion: String,
+        from_cache: bool,
+        claims: Option<Claims>,
+        events: Events,
+    ) -> ExchangeRequest {
+        let key = CacheKey::new(&identity, &scopes, &assertion);
+        ExchangeRequest { identity, scopes, assertion, key, from_cache, claims, events }
+    }
+
+    /// Whether the cache may answer this call (not a forced refresh or a claims challenge).
+    pub fn reads_cache(&self) -> bool {
+        self.from_cache && self.claims.is_none()
+    }
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -250,7 +272,12 @@ impl Engine {
 
     /// A cached token, without any exchange: the synchronous fast path.
     pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str) -> Option<Hit> {
-        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion), wall_clock_ms())?;
+        self.cached(&CacheKey::new(identity, scopes, assertion))
+    }
+
+    /// The cached token for `key`, counted as a hit; a miss is counted by the exchange that follows.
+    pub fn cached(&self, key: &CacheKey) -> Option<Hit> {
+        let hit = self.0.cache.get(key, wall_clock_ms())?;
         Counters::bump(&self.0.counters.cache_hits);
         Some(hit)
     }
@@ -349,9 +376,9 @@ impl Engine {
 
     async fn exchange_with(&self, footing: Footing, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion);
+        let key = request.key;
         let user = &request.identity.subject;
-        let from_cache = request.from_cache && request.claims.is_none();
+        let from_cache = request.reads_cache();
         if from_cache {
             if let Some(hit) = inner.cache.get(&key, wall_clock_ms()) {
                 Counters::bump(&inner.counters.cache_hits);
@@ -714,14 +741,7 @@ mod tests {
     }
 
     fn request_for(identity: Identity, assertion: &str, from_cache: bool) -> ExchangeRequest {
-        ExchangeRequest {
-            identity,
-            scopes: "api://s".into(),
-            assertion: assertion.into(),
-            from_cache,
-            claims: None,
-            events: Events::Off,
-        }
+        ExchangeRequest::new(identity, "api://s".into(), assertion.into(), from_cache, None, Events::Off)
     }
 
     fn lookup(engine: &Engine, user: &str) -> Option<Hit> {

@@ -22,6 +22,7 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi_derive::napi;
 use parking_lot::Mutex;
 
+use crate::cache::Hit;
 use crate::claims::Claims;
 use crate::config::EnvLookup;
 use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
@@ -237,8 +238,11 @@ pub fn lookup(
     scopes: String,
     assertion: String,
 ) -> Option<LookupHit> {
-    let hit = client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion)?;
-    Some(LookupHit {
+    client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion).map(lookup_hit)
+}
+
+fn lookup_hit(hit: Hit) -> LookupHit {
+    LookupHit {
         access_token: TokenString(hit.access_token),
         expires_in: hit.expires_in as u32,
         granted: hit.granted_secs as u32,
@@ -247,7 +251,7 @@ pub fn lookup(
         epoch: hit.stamp.epoch,
         slot: hit.stamp.slot,
         generation: hit.stamp.generation,
-    })
+    }
 }
 
 #[napi(object, object_from_js = false)]
@@ -427,10 +431,14 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
     }
 }
 
-/// Starts an exchange (cache and in-flight checks included) that reports
-/// through `channel` with `id`. A call that cannot start (no configuration,
-/// a malformed claims challenge) returns its outcome at once instead.
-#[napi(catch_unwind)]
+/// Starts an exchange that reports through `channel` with `id`: the one call
+/// into the addon that a miss of the memo makes. The assertion is converted
+/// and hashed once: a token the cache holds is answered at once (a
+/// `LookupHit`, for the memo), and so is a call that cannot start (no
+/// configuration, a closed client, a malformed claims challenge: an
+/// `ExchangeOutcome` with its failure); otherwise the exchange starts, with
+/// the key already made, and this returns `null`.
+#[napi(catch_unwind, ts_return_type = "LookupHit | ExchangeOutcome | null")]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
     client: &External<Client>,
@@ -445,10 +453,10 @@ pub fn exchange(
     openid_env: Option<OpenIdEnv>,
     log: bool,
     claims: Option<String>,
-) -> Result<Option<ExchangeOutcome>> {
+) -> Result<Option<Either<LookupHit, ExchangeOutcome>>> {
     let claims = match claims.as_deref().map(Claims::parse).transpose() {
         Ok(claims) => claims,
-        Err(err) => return Ok(Some(invalid_claims(err.message()))),
+        Err(err) => return Ok(Some(Either::B(invalid_claims(err.message())))),
     };
     let completions = channel.0.clone();
     let events = if log {
@@ -457,14 +465,13 @@ pub fn exchange(
     } else {
         Events::Off
     };
-    let request = ExchangeRequest {
-        identity: Identity { tenant, issuer, subject },
-        scopes,
-        assertion,
-        from_cache,
-        claims,
-        events,
-    };
+    let request =
+        ExchangeRequest::new(Identity { tenant, issuer, subject }, scopes, assertion, from_cache, claims, events);
+    if request.reads_cache() {
+        if let Some(hit) = client.0.cached(&request.key) {
+            return Ok(Some(Either::A(lookup_hit(hit))));
+        }
+    }
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
     match client.0.exchange(request, env) {
@@ -472,7 +479,7 @@ pub fn exchange(
             Engine::spawn(exchange, move |outcome| report(&completions, Completion::Done { id, outcome }));
             Ok(None)
         }
-        Err(err) => Ok(Some(outcome(Err(err)))),
+        Err(err) => Ok(Some(Either::B(outcome(Err(err))))),
     }
 }
 
