@@ -228,7 +228,10 @@ pub struct LookupHit {
     pub generation: u32,
 }
 
-/// A cached token, synchronously, or nothing. The identity is normalised by the facade.
+/// A cached token, synchronously, or nothing. The identity is normalised by
+/// the facade. The facade itself asks `exchange`, which answers hits too; this
+/// is the read alone, which the bench times against it (the miss path before
+/// issue 19 called this, then `exchange`).
 #[napi(catch_unwind)]
 pub fn lookup(
     client: &External<Client>,
