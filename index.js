@@ -784,15 +784,20 @@ function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
 /** For tests: what this thread's memo (of the default client) holds. */
 const __internals = { buildOboCacheKey, memoStats: defaultClient.memoStats };
 
+// Plain names, so that Node's CommonJS lexer finds every named export for `import { … } from 'obo-native'`
+// (it stops at the first value that is not a bare identifier).
+const { exchangeOboToken, acquireOboToken, getGraphApiToken, configure, setLogger, clearCache, stats, tokenEndpoint } =
+  defaultClient;
+
 module.exports = {
-  exchangeOboToken: defaultClient.exchangeOboToken,
-  acquireOboToken: defaultClient.acquireOboToken,
-  getGraphApiToken: defaultClient.getGraphApiToken,
-  configure: defaultClient.configure,
-  setLogger: defaultClient.setLogger,
-  clearCache: defaultClient.clearCache,
-  stats: defaultClient.stats,
-  tokenEndpoint: defaultClient.tokenEndpoint,
+  exchangeOboToken,
+  acquireOboToken,
+  getGraphApiToken,
+  configure,
+  setLogger,
+  clearCache,
+  stats,
+  tokenEndpoint,
   createOboClient,
   __internals,
 };
