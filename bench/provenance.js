@@ -66,6 +66,39 @@ function artifact(host, profile) {
   return path.join(targetDir, host || '', profile, name);
 }
 
+/**
+ * Where the dependencies of the release artifact were compiled: their build
+ * scripts' OUT_DIR paths are compiled into them (e.g. serde's `include!`),
+ * which changes the addon's bytes, so rebuilding the same bytes needs the
+ * same target directory path (or a remapped one). Read from the
+ * `root-output` file cargo keeps for each build script run.
+ */
+function dependenciesBuiltIn(host) {
+  const buildDir = path.join(path.dirname(artifact(host, 'release')), 'build');
+  const suffix = `${path.sep}${path.join(host || '', 'release', 'build')}${path.sep}`;
+  const roots = new Set();
+  let entries = [];
+  try {
+    entries = fs.readdirSync(buildDir);
+  } catch {
+    return [];
+  }
+  for (const entry of entries) {
+    // The addon's own build script (napi-build) only passes linker arguments: its OUT_DIR is in no code.
+    if (entry.startsWith('obo-native-')) continue;
+    try {
+      const outDir = fs.readFileSync(path.join(buildDir, entry, 'root-output'), 'utf8').trim();
+      const at = outDir.indexOf(suffix);
+      if (at > 0) roots.add(outDir.slice(0, at));
+    } catch {
+      // a build script that has not run here, or a crate without one
+    }
+  }
+  return [...roots].sort();
+}
+
+const cargoHome = () => process.env.CARGO_HOME || path.join(require('node:os').homedir(), '.cargo');
+
 /** The newest of the Rust inputs cargo would see (tracked or not, unless ignored), with its time. */
 function newestInput() {
   const listed = run('git', ['ls-files', '-co', '--exclude-standard', '--', ...RUST_INPUTS]);
@@ -134,6 +167,9 @@ function prepare({ build = true, log = (line) => process.stderr.write(`${line}\n
     buildMs,
     builtAt: new Date(builtAt).toISOString(),
     checkout: ROOT,
+    targetDir: path.resolve(path.dirname(match.file), '..', '..'),
+    dependenciesBuiltIn: dependenciesBuiltIn(tools.host),
+    cargoHome: cargoHome(),
     rustInputsChanged: rustInputsChanged(),
     toolchain: tools,
   };

@@ -763,6 +763,8 @@ function addonDigest() {
   return hash.digest('hex').slice(0, 12);
 }
 
+const paths = (list) => (list && list.length ? list.map((p) => `\`${p}\``).join(' and ') : 'an unknown path');
+
 /** How the addon was built, and how to rebuild the same bytes (issue 20). */
 function reproduction(b) {
   const a = b.addon;
@@ -777,6 +779,14 @@ function reproduction(b) {
       `${env.length ? `build environment ${env.map(([k, v]) => `\`${k}=${v}\``).join(' ')}` : 'no RUSTFLAGS/CARGO_* overrides'}; checkout at \`${a.checkout}\`.`,
   ];
   const changed = a.rustInputsChanged;
+  if (a.dependenciesBuiltIn && a.dependenciesBuiltIn.length > 1) {
+    lines.push(
+      '',
+      `**The dependencies were compiled in more than one target directory** (${paths(a.dependenciesBuiltIn)}: a target/ copied ` +
+        `from another checkout and partly rebuilt here): no fresh build reproduces this mix; for a reproducible hash, run ` +
+        `\`cargo clean\` and let the bench build again.`,
+    );
+  }
   if (changed && changed.length) {
     lines.push(
       '',
@@ -788,8 +798,12 @@ function reproduction(b) {
       `To reproduce the addon's SHA-256 \`${a.addonSha256}\`: check out \`${b.commit}\`, install the same toolchain ` +
         `(\`rustup toolchain install ${(/rustc (\S+)/.exec(t.rustc) || [])[1] || '<version>'}\` and make it the default), then ` +
         `\`npm ci --ignore-scripts && ${a.buildCommand} && sha256sum ${a.addon}\`` +
-        `${env.length ? ' with the build environment above' : ''}. Same toolchain and sources give the same bytes on every rebuild; ` +
-        `another rustc (or LLVM), other RUSTFLAGS or another Cargo.lock give other bytes.`,
+        `${env.length ? ' with the build environment above' : ''}, ` +
+        `with the dependencies compiled in a target directory at ${paths(a.dependenciesBuiltIn)} and CARGO_HOME at \`${a.cargoHome}\` ` +
+        `(e.g. \`CARGO_TARGET_DIR=${a.dependenciesBuiltIn[0] || '<that path>'}\` on a fresh build). ` +
+        `The binary depends on those two paths: build scripts' OUT_DIR and the registry's source paths are compiled into it ` +
+        `(the checkout's own path is not). Same toolchain, Cargo.lock, sources and paths give the same bytes on every rebuild; ` +
+        `another rustc (or LLVM), other RUSTFLAGS, another Cargo.lock or other paths give other bytes.`,
     );
   }
   return lines;
