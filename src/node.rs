@@ -34,7 +34,7 @@ use crate::outcome::Outcome;
 use crate::token_exchange::check_target;
 
 /// A client as JavaScript holds it: an opaque handle to an engine.
-pub struct Client(Engine);
+pub struct Client(pub(crate) Engine);
 
 /// The process's engine: the module's top-level functions, in every thread.
 #[napi(catch_unwind)]
