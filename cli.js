@@ -4,9 +4,10 @@
  * npx obo-native <command>
  *
  *   exchange   one real On-Behalf-Of exchange, explained (see `exchange --help`)
+ *   explain    what an AADSTS number or an OAuth error code means, offline
  *   demo       the embedded mock identity provider: cache, coalescing, retries, throttling
  *
- * Exit codes: 0 success, 1 exchange refused, 2 bad usage.
+ * Exit codes: 0 success, 1 exchange refused (or code unknown), 2 bad usage.
  */
 
 const HELP = `obo-native: the OAuth 2.0 On-Behalf-Of token exchange for Node.js servers.
@@ -17,6 +18,10 @@ Usage:
       endpoint, the time taken, expires_in and the claims of the token
       received, or explains why it was refused and how to fix it.
       "obo-native exchange --help" lists the options.
+
+  obo-native explain <code>
+      What an AADSTS number (AADSTS65001) or an OAuth error code
+      (invalid_grant) from your logs means, and how to fix it; offline.
 
   obo-native demo
       Runs the embedded mock identity provider (no network needed) and shows
@@ -33,6 +38,8 @@ async function main(argv) {
   switch (command) {
     case 'exchange':
       return require('./cli/exchange.js').exchange(rest);
+    case 'explain':
+      return require('./cli/code.js').explainCommand(rest);
     case 'demo':
       if (rest.includes('--help') || rest.includes('-h')) {
         process.stdout.write('Usage: obo-native demo\n\nRuns the embedded mock identity provider on loopback and shows what obo-native does.\n');
@@ -61,7 +68,21 @@ function usage(message) {
   return 2;
 }
 
+/**
+ * A reader that goes away (`obo-native demo | head`) is not a failure: there
+ * is no one left to tell anything, so the CLI ends quietly instead of
+ * crashing on an unhandled EPIPE.
+ */
+function endQuietlyWhenTheReaderLeaves(stream) {
+  stream.on('error', (err) => {
+    if (err && err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    process.exitCode = 1;
+  });
+}
+
 if (require.main === module) {
+  endQuietlyWhenTheReaderLeaves(process.stdout);
+  endQuietlyWhenTheReaderLeaves(process.stderr);
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -44,7 +44,12 @@ export interface ClientAssertionRequest {
   tokenEndpoint: string
 }
 
-/** Returns the client assertion (a JWT) for a request; a throw or a rejection fails that exchange without a request. */
+/**
+ * Returns the client assertion (a JWT) for a request; surrounding whitespace is trimmed. A throw, a
+ * rejection, or no answer within `timeoutMs` fails that exchange at once, without a request and without a
+ * retry, with `code: 'ECLIENTASSERTION'`; the error's `retryable` is the thrown error's own boolean
+ * `retryable`, else false.
+ */
 export type ClientAssertionProvider = (request: ClientAssertionRequest) => string | PromiseLike<string>
 
 /** The options of `acquireOboToken`. */
@@ -65,6 +70,10 @@ export interface AcquireOboTokenOptions {
    * exchanges under way, and the token is cached like any other.
    */
   claims?: string | null
+  /** Token exchange: this call's audiences, in place of the configured ones (and a key of their own). */
+  audience?: string | readonly string[] | null
+  /** Token exchange: this call's resources, in place of the configured ones (and a key of their own). */
+  resource?: string | readonly string[] | null
   /**
    * Walks away from the call: once aborted, the call rejects with
    * `signal.reason` (an `AbortError` `DOMException` for `controller.abort()`),
@@ -90,8 +99,8 @@ export interface Logger {
   error(message: string, ...meta: unknown[]): unknown
 }
 
-/** `null`/`undefined` fields mean the default. */
-export interface ConfigureOptions {
+/** The options of every grant; `null`/`undefined` fields mean the default. */
+export interface OboBaseOptions {
   /** OpenID discovery from `{issuer}/.well-known/openid-configuration`. */
   issuer?: string | null
   /** The token endpoint, without discovery (takes precedence over `issuer`). */
@@ -156,6 +165,40 @@ export interface ConfigureOptions {
   cacheEncryptionKey?: string | null
 }
 
+/** What an `actorToken` function is told, and returns: like a `clientAssertion` function. */
+export type ActorTokenProvider = (request: ClientAssertionRequest) => string | PromiseLike<string>
+
+/** Entra ID's On-Behalf-Of: the jwt-bearer grant (the default). */
+export interface JwtBearerOptions extends OboBaseOptions {
+  grantType?: 'jwt-bearer' | null
+  audience?: never
+  resource?: never
+  subjectTokenType?: never
+  requestedTokenType?: never
+  actorToken?: never
+  actorTokenType?: never
+}
+
+/** OAuth 2.0 Token Exchange (RFC 8693): Keycloak, Okta, Auth0, Ping, ZITADEL. See docs/token-exchange.md. */
+export interface TokenExchangeOptions extends OboBaseOptions {
+  grantType: 'token-exchange'
+  /** Sent as `audience`, one parameter per value (Okta requires it; Keycloak: the target client's id). */
+  audience?: string | readonly string[] | null
+  /** Sent as `resource`, one parameter per value: absolute URIs without a fragment (RFC 8707). */
+  resource?: string | readonly string[] | null
+  /** Default `urn:ietf:params:oauth:token-type:access_token` (Auth0: the type of its Custom Token Exchange Profile). */
+  subjectTokenType?: string | null
+  /** Default `urn:ietf:params:oauth:token-type:access_token`; a token of another type is refused (`code: 'ETOKENTYPE'`). */
+  requestedTokenType?: string | null
+  /** Sent as `actor_token`: a string, or a function (sync or async) asked before each request. */
+  actorToken?: string | ActorTokenProvider | null
+  /** Default `urn:ietf:params:oauth:token-type:access_token`; only with `actorToken`. */
+  actorTokenType?: string | null
+}
+
+/** The options of `configure()`, by grant. */
+export type ConfigureOptions = JwtBearerOptions | TokenExchangeOptions
+
 /** Counters since the package was loaded (a client's: since it was created), for the whole process. */
 export interface OboStats {
   cacheHits: number
@@ -188,7 +231,10 @@ export interface OboError extends Error {
   status?: number
   /**
    * `ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `ENOTFOUND`, `EAI_AGAIN`, `CERT_UNTRUSTED`,
-   * `ECLIENTASSERTION` (no client assertion could be had: no request was sent), or the OAuth `error`.
+   * `ECLIENTASSERTION` (no client assertion could be had: no request was sent),
+   * `EACTORTOKEN` (the `actorToken` function gave none: no request was sent),
+   * `ETOKENTYPE` (token exchange: the provider issued another type of token than the one requested),
+   * `ERR_OBO_CLIENT_CLOSED` (the client was closed), or the OAuth `error`.
    */
   code?: string
   error?: string

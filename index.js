@@ -84,10 +84,18 @@ function openIdEnv() {
     redisUri: env.REDIS_URI,
     useRedisCluster: env.USE_REDIS_CLUSTER,
     redisKeyPrefix: env.REDIS_KEY_PREFIX,
+    redisKeyPrefixVar: env.REDIS_KEY_PREFIX_VAR,
+    // LibreChat's indirection: REDIS_KEY_PREFIX_VAR names the variable that holds the prefix.
+    redisKeyPrefixFromVar: env.REDIS_KEY_PREFIX_VAR ? env[env.REDIS_KEY_PREFIX_VAR] : undefined,
     redisUsername: env.REDIS_USERNAME,
     redisPassword: env.REDIS_PASSWORD,
     redisCa: env.REDIS_CA,
     credsKey: env.CREDS_KEY,
+    oboGrantType: env.OBO_GRANT_TYPE,
+    oboAudience: env.OBO_AUDIENCE,
+    oboResource: env.OBO_RESOURCE,
+    oboSubjectTokenType: env.OBO_SUBJECT_TOKEN_TYPE,
+    oboRequestedTokenType: env.OBO_REQUESTED_TOKEN_TYPE,
   };
 }
 
@@ -106,6 +114,9 @@ const OAUTH_FIELDS = [
 function toError(failure) {
   if (failure.reason === 'invalid_claims') {
     return Object.assign(new TypeError(`acquireOboToken: ${failure.message}`), { option: 'claims' });
+  }
+  if (failure.reason === 'invalid_option') {
+    return Object.assign(new TypeError(`acquireOboToken: ${failure.message}`), { option: failure.code });
   }
   const err = new Error(failure.message);
   if (failure.reason === 'config_unavailable') return err;
@@ -199,18 +210,18 @@ function acquireIdentity(user, identityContext, assertion) {
     return out;
   }
   const claims = native.assertionIdentity(assertion);
-  if (claims === null || claims.subject == null) {
+  if (claims === null) {
     throw Object.assign(
       new TypeError(`${ACQUIRE}: the assertion is not a JWT naming its user (oid or sub); pass user or identityContext`),
       { option: 'identityContext' },
     );
   }
+  // A JWT whose oid and sub are absent or blank names no user: as for a user without an OpenID id.
+  if (claims.subject == null) throw new Error(UNAUTHENTICATED);
   // The claims stand where an identity context would: the same trimming, defaults and issuer rules.
-  return resolveIdentity(
-    undefined,
-    { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer },
-    out,
-  );
+  resolveIdentity(undefined, { openidSubject: claims.subject, tenantId: claims.tenant, openidIssuer: claims.issuer }, out);
+  if (out.subject === '') throw new Error(UNAUTHENTICATED);
+  return out;
 }
 
 /** `signal`: absent, or an AbortSignal (anything with `aborted` and `addEventListener`). */
@@ -229,28 +240,75 @@ function checkSignal(signal) {
   return signal;
 }
 
+/**
+ * A call's own `audience` or `resource` (token exchange): a string or an
+ * array of strings, as an array; undefined when not given. Values are
+ * checked natively (blank audiences, resources that are no absolute URI).
+ */
+function targetList(value, name) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value) && value.every((entry) => typeof entry === 'string')) return Array.from(value);
+  throw Object.assign(new TypeError(`${ACQUIRE}: ${name} must be a string or an array of strings, not ${describe(value)}`), {
+    option: name,
+  });
+}
+
+/** What the memo and this thread's flights compare a call's own audiences and resources by; '' for none. */
+function targetText(audiences, resources) {
+  return audiences === undefined && resources === undefined ? '' : JSON.stringify([audiences ?? null, resources ?? null]);
+}
+
 /** What an aborted signal rejects with: its reason, as `fetch` does. */
 function abortReason(signal) {
   return signal.reason !== undefined ? signal.reason : new DOMException('This operation was aborted', 'AbortError');
 }
 
 /**
+ * The calls of this thread waiting on each signal: one `abort` listener per
+ * signal however many calls share it (a request's signal passed to every
+ * tool call would otherwise pass Node.js's listener warning at 11).
+ */
+const waitingOn = new WeakMap();
+
+function stopWaiting(signal, waiting, reject) {
+  waiting.rejects.delete(reject);
+  if (waiting.rejects.size === 0 && waitingOn.get(signal) === waiting) {
+    waitingOn.delete(signal);
+    signal.removeEventListener('abort', waiting.onAbort);
+  }
+}
+
+/**
  * `pending`, or the signal's reason as soon as it aborts. The exchange under
  * way is not stopped (other callers may share it, and its token is cached);
- * its outcome is then dropped here, and the listener goes with the first
- * of the two to happen.
+ * its outcome is then dropped here. The signal's listener goes when its last
+ * call settles or when it aborts.
  */
 function abortable(pending, signal) {
   return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+    let waiting = waitingOn.get(signal);
+    if (waiting === undefined) {
+      const rejects = new Set();
+      const onAbort = () => {
+        waitingOn.delete(signal);
+        const reason = abortReason(signal);
+        for (const rejectOne of rejects) rejectOne(reason);
+        rejects.clear();
+      };
+      waiting = { rejects, onAbort };
+      waitingOn.set(signal, waiting);
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    const current = waiting;
+    current.rejects.add(reject);
     pending.then(
       (result) => {
-        signal.removeEventListener('abort', onAbort);
+        stopWaiting(signal, current, reject);
         resolve(result);
       },
       (err) => {
-        signal.removeEventListener('abort', onAbort);
+        stopWaiting(signal, current, reject);
         reject(err);
       },
     );
@@ -276,7 +334,14 @@ function assertionBridge(provide) {
       } catch {
         why = 'it threw a value that cannot be shown';
       }
-      return { error: why };
+      // Whether a later call may succeed is the function's to say, never guessed from its wording.
+      let retryable;
+      try {
+        if (err !== null && typeof err === 'object' && typeof err.retryable === 'boolean') retryable = err.retryable;
+      } catch {
+        retryable = undefined;
+      }
+      return retryable === undefined ? { error: why } : { error: why, retryable };
     }
   };
 }
@@ -290,6 +355,7 @@ function nativeOptions(options, where) {
   const plain = {};
   let logger = null;
   let assertionFunction = null;
+  let actorFunction = null;
   for (const name of Object.keys(options)) {
     const value = options[name];
     if (name === 'logger') {
@@ -301,7 +367,11 @@ function nativeOptions(options, where) {
       assertionFunction = assertionBridge(value);
       continue;
     }
-    if (name === 'clientCapabilities' && Array.isArray(value)) {
+    if (name === 'actorToken' && typeof value === 'function') {
+      actorFunction = assertionBridge(value);
+      continue;
+    }
+    if ((name === 'clientCapabilities' || name === 'audience' || name === 'resource') && Array.isArray(value)) {
       // Checked natively (strings only, no blanks); copied so later changes to the caller's array do not count.
       plain[name] = Array.from(value);
       continue;
@@ -315,7 +385,7 @@ function nativeOptions(options, where) {
     }
     plain[name] = value;
   }
-  return { json: JSON.stringify(plain), logger, assertionFunction };
+  return { json: JSON.stringify(plain), logger, assertionFunction, actorFunction };
 }
 
 /**
@@ -351,9 +421,9 @@ function makeClient(handle, where) {
     }
   }
 
-  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry) {
+  function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry, target = '') {
     const at = Date.now();
-    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at);
+    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at, target);
     if (entry === undefined) return undefined;
     countHit();
     if (logger !== null) logHit(subject);
@@ -392,7 +462,7 @@ function makeClient(handle, where) {
    * cache's hit (with what the memo needs: `slot`, `generation`…) or an
    * outcome that could not start, at once; else a promise of the outcome.
    */
-  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims) {
+  function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources) {
     const id = (nextCallId = (nextCallId + 1) >>> 0);
     const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
     const immediate = native.exchange(
@@ -408,6 +478,8 @@ function makeClient(handle, where) {
       env,
       logger !== null,
       claims,
+      audiences,
+      resources,
     );
     if (immediate !== null) return immediate;
     if (pendingCalls.size === 0) native.holdLoop(channel, true);
@@ -423,7 +495,7 @@ function makeClient(handle, where) {
    */
   const flights = new Map();
 
-  function findFlight(subject, scopes, tenant, issuer, assertion) {
+  function findFlight(subject, scopes, tenant, issuer, assertion, target = '') {
     const byScopes = flights.get(subject);
     if (byScopes === undefined) return undefined;
     const list = byScopes.get(scopes);
@@ -435,6 +507,7 @@ function makeClient(handle, where) {
         flight.assertion === assertion &&
         flight.tenant === tenant &&
         flight.issuer === issuer &&
+        flight.target === target &&
         flight.epoch === generations[0]
       ) {
         return flight;
@@ -479,25 +552,45 @@ function makeClient(handle, where) {
    * from the native cache or starts an exchange. Each caller gets its own
    * result or Error.
    */
-  function exchangeNatively(tenant, issuer, subject, scopes, accessToken, fromCache, withExpiry, claims) {
+  function exchangeNatively(
+    tenant,
+    issuer,
+    subject,
+    scopes,
+    accessToken,
+    fromCache,
+    withExpiry,
+    claims,
+    audiences,
+    resources,
+    target = '',
+  ) {
     const joinable = fromCache && claims === undefined && generations !== null;
     if (joinable) {
-      const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
+      const flight = findFlight(subject, scopes, tenant, issuer, accessToken, target);
       if (flight !== undefined) return joinFlight(flight, subject, withExpiry);
     }
-    const answer = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims);
+    const answer = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
     if (answer.slot !== undefined) {
       // A native cache hit: only a hit carries the memo's generation slot.
-      if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, answer);
+      if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, answer, target);
       if (logger !== null) logHit(subject);
       return Promise.resolve(tokenResult(answer.accessToken, answer.expiresIn, scopes, answer.expiresAtMs, withExpiry));
     }
     const results = settlers(scopes);
     if (typeof answer.then !== 'function') return Promise.resolve(answer).then(results[withExpiry ? 1 : 0]);
     if (joinable) {
-      const flight = { tenant, issuer, assertion: accessToken, epoch: generations[0], outcome: answer, results };
+      const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome: answer, results };
       addFlight(subject, scopes, flight);
       answer.then(() => removeFlight(subject, scopes, flight));
+    } else if (generations !== null) {
+      // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
+      // brings: calls from now on are answered from the cache, not by joining that flight.
+      answer.then((settled) => {
+        if (settled.failure) return;
+        const older = findFlight(subject, scopes, tenant, issuer, accessToken, target);
+        if (older !== undefined) removeFlight(subject, scopes, older);
+      });
     }
     return answer.then(results[withExpiry ? 1 : 0]);
   }
@@ -583,7 +676,9 @@ function makeClient(handle, where) {
    * The options-object API beside the drop-in: exchanges `assertion` for a
    * token scoped to `scopes` (a string or an array). `forceRefresh` skips the
    * cache; `claims` (a claims challenge) skips the cache and the flights, and
-   * its token is cached like any other. `signal` (an AbortSignal) rejects
+   * its token is cached like any other. `audience`/`resource` (token
+   * exchange) replace the configured ones for this call, and key it apart.
+   * `signal` (an AbortSignal) rejects
    * this call with its reason; an exchange under way still serves its other
    * callers and the cache. The result always has `expires_at`.
    * @returns {Promise<{access_token: string, token_type: 'Bearer', expires_in: number, expires_at: number, scope: string}>}
@@ -594,6 +689,8 @@ function makeClient(handle, where) {
     }
     const { assertion, user, identityContext, forceRefresh = false, claims } = options;
     const signal = checkSignal(options.signal);
+    const audiences = targetList(options.audience, 'audience');
+    const resources = targetList(options.resource, 'resource');
     if (signal !== undefined && signal.aborted) throw abortReason(signal);
     if (closed) throw closedError();
     if (typeof assertion !== 'string' || assertion === '') {
@@ -614,11 +711,24 @@ function makeClient(handle, where) {
     }
     const challenge = claims === undefined || claims === null ? undefined : claims;
     const fromCache = !forceRefresh && challenge === undefined;
+    const target = targetText(audiences, resources);
     if (fromCache && memo !== null) {
-      const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true);
+      const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true, target);
       if (hit !== undefined) return hit;
     }
-    const pending = exchangeNatively(tenant, issuer, subject, scopes, assertion, fromCache, true, challenge);
+    const pending = exchangeNatively(
+      tenant,
+      issuer,
+      subject,
+      scopes,
+      assertion,
+      fromCache,
+      true,
+      challenge,
+      audiences,
+      resources,
+      target,
+    );
     return signal === undefined ? pending : abortable(pending, signal);
   }
 
@@ -637,8 +747,8 @@ function makeClient(handle, where) {
     if (typeof options !== 'object' || Array.isArray(options)) {
       throw new TypeError(`${where}: options must be an object or null, not ${describe(options)}`);
     }
-    const { json, logger: nextLogger, assertionFunction } = nativeOptions(options, where);
-    const failure = native.configure(handle, json, assertionFunction);
+    const { json, logger: nextLogger, assertionFunction, actorFunction } = nativeOptions(options, where);
+    const failure = native.configure(handle, json, assertionFunction, actorFunction);
     if (failure) {
       const message = where === 'configure' ? failure.message : failure.message.replace(/^configure:/, `${where}:`);
       throw Object.assign(new TypeError(message), { option: failure.option });
@@ -784,8 +894,7 @@ function buildOboCacheKey({ user, accessToken, scopes, identityContext } = {}) {
 /** For tests: what this thread's memo (of the default client) holds. */
 const __internals = { buildOboCacheKey, memoStats: defaultClient.memoStats };
 
-// Plain names, so that Node's CommonJS lexer finds every named export for `import { … } from 'obo-native'`
-// (it stops at the first value that is not a bare identifier).
+// Named one by one: ESM importers see only the names of a literal of identifiers (cjs-module-lexer).
 const { exchangeOboToken, acquireOboToken, getGraphApiToken, configure, setLogger, clearCache, stats, tokenEndpoint } =
   defaultClient;
 

@@ -19,6 +19,32 @@ export declare const GRANT_TYPE: 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 /** `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, the `client_assertion_type` of `private_key_jwt`. */
 export declare const CLIENT_ASSERTION_TYPE: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
 
+/** `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693), answered with `tokenExchange`. */
+export declare const TOKEN_EXCHANGE_GRANT_TYPE: 'urn:ietf:params:oauth:grant-type:token-exchange'
+
+/** `urn:ietf:params:oauth:token-type:access_token` */
+export declare const ACCESS_TOKEN_TYPE: 'urn:ietf:params:oauth:token-type:access_token'
+
+/**
+ * The token exchange grant as the provider offers it; every RFC 8693
+ * parameter of a request is checked (a failed check is an `invalid_request`
+ * or `invalid_target`, as Keycloak, Okta and Auth0 answer).
+ */
+export interface MockTokenExchange {
+  /** The audiences the provider knows; another is an `invalid_target`. Default: any. */
+  audiences?: readonly string[]
+  /** The resources the provider knows; another is an `invalid_target`. Default: any absolute URI. */
+  resources?: readonly string[]
+  /** Default: the access token and JWT types. */
+  subjectTokenTypes?: readonly string[]
+  /** A request without `audience` is an `invalid_request` (Okta). Default false. */
+  requireAudience?: boolean
+  /** Answer with this `issued_token_type` instead of the requested type (a misbehaving provider). */
+  issuedTokenType?: string
+  /** Answer with this `token_type` instead of `Bearer` (access tokens) or `N_A` (other types). */
+  tokenType?: string
+}
+
 /** An OAuth 2.0 error body, as Entra ID sends it. */
 export interface MockErrorBody {
   error: string
@@ -74,6 +100,10 @@ export interface MockRequest {
   clientAuthentication?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
   /** Token requests with a client assertion that is a readable JWT: its decoded header and payload. */
   clientAssertion?: { header: Record<string, unknown>; payload: Record<string, unknown> }
+  /** Token exchange requests: each `audience` parameter, in order. */
+  audiences?: string[]
+  /** Token exchange requests: each `resource` parameter, in order. */
+  resources?: string[]
 }
 
 /** A custom answer to a token request (see `respond`). */
@@ -84,6 +114,8 @@ export interface MockAnswer {
 }
 
 export interface MockIdpOptions {
+  /** Also answer the token exchange grant (RFC 8693); without it, `unsupported_grant_type`, as Entra ID answers. */
+  tokenExchange?: boolean | MockTokenExchange
   /** Default `'127.0.0.1'`. */
   host?: string
   /** Default 0: a free port. */
@@ -159,6 +191,12 @@ export interface MockIdp {
   }
   /** The token minted for this assertion and scope (the last one), or what would be minted now. */
   expectedToken(assertion: string, scope: string): string
+  /** Token exchange: the token minted for this subject token, scope, audiences and resources. */
+  expectedExchangeToken(
+    subjectToken: string,
+    scope: string,
+    target?: { audience?: string | readonly string[]; resource?: string | readonly string[] },
+  ): string
   /** Queues answers for the next token requests, in order. */
   enqueue(...faults: MockFault[]): MockIdp
   /** Lets every held request go on; returns how many were held. */

@@ -6,7 +6,9 @@
  * (status and body, delay, hold, connection reset, Retry-After, hang). Given
  * a `clientCertificate`, it verifies `private_key_jwt` client assertions the
  * way Entra ID does; with `multiTenant` it also serves `/common`,
- * `/organizations` and any tenant id, for home-tenant routing.
+ * `/organizations` and any tenant id, for home-tenant routing. With
+ * `tokenExchange` it also answers the OAuth 2.0 Token Exchange grant (RFC
+ * 8693) the way Keycloak, Okta and Auth0 do, checking every parameter.
  *
  *   const { startMockIdp } = require('obo-native/testing');
  *   const idp = await startMockIdp();
@@ -20,6 +22,8 @@ const https = require('node:https');
 const crypto = require('node:crypto');
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TOKEN_EXCHANGE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** The longest life the package promises its client assertions (and this provider enforces). */
 const MAX_ASSERTION_LIFETIME = 600;
@@ -247,6 +251,7 @@ async function startMockIdp(options = {}) {
     .map(registered);
   const certificateIssuer = options.clientCertificateIssuer ? pemCertificates(options.clientCertificateIssuer)[0] : null;
   const checksAssertions = certificates.length > 0 || certificateIssuer !== null || typeof options.acceptClientAssertion === 'function';
+  const tokenExchange = tokenExchangeSettings(options.tokenExchange);
   const state = {
     expiresIn: 'expiresIn' in options ? options.expiresIn : 3600,
     respond: options.respond,
@@ -314,6 +319,14 @@ async function startMockIdp(options = {}) {
 
     const auth = checkClient(req.headers, form, entry);
     if (auth) return send(auth.status, auth.body, auth.headers);
+    if (form.grant_type === TOKEN_EXCHANGE_GRANT_TYPE && tokenExchange !== null) {
+      const answer = answerTokenExchange(tokenExchange, new URLSearchParams(body), entry, state, (subject, scope, target) => {
+        const token = mintExchanged(subject, scope, target);
+        if (record) minted.set(exchangeKey(subject, scope, target), token);
+        return token;
+      });
+      return send(answer.status, answer.body, answer.headers);
+    }
     if (form.grant_type !== GRANT_TYPE) {
       return send(400, { error: 'unsupported_grant_type', error_description: 'AADSTS70003: unsupported grant type' });
     }
@@ -416,6 +429,10 @@ async function startMockIdp(options = {}) {
 
   const mint = (assertion, scope) =>
     mintToken(assertion, scope, { lifetime: Number(state.expiresIn) || 3600, tenant });
+  /** A token exchange's token tells its subject token, scope, audiences and resources apart. */
+  const exchangeKey = (subject, scope, { audience = [], resource = [] } = {}) =>
+    `${subject}\n${scope}\naudience=${[audience].flat().join(' ')}\nresource=${[resource].flat().join(' ')}`;
+  const mintExchanged = (subject, scope, target) => mint(subject, exchangeKey('', scope, target));
 
   const idp = {
     origin,
@@ -436,10 +453,13 @@ async function startMockIdp(options = {}) {
       authorization_endpoint: `${origin}/${tenant}/oauth2/v2.0/authorize`,
       jwks_uri: `${origin}/${tenant}/discovery/v2.0/keys`,
       token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic', 'private_key_jwt'],
-      grant_types_supported: ['authorization_code', 'refresh_token', GRANT_TYPE],
+      grant_types_supported: ['authorization_code', 'refresh_token', GRANT_TYPE, ...(tokenExchange ? [TOKEN_EXCHANGE_GRANT_TYPE] : [])],
     }),
     /** The token minted for this assertion and scope (the last one), or what would be minted now. */
     expectedToken: (assertion, scope) => minted.get(`${assertion}\n${scope}`) ?? mint(assertion, scope),
+    /** Token exchange: the token minted for this subject token, scope, audiences and resources. */
+    expectedExchangeToken: (subjectToken, scope, target = {}) =>
+      minted.get(exchangeKey(subjectToken, scope, target)) ?? mintExchanged(subjectToken, scope, target),
     /**
      * Queues answers for the next token requests, in order. Each is
      * `{ status, body, headers, retryAfter, delayMs, hold, reset, hang }`;
@@ -489,4 +509,105 @@ async function startMockIdp(options = {}) {
   return idp;
 }
 
-module.exports = { startMockIdp, mintToken, entraError, faults, GRANT_TYPE, CLIENT_ASSERTION_TYPE };
+// ---- OAuth 2.0 Token Exchange (RFC 8693) ----
+
+const TOKEN_TYPE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
+/** Parameters that may be repeated (RFC 8693 §2.1); any other repeated one is an invalid_request. */
+const REPEATABLE = new Set(['audience', 'resource']);
+
+/**
+ * The `tokenExchange` option: `true` for the defaults, or
+ * `{ audiences, resources, subjectTokenTypes, requireAudience, issuedTokenType, tokenType }`;
+ * null when the provider does not offer the grant (it then answers unsupported_grant_type, as Entra ID does).
+ */
+function tokenExchangeSettings(option) {
+  if (!option) return null;
+  const settings = option === true ? {} : option;
+  return {
+    /** Audiences the provider knows (any when absent); another one is an invalid_target. */
+    audiences: settings.audiences ?? null,
+    /** Resources the provider knows (any absolute URI when absent). */
+    resources: settings.resources ?? null,
+    subjectTokenTypes: settings.subjectTokenTypes ?? [ACCESS_TOKEN_TYPE, 'urn:ietf:params:oauth:token-type:jwt'],
+    /** Okta: a request without `audience` is an invalid_request. */
+    requireAudience: Boolean(settings.requireAudience),
+    /** Answer with this `issued_token_type` instead of the requested one (a misbehaving provider). */
+    issuedTokenType: settings.issuedTokenType,
+    /** Answer with this `token_type` instead of `Bearer` / `N_A`. */
+    tokenType: settings.tokenType,
+  };
+}
+
+const exchangeError = (error, description, status = 400) => ({ status, body: { error, error_description: `${description} (mock RFC 8693)` } });
+
+/**
+ * Answers a token exchange request after client authentication, checking
+ * every parameter of RFC 8693 §2.1 and answering as §2.2 says. Records the
+ * audiences and resources on the request.
+ */
+function answerTokenExchange(settings, params, entry, state, mint) {
+  entry.audiences = params.getAll('audience');
+  entry.resources = params.getAll('resource');
+  for (const name of new Set(params.keys())) {
+    if (!REPEATABLE.has(name) && params.getAll(name).length > 1) {
+      return exchangeError('invalid_request', `parameter ${name} is repeated`);
+    }
+  }
+  for (const name of ['assertion', 'requested_token_use']) {
+    if (params.has(name)) return exchangeError('invalid_request', `parameter ${name} belongs to the jwt-bearer grant, not to token exchange`);
+  }
+  const subjectToken = params.get('subject_token');
+  const subjectTokenType = params.get('subject_token_type');
+  if (!subjectToken) return exchangeError('invalid_request', 'subject_token is required');
+  if (!subjectTokenType) return exchangeError('invalid_request', 'subject_token_type is required');
+  if (!settings.subjectTokenTypes.includes(subjectTokenType)) {
+    return exchangeError('invalid_request', `subject_token_type ${subjectTokenType} is not supported`);
+  }
+  const requested = params.get('requested_token_type') ?? ACCESS_TOKEN_TYPE;
+  if (!TOKEN_TYPE_URI.test(requested)) return exchangeError('invalid_request', 'requested_token_type must be a token type URI');
+  if (params.has('actor_token') !== params.has('actor_token_type')) {
+    return exchangeError('invalid_request', 'actor_token and actor_token_type go together');
+  }
+  if (params.has('actor_token_type') && !TOKEN_TYPE_URI.test(params.get('actor_token_type'))) {
+    return exchangeError('invalid_request', 'actor_token_type must be a token type URI');
+  }
+  if (settings.requireAudience && entry.audiences.length === 0) return exchangeError('invalid_request', 'audience is required');
+  for (const audience of entry.audiences) {
+    if (audience === '' || (settings.audiences !== null && !settings.audiences.includes(audience))) {
+      return exchangeError('invalid_target', `audience ${JSON.stringify(audience)} is not known`);
+    }
+  }
+  for (const resource of entry.resources) {
+    let url = null;
+    try {
+      url = new URL(resource);
+    } catch {
+      url = null;
+    }
+    if (url === null || url.hash !== '' || (settings.resources !== null && !settings.resources.includes(resource))) {
+      return exchangeError('invalid_target', `resource ${JSON.stringify(resource)} is not known`);
+    }
+  }
+  const custom = state.respond && state.respond(entry);
+  if (custom) return { status: custom.status || 200, body: custom.body === undefined ? '' : custom.body, headers: custom.headers };
+  const scope = params.get('scope') ?? '';
+  const answer = {
+    access_token: mint(subjectToken, scope, { audience: entry.audiences, resource: entry.resources }),
+    issued_token_type: settings.issuedTokenType ?? requested,
+    token_type: settings.tokenType ?? (requested === ACCESS_TOKEN_TYPE ? 'Bearer' : 'N_A'),
+  };
+  if (scope !== '') answer.scope = scope;
+  if (state.expiresIn !== undefined) answer.expires_in = state.expiresIn;
+  return { status: 200, body: answer };
+}
+
+module.exports = {
+  startMockIdp,
+  mintToken,
+  entraError,
+  faults,
+  GRANT_TYPE,
+  CLIENT_ASSERTION_TYPE,
+  TOKEN_EXCHANGE_GRANT_TYPE,
+  ACCESS_TOKEN_TYPE,
+};

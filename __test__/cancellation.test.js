@@ -130,14 +130,31 @@ describe('listeners', () => {
     ctx.idp.release();
   });
 
-  it('a signal shared by many calls keeps no listener after they settle', async () => {
+  it('a signal shared by many calls has one listener while they wait, and none after they settle', async () => {
     const controller = new AbortController();
-    await Promise.all(Array.from({ length: 50 }, (_, i) => acquireOboToken(call({ assertion: `assertion-${i % 5}`, signal: controller.signal }))));
+    const calls = Array.from({ length: 50 }, (_, i) => acquireOboToken(call({ assertion: `assertion-${i % 5}`, signal: controller.signal })));
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+    await Promise.all(calls);
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
     // Aborting afterwards changes nothing for calls that are over.
     controller.abort();
     await turn();
     expect(unhandled).toEqual([]);
+  });
+
+  it('one abort rejects every call waiting on the signal, and leaves other signals\' calls alone', async () => {
+    ctx.idp.enqueue({ hold: true }, { hold: true });
+    const shared = new AbortController();
+    const other = new AbortController();
+    const waiting = [1, 2, 3].map(() => settle(acquireOboToken(call({ signal: shared.signal }))));
+    const otherCall = acquireOboToken(call({ assertion: 'assertion-2', signal: other.signal }));
+    await until(() => ctx.idp.heldCount() === 2);
+    shared.abort();
+    for (const { error } of await Promise.all(waiting)) expect(error).toBe(shared.signal.reason);
+    expect(getEventListeners(shared.signal, 'abort')).toHaveLength(0);
+    ctx.idp.release();
+    expect((await otherCall).access_token).toBe(ctx.idp.expectedToken('assertion-2', SCOPE));
+    expect(getEventListeners(other.signal, 'abort')).toHaveLength(0);
   });
 });
 

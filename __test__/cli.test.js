@@ -543,6 +543,58 @@ describe('obo-native demo', () => {
   });
 });
 
+describe('obo-native demo | head', () => {
+  it('ends quietly, without an unhandled EPIPE, when its reader goes away', async () => {
+    const child = spawn(process.execPath, [CLI, 'demo'], { cwd: ROOT, env: envFor(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    // Like `head -1`: the reader takes the first lines and closes the pipe.
+    child.stdout.once('data', () => child.stdout.destroy());
+    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+    const [code, signal] = await new Promise((resolve) => child.on('close', (...ended) => resolve(ended)));
+    clearTimeout(timer);
+    expect(stderr).not.toMatch(/EPIPE|Unhandled|unexpected failure/);
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('obo-native explain <code>', () => {
+  it('explains an AADSTS number offline, with or without its prefix, and exits 0', async () => {
+    for (const code of ['AADSTS65001', '65001', 'aadsts65001']) {
+      const result = await run(['explain', code], { env: { OPENID_ISSUER: undefined, OPENID_CLIENT_ID: undefined, OPENID_CLIENT_SECRET: undefined } });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toBe('');
+      expect(result.stdout).toMatch(/^AADSTS65001: consent is missing for the downstream API\n/);
+      expect(flat(result.stdout)).toContain('Grant admin consent for <tenant>');
+      expect(result.stdout).toContain('https://login.microsoftonline.com/error?code=65001');
+    }
+    expect(idp.tokenRequestCount()).toBe(0);
+  });
+
+  it('explains an OAuth error code, also as JSON', async () => {
+    const result = await run(['explain', 'invalid_grant', '--json']);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({
+      known: true,
+      code: 'invalid_grant',
+      title: 'invalid_grant (OAuth error)',
+      meaning: expect.stringContaining("refused the user's token"),
+      fix: expect.arrayContaining([expect.stringContaining('obo-native explain AADSTS<number>')]),
+    });
+  });
+
+  it('says so for a code it does not know (exit 1), and refuses what is not a code (exit 2)', async () => {
+    const unknown = await run(['explain', 'AADSTS9999999']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stdout).toContain('https://login.microsoftonline.com/error?code=9999999');
+    for (const args of [['explain'], ['explain', 'hello world'], ['explain', '65001', '50013']]) {
+      const bad = await run(args);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/^obo-native explain: /);
+    }
+  });
+});
+
 describe('obo-native exchange: certificates and client assertions', () => {
   const hasOpenssl = opensslAvailable('the CLI certificate tests');
   const itWithOpenssl = hasOpenssl ? it : it.skip;

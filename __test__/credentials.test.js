@@ -418,7 +418,7 @@ describeWithOpenssl('private_key_jwt, client assertions, claims and routing', ()
         [{ assertion: 'a', scopes: ['s', 1], user }, TypeError, /scopes must hold strings/],
         [{ assertion: 'a', scopes: 42, user }, TypeError, /scopes must be a string or an array/],
         [{ assertion: 'opaque', scopes: 's' }, TypeError, /pass user or identityContext/],
-        [{ assertion: userToken({ tid: TENANT_ID }), scopes: 's' }, TypeError, /pass user or identityContext/],
+        [{ assertion: userToken({ tid: TENANT_ID }), scopes: 's' }, Error, /^User must be authenticated via OpenID/],
         [{ assertion: 'a', scopes: 's', user: { name: 'no subject' } }, Error, /must be authenticated/],
         [{ assertion: 'a', scopes: 's', identityContext: { openidSubject: 7 } }, TypeError, /^acquireOboToken: identityContext\.openidSubject must be a string/],
       ];

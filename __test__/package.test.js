@@ -84,6 +84,7 @@ describe('npm pack', () => {
         'testing.d.ts',
         'cli.js',
         'cli/claims.js',
+        'cli/code.js',
         'cli/demo.js',
         'cli/exchange.js',
         'cli/explain.js',

@@ -46,6 +46,12 @@ Options:
                           private_key_jwt: a file holding a client assertion, such as
                           a workload identity token (default: $AZURE_FEDERATED_TOKEN_FILE
                           when OPENID_CLIENT_SECRET is not set)
+  --grant-type TYPE       jwt-bearer (Entra ID) | token-exchange (RFC 8693: Keycloak, Okta,
+                          Auth0)                             (default: $OBO_GRANT_TYPE, else jwt-bearer)
+  --audience NAME         token-exchange: an audience; repeat for several
+                          (default: $OBO_AUDIENCE, space-separated)
+  --resource URI          token-exchange: a resource; repeat for several
+                          (default: $OBO_RESOURCE, space-separated)
   --show-token            also print the token received
   --json                  print the result as JSON on stdout
   -h, --help              show this help
@@ -90,6 +96,9 @@ function parse(argv) {
         certificate: { type: 'string' },
         'private-key': { type: 'string' },
         'client-assertion-file': { type: 'string' },
+        'grant-type': { type: 'string' },
+        audience: { type: 'string', multiple: true },
+        resource: { type: 'string', multiple: true },
         'show-token': { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -148,7 +157,20 @@ function settings(flags) {
     proxy: env('PROXY'),
     scope: flags.scope.trim(),
     assertionFile: flags['assertion-file'],
+    ...grantSettings(flags),
   };
+}
+
+/** The grant, and for token exchange its audiences and resources (flags, else OBO_* variables). */
+function grantSettings(flags) {
+  const grantType = flags['grant-type'] ?? env('OBO_GRANT_TYPE') ?? 'jwt-bearer';
+  const list = (flag, name) => flags[flag] ?? env(name)?.split(/\s+/);
+  if (grantType !== 'token-exchange') {
+    const given = ['audience', 'resource'].find((flag) => flags[flag] !== undefined);
+    if (given) throw new UsageError(`--${given} is for --grant-type token-exchange, not ${grantType}`);
+    return { grantType };
+  }
+  return { grantType, audience: list('audience', 'OBO_AUDIENCE'), resource: list('resource', 'OBO_RESOURCE') };
 }
 
 function readCredentialFile(flag, file) {
@@ -257,6 +279,12 @@ function configUsage(err) {
       return `--client-assertion-file: ${detail}`;
     case 'proxy':
       return `PROXY ${detail}`;
+    case 'grantType':
+      return `--grant-type / OBO_GRANT_TYPE ${detail}`;
+    case 'audience':
+      return `--audience / OBO_AUDIENCE: ${detail}`;
+    case 'resource':
+      return `--resource / OBO_RESOURCE: ${detail}`;
     default:
       return detail;
   }
@@ -377,6 +405,9 @@ async function exchange(argv) {
       clientCertificate: credentials.clientCertificate,
       clientPrivateKey: credentials.clientPrivateKey,
       clientAssertion: credentials.clientAssertion,
+      grantType: s.grantType,
+      audience: s.audience,
+      resource: s.resource,
     });
   } catch (err) {
     return usageFailure(new UsageError(configUsage(err)), flags.json);
@@ -482,6 +513,7 @@ async function exchange(argv) {
     authMethod: s.authMethod,
     certificateThumbprint: credentials.thumbprint,
     proxy: shownProxy,
+    audience: s.audience,
   };
   const transport = /ETIMEDOUT|ECONNRESET|ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(`${err.code || ''} ${err.message || ''}`);
   if (proxy && transport) context.proxyReachable = await reachable(proxy.url);

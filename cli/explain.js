@@ -2,10 +2,13 @@
 /**
  * Plain-words explanations of a failed On-Behalf-Of exchange, with the fix:
  * the common Microsoft Entra ID refusals (by AADSTS code), client
- * authentication, TLS, proxy and network failures, throttling, discovery.
+ * authentication, TLS, proxy and network failures, throttling, discovery,
+ * and the refusals of RFC 8693 token exchange (Keycloak, Okta, Auth0).
  *
  *   explain(err, { clientId, proxy, proxyReachable, issuer, tokenEndpoint, authMethod })
  *     → { id, title, meaning, fix: string[], codes: number[] }
+ *   explainCode('AADSTS50013' | '50013' | 'invalid_grant')
+ *     → { known, code, title, meaning, fix: string[] } or null (for `obo-native explain`)
  *
  * `err` is a rejection of `exchangeOboToken` (see the README for its fields).
  * Nothing here prints or returns a secret: only the error's own texts.
@@ -189,6 +192,95 @@ function federatedIdentity(code, ctx) {
   };
 }
 
+/**
+ * The OAuth error codes a token endpoint answers (RFC 6749 §5.2, and those
+ * Entra ID adds), for `obo-native explain <code>` and for refusals that have
+ * no more specific explanation.
+ */
+const OAUTH = {
+  invalid_request: {
+    meaning: 'The identity provider found the request malformed: a parameter is missing, repeated or not valid.',
+    fix: ['The AADSTS code in the error_description names the parameter; run "obo-native explain AADSTS<number>" with it.'],
+  },
+  invalid_client: {
+    meaning: 'Client authentication failed at the token endpoint: the application\'s secret, certificate or client assertion was refused, or the client id is unknown.',
+    fix: [
+      'With a secret: OPENID_CLIENT_SECRET must be the secret\'s Value (not its ID), not expired, and belong to OPENID_CLIENT_ID.',
+      'With a certificate or a client assertion: the certificate must be registered on the application, and the assertion\'s aud the token endpoint, its iss and sub the client id.',
+      'On-Behalf-Of needs a confidential client: "none" (no secret) is refused by Entra ID.',
+    ],
+  },
+  invalid_grant: {
+    meaning: 'The identity provider refused the user\'s token (the assertion) or the grant: expired, issued for another application, or needing a new sign-in.',
+    fix: [
+      'The AADSTS code in the error_description says which; run "obo-native explain AADSTS<number>" with it.',
+      'The assertion must be the access token the user got for THIS application (its aud), still valid.',
+    ],
+  },
+  unauthorized_client: {
+    meaning: 'This application is not allowed to use the On-Behalf-Of (jwt-bearer) grant.',
+    fix: ['Check the application registration: On-Behalf-Of needs a web (confidential) application with a secret or certificate.'],
+  },
+  unsupported_grant_type: {
+    meaning: 'The identity provider does not support the On-Behalf-Of (jwt-bearer) grant at this endpoint.',
+    fix: ['Check the token endpoint (for Entra ID: https://login.microsoftonline.com/<tenant-id>/oauth2/v2.0/token) and that the provider supports RFC 7523.'],
+  },
+  invalid_scope: {
+    meaning: 'The identity provider refused the scope requested.',
+    fix: [
+      'Ask for scopes of one resource only: api://<downstream-app-id>/<scope>, or <resource>/.default.',
+      'Check the scope is exposed by the downstream application (Expose an API) and spelled exactly.',
+    ],
+  },
+  interaction_required: {
+    meaning: 'The user must sign in again interactively (multi-factor authentication, Conditional Access, or consent) before this token can be issued.',
+    fix: ['Send the user back to an interactive sign-in, with the claims challenge of the error as the "claims" parameter when there is one.'],
+  },
+  consent_required: {
+    meaning: 'Neither an administrator nor the user has consented to this application calling the downstream API with this scope.',
+    fix: [`Grant it: ${appRegistration} > API permissions > Add a permission > Grant admin consent for <tenant>; or have the user consent at an interactive sign-in.`],
+  },
+  temporarily_unavailable: {
+    meaning: 'The identity provider is overloaded or throttling this application, and asks to come back later (often with Retry-After).',
+    fix: ['Wait as long as Retry-After says: obo-native refuses that user and scope until then, without a request.', 'If it keeps happening, check that tokens are cached (fromCache = true).'],
+  },
+  server_error: {
+    meaning: 'The identity provider failed to answer; this is usually temporary.',
+    fix: ['Try again in a few minutes; check the provider\'s status page (for Entra ID: https://status.azure.com).'],
+  },
+};
+
+/**
+ * What a code from a log means, without any exchange: an AADSTS number
+ * (`AADSTS50013` or `50013`) or an OAuth error code (`invalid_grant`).
+ * `null` when the text is neither; `known: false` for a code not explained here.
+ */
+function explainCode(text) {
+  const code = String(text).trim();
+  const aadsts = code.match(/^(?:AADSTS)?(\d{4,8})$/i);
+  if (aadsts) {
+    const number = Number(aadsts[1]);
+    const lookup = `https://login.microsoftonline.com/error?code=${number}`;
+    if (!ENTRA[number]) {
+      return { known: false, code: `AADSTS${number}`, title: `AADSTS${number}`, meaning: 'obo-native has no explanation of this code offline.', fix: [`Look it up: ${lookup}`] };
+    }
+    const explanation = ENTRA[number]({ clientIdText: 'OPENID_CLIENT_ID', scopeText: '', issuerText: '', thumbprintText: '', correlationText: '' });
+    return { known: true, code: `AADSTS${number}`, ...explanation, fix: [...explanation.fix, `Microsoft's page for the code: ${lookup}`] };
+  }
+  if (/^[a-z]+(_[a-z]+)+$/i.test(code)) {
+    const error = code.toLowerCase();
+    // Token exchange's own codes (invalid_target, and unsupported_grant_type for both dialects).
+    const exchange = tokenExchangeRefusal({ error }, { clientIdText: 'OPENID_CLIENT_ID', audienceText: '' });
+    if (exchange !== null) return { known: true, code: error, ...exchange };
+    const entry = OAUTH[error];
+    if (!entry) {
+      return { known: false, code: error, title: error, meaning: 'obo-native has no explanation of this OAuth error code offline.', fix: ['Read the error_description that came with it; it usually names an AADSTS code: run "obo-native explain AADSTS<number>".'] };
+    }
+    return { known: true, code: error, id: error, title: `${error} (OAuth error)`, ...entry };
+  }
+  return null;
+}
+
 /** The AADSTS codes of an error: its `error_codes`, or those its texts name. */
 function entraCodes(err) {
   const codes = [];
@@ -227,6 +319,91 @@ function hostOf(url) {
   }
 }
 
+// ---- Token exchange (RFC 8693) ----
+
+/**
+ * The usual words of a provider whose client may not exchange tokens:
+ * Keycloak (standard token exchange v2, and the legacy v1), Okta, and
+ * oidc-provider. Matched on `error_description`.
+ */
+const EXCHANGE_NOT_ALLOWED = [
+  /standard token exchange is not enabled/i,
+  /client not allowed to exchange/i,
+  /client is not within the token audience/i,
+  /client is not the token holder/i,
+  /public client is not allowed to exchange/i,
+  /not authorized to use the provided grant type/i,
+  /requested grant type is not allowed for this client/i,
+  /policy evaluation failed/i,
+];
+
+const EXCHANGE_SETUP = [
+  'Keycloak (26.2+, standard token exchange v2): Clients > (this client) > Settings > Capability config: Client authentication ON, "Standard Token Exchange" ON. ' +
+    'The user\'s token must name this client in its audience: add an Audience mapper (Included Client Audience: this client) to the client scope of the application the user signs in to.',
+  'Okta (on-behalf-of token exchange, custom authorization server): Applications > (this API Services app) > General > Grant type: Token Exchange; ' +
+    'Security > API > (authorization server) > Access Policies: a rule that allows the Token Exchange grant for this client and the scopes requested.',
+  'Auth0 (custom token exchange): enable Custom Token Exchange on the application, and create a Custom Token Exchange Profile whose subject_token_type is the one sent (subjectTokenType / OBO_SUBJECT_TOKEN_TYPE).',
+];
+
+/** Explanations of the refusals particular to token exchange, or null. */
+function tokenExchangeRefusal(e, ctx) {
+  const description = typeof e.error_description === 'string' ? e.error_description : '';
+  if (e.code === 'ETOKENTYPE') {
+    return {
+      id: 'issued_token_type',
+      title: 'Token exchange: the provider issued another type of token than the one requested',
+      meaning: 'The answer\'s issued_token_type (or token_type N_A) says the token is not what was requested, so obo-native did not use it and cached nothing.',
+      fix: [
+        'Set requestedTokenType (OBO_REQUESTED_TOKEN_TYPE) to the type the downstream service takes, or configure the provider to issue access tokens to this client.',
+      ],
+    };
+  }
+  if (e.code === 'EACTORTOKEN') {
+    return {
+      id: 'actor_token_unavailable',
+      title: 'Token exchange: the actorToken function gave no token',
+      meaning: 'No request was sent: the function configured as actorToken threw, rejected, or returned an empty value.',
+      fix: ['Check the function (its own error is in the message), or configure actorToken as a string.'],
+    };
+  }
+  if (e.error === 'invalid_target') {
+    return {
+      id: 'invalid_target',
+      title: 'invalid_target: the provider refused the audience or resource requested',
+      meaning: `The provider does not know the audience or resource${ctx.audienceText} sent with the exchange, or this client may not ask for a token for it.`,
+      fix: [
+        'Keycloak: the audience is the client id of the target client; it must be available to this client (an optional client scope with an Audience mapper for it, requested in the scope).',
+        'Okta: the audience is the custom authorization server\'s audience (e.g. api://default), and it is required.',
+        'Auth0: the audience is the API identifier (Applications > APIs).',
+        'Set it with audience / resource (OBO_AUDIENCE / OBO_RESOURCE, space-separated), or per call in acquireOboToken({ audience }).',
+      ],
+    };
+  }
+  if (e.error === 'unsupported_grant_type') {
+    return {
+      id: 'unsupported_grant_type',
+      title: 'unsupported_grant_type: the provider does not offer this grant at this endpoint',
+      meaning:
+        'The token endpoint does not take the grant sent. Entra ID takes only jwt-bearer (grantType "jwt-bearer", the default); ' +
+        'Keycloak, Okta and Auth0 take token exchange (grantType "token-exchange", OBO_GRANT_TYPE=token-exchange) once it is enabled.',
+      fix: [
+        'For Entra ID, leave grantType unset (or "jwt-bearer"); for the others, set grantType "token-exchange".',
+        ...EXCHANGE_SETUP,
+        'Okta offers token exchange only on a custom authorization server (https://<domain>/oauth2/<server-id>), not on the org authorization server.',
+      ],
+    };
+  }
+  if (EXCHANGE_NOT_ALLOWED.some((pattern) => pattern.test(description))) {
+    return {
+      id: 'exchange_not_allowed',
+      title: `${e.error || 'Refused'}: this client is not allowed to exchange tokens`,
+      meaning: `The provider knows the token exchange grant, but refuses it to this client (${ctx.clientIdText}): "${description}".`,
+      fix: EXCHANGE_SETUP,
+    };
+  }
+  return null;
+}
+
 /**
  * @param {Error & Record<string, any>} err a rejection of exchangeOboToken
  * @param {object} [context]
@@ -250,12 +427,16 @@ function explain(err, context = {}) {
     scopeText: context.scope ? ` (${context.scope})` : '',
     issuerText: context.issuer ? ` (${context.issuer})` : '',
     correlationText: e.correlation_id ? `, correlation id ${e.correlation_id}` : '',
+    audienceText: context.audience ? ` (${[context.audience].flat().join(', ')})` : '',
   };
   const result = (explanation) => ({ codes, ...explanation });
 
   for (const code of codes) {
     if (ENTRA[code]) return result(ENTRA[code](ctx));
   }
+
+  const exchange = tokenExchangeRefusal(e, ctx);
+  if (exchange !== null) return result(exchange);
 
   if (e.code === 'ECLIENTASSERTION') {
     return result({
@@ -427,20 +608,12 @@ function explain(err, context = {}) {
   const logs = e.correlation_id
     ? [`Find the request in Entra admin center > Monitoring > Sign-in logs > Service principal sign-ins, correlation id ${e.correlation_id}.`]
     : [];
-  const byError = {
-    invalid_grant: 'The identity provider refused the user\'s token (the assertion) or the grant.',
-    invalid_scope: 'The identity provider refused the scope requested.',
-    unauthorized_client: 'This application is not allowed to use the On-Behalf-Of grant.',
-    interaction_required: 'The user must sign in again interactively before this token can be issued.',
-    invalid_request: 'The identity provider found the request malformed.',
-    unsupported_grant_type: 'The identity provider does not support the On-Behalf-Of (jwt-bearer) grant at this endpoint.',
-  };
   return result({
     id: 'other',
     title: e.error ? `${e.error}${codes.length ? ` (AADSTS${codes[0]})` : ''}` : 'The exchange failed',
-    meaning: byError[e.error] || 'The identity provider refused the exchange; its own words are above.',
+    meaning: (OAUTH[e.error] && OAUTH[e.error].meaning) || 'The identity provider refused the exchange; its own words are above.',
     fix: [...lookup, ...logs, ...(lookup.length + logs.length === 0 ? ['Read the error above; rerun with --json for every field of the answer.'] : [])],
   });
 }
 
-module.exports = { explain, entraCodes, ENTRA_CODES: Object.keys(ENTRA).map(Number) };
+module.exports = { explain, explainCode, entraCodes, ENTRA_CODES: Object.keys(ENTRA).map(Number), OAUTH_CODES: Object.keys(OAUTH) };

@@ -8,7 +8,8 @@
  * its serve-until time (wall clock) is ahead.
  *
  * Entries are found by subject and scopes; an entry answers only a call with
- * the same tenant, issuer and assertion. The assertion is compared with the
+ * the same tenant, issuer, assertion and target (a token-exchange call's own
+ * audiences and resources, as text; '' for none). The assertion is compared with the
  * caller's string (a reference to the string the memo was filled with, never
  * copied or sent anywhere): hashing it in JavaScript would cost microseconds
  * per call, and the native cache keys by its SHA-256. A call with a rotated
@@ -33,7 +34,7 @@ class Memo {
   }
 
   /** The valid entry for this call, or undefined. Stale entries are dropped. */
-  get(subject, scopes, tenant, issuer, assertion, now) {
+  get(subject, scopes, tenant, issuer, assertion, now, target = '') {
     const held = this.bySubject.get(subject);
     if (held === undefined) return undefined;
     const entry = held instanceof Map ? held.get(scopes) : held.scopes === scopes ? held : undefined;
@@ -43,17 +44,20 @@ class Memo {
       this.drop(subject, held, scopes);
       return undefined;
     }
-    if (entry.assertion !== assertion || entry.tenant !== tenant || entry.issuer !== issuer) return undefined;
+    if (entry.assertion !== assertion || entry.tenant !== tenant || entry.issuer !== issuer || entry.target !== target) {
+      return undefined;
+    }
     return entry;
   }
 
   /** Remembers a native hit for this call. */
-  remember(subject, scopes, tenant, issuer, assertion, hit) {
+  remember(subject, scopes, tenant, issuer, assertion, hit, target = '') {
     const entry = {
       scopes,
       tenant,
       issuer,
       assertion,
+      target,
       token: hit.accessToken,
       granted: hit.granted,
       serveUntil: hit.serveUntilMs,

@@ -6,6 +6,7 @@
 //! provider judges it: a monotonic clock stops while a laptop sleeps or a VM is
 //! paused, and expired tokens would look fresh afterwards.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,23 @@ pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
+static LAST_BEGUN_US: AtomicU64 = AtomicU64::new(0);
+
+/// When an exchange begins, in µs since the Unix epoch: the wall clock, but
+/// strictly increasing within the process. It orders the tokens of a key: a
+/// token is never replaced by one from an exchange that began before it (a
+/// claims challenge's or a forced refresh's token by a plain exchange that
+/// was already under way), in this cache or in Redis, where the wall clock
+/// is the only order the instances share.
+pub fn exchange_begins() -> u64 {
+    let now_us =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
+    let previous = LAST_BEGUN_US
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now_us.max(last + 1)))
+        .unwrap_or_default();
+    now_us.max(previous + 1)
+}
+
 /// A token as the cache keeps it.
 #[derive(Clone, Debug)]
 pub struct CachedToken {
@@ -30,6 +48,8 @@ pub struct CachedToken {
     pub expires_at_ms: u64,
     /// `max(obtained + 1 s, expires_at − skew)`, ms since the Unix epoch.
     pub serve_until_ms: u64,
+    /// When the exchange that brought it began ([`exchange_begins`]); 0 when unknown.
+    pub begun_us: u64,
 }
 
 impl CachedToken {
@@ -37,7 +57,7 @@ impl CachedToken {
         let expires_at_ms = obtained_at_ms.saturating_add(granted_secs.saturating_mul(1000));
         let serve_until_ms =
             expires_at_ms.saturating_sub(skew.as_millis() as u64).max(obtained_at_ms.saturating_add(1000));
-        CachedToken { access_token, granted_secs, expires_at_ms, serve_until_ms }
+        CachedToken { access_token, granted_secs, expires_at_ms, serve_until_ms, begun_us: 0 }
     }
 
     /// Whole seconds left, rounded up, never more than granted.
@@ -108,7 +128,8 @@ impl TokenCache {
 
     /// Stores a token, keeping at most `capacity` entries, unless `still_current`
     /// says (under the write lock) that the cache was emptied since the exchange
-    /// began. Returns whether the token was stored.
+    /// began, or the key holds a servable token from an exchange that began
+    /// later. Returns whether the token was stored.
     pub fn insert(
         &self,
         key: CacheKey,
@@ -119,6 +140,9 @@ impl TokenCache {
     ) -> bool {
         let _write = self.writes.lock();
         if !still_current() {
+            return false;
+        }
+        if self.entries.get(&key).is_some_and(|held| held.begun_us > token.begun_us && now_ms < held.serve_until_ms) {
             return false;
         }
         let capacity = capacity.max(1);
@@ -246,6 +270,26 @@ mod tests {
         let cache = cache();
         assert!(!cache.insert(key("u", "s"), token("x", 60, T0), 10, T0, || false));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_token_is_never_replaced_by_one_from_an_exchange_that_began_before_it() {
+        let cache = cache();
+        let (older, newer) = (exchange_begins(), exchange_begins());
+        assert!(newer > older);
+        let begun = |text: &str, begun_us: u64| CachedToken { begun_us, ..token(text, 3600, T0) };
+        assert!(cache.insert(key("u", "s"), begun("claims", newer), 10, T0, || true));
+        assert!(!cache.insert(key("u", "s"), begun("plain", older), 10, T0, || true));
+        assert_eq!(&*cache.get(&key("u", "s"), T0).unwrap().access_token, "claims");
+        // Once the newer token can no longer be served, any token replaces it.
+        let late = T0 + 3_600_000;
+        assert!(cache.insert(
+            key("u", "s"),
+            CachedToken { begun_us: older, ..token("plain", 3600, late) },
+            10,
+            late,
+            || true
+        ));
     }
 
     #[test]

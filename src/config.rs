@@ -13,6 +13,7 @@ use crate::claims::Claims;
 use crate::credentials::{AssertionCallback, ClientAssertionSource};
 use crate::error::ConfigError;
 use crate::redis_tier::RedisOptions;
+use crate::token_exchange::{self, Grant};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_RETRIES: u32 = 1;
@@ -79,6 +80,8 @@ pub struct Config {
     pub client_assertion: Option<ClientAssertionSource>,
     /// `clientCapabilities` as a claims request (`xms_cc`), sent with every exchange.
     pub capabilities: Option<Claims>,
+    /// The grant of the token request, and what it asks for (token exchange).
+    pub grant: Grant,
     /// The shared Redis tier, when configured (see [`RedisOptions::from_options`]).
     pub redis: Option<RedisOptions>,
     /// Why LibreChat's `USE_REDIS` was not honoured, to log once.
@@ -101,9 +104,19 @@ impl fmt::Debug for Config {
             .field("max_retry_after", &self.max_retry_after)
             .field("client_assertion", &self.client_assertion)
             .field("capabilities", &self.capabilities)
+            .field("grant", &self.grant)
             .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
+}
+
+/// Functions of the host, which cannot travel in the options' JSON.
+#[derive(Default)]
+pub struct HostFunctions {
+    /// `clientAssertion`, when it is a function.
+    pub client_assertion: Option<Arc<dyn AssertionCallback>>,
+    /// `actorToken`, when it is a function.
+    pub actor_token: Option<Arc<dyn AssertionCallback>>,
 }
 
 /// A view of the environment: the value of a variable, by name.
@@ -136,22 +149,19 @@ impl Config {
     /// Reads the options object of `configure()`, serialised as JSON.
     /// `null` fields mean "default"; unknown fields are refused (they are typos).
     pub fn from_json(json: &str) -> Result<Config, ConfigError> {
-        Config::from_options(json, None)
+        Config::from_options(json, HostFunctions::default())
     }
 
-    /// [`Config::from_json`], with the `clientAssertion` function of the host
-    /// when it gave one (a function cannot travel as JSON).
-    pub fn from_options(
-        json: &str,
-        assertion_callback: Option<Arc<dyn AssertionCallback>>,
-    ) -> Result<Config, ConfigError> {
+    /// [`Config::from_json`], with the host's functions (`clientAssertion`,
+    /// `actorToken`) when it gave them (a function cannot travel as JSON).
+    pub fn from_options(json: &str, functions: HostFunctions) -> Result<Config, ConfigError> {
         let value: Value = serde_json::from_str(json)
             .map_err(|_| ConfigError::new("options", "configure: options must be a plain object"))?;
         let Value::Object(options) = value else {
             return Err(ConfigError::new("options", "configure: options must be an object or null"));
         };
         let redis_names = RedisOptions::known_option_names();
-        let known = || KNOWN_OPTIONS.iter().chain(CREDENTIAL_OPTIONS).chain(redis_names);
+        let known = || KNOWN_OPTIONS.iter().chain(CREDENTIAL_OPTIONS).chain(token_exchange::OPTIONS).chain(redis_names);
         if let Some(unknown) = options.keys().find(|key| !known().any(|name| name == key)) {
             return Err(ConfigError::new(
                 unknown.clone(),
@@ -190,7 +200,8 @@ impl Config {
         };
         let client_secret = options.string("clientSecret")?.filter(|secret| !secret.is_empty());
         let credentials =
-            ClientCredentials::from_options(&options, explicit_method, assertion_callback, &client_secret)?;
+            ClientCredentials::from_options(&options, explicit_method, functions.client_assertion, &client_secret)?;
+        let grant = Grant::from_options(&options, functions.actor_token)?;
         let auth_method = credentials.auth_method;
         check_secret(auth_method, &client_secret, "configure: option \"clientSecret\"", "clientSecret")?;
         let proxy = match options.string("proxy")? {
@@ -224,6 +235,7 @@ impl Config {
             ),
             client_assertion: credentials.client_assertion,
             capabilities: credentials.capabilities,
+            grant,
             redis,
             redis_warning: None,
         })
@@ -250,6 +262,7 @@ impl Config {
         let credentials = ClientCredentials::from_env(&var, explicit_method, &client_secret)?;
         let auth_method = credentials.auth_method;
         check_secret(auth_method, &client_secret, "OPENID_CLIENT_SECRET", "OPENID_CLIENT_SECRET")?;
+        let grant = Grant::from_env(&var)?;
         let proxy = match var("PROXY") {
             None => None,
             Some(proxy) => Some(parse_proxy(&proxy).map_err(|why| ConfigError::new("PROXY", format!("PROXY {why}")))?),
@@ -269,6 +282,7 @@ impl Config {
             max_retry_after: Duration::from_millis(DEFAULT_MAX_RETRY_AFTER_MS),
             client_assertion: credentials.client_assertion,
             capabilities: credentials.capabilities,
+            grant,
             redis,
             redis_warning,
         }))
@@ -291,6 +305,9 @@ impl Config {
         }
         if let Some(assertion) = self.client_assertion.as_ref().and_then(ClientAssertionSource::fixed_secret) {
             secrets.push(assertion);
+        }
+        if let Some(actor_token) = self.grant.fixed_secret() {
+            secrets.push(actor_token);
         }
         secrets
     }

@@ -11,17 +11,16 @@ use parking_lot::RwLock;
 use reqwest::{Client, Url};
 use tokio::sync::OnceCell;
 
-use crate::cache::{wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
+use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
-use crate::config::{without_credentials, Config, EndpointSource, EnvLookup};
-use crate::credentials::AssertionCallback;
+use crate::config::{without_credentials, Config, EndpointSource, EnvLookup, HostFunctions};
 use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
-use crate::key::Identity;
+use crate::key::{AssertionDigest, GrantKey, Identity};
 use crate::outcome::{Outcome, Token};
 use crate::redis_tier::{RedisCounters, RedisTier};
 use crate::retry::{self, Next, RetryPolicy};
@@ -30,6 +29,7 @@ use crate::runtime;
 use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
+use crate::token_exchange::Target;
 
 pub const CONFIG_UNAVAILABLE: &str = "OpenID configuration not available";
 /// The `code` of a call refused by a closed client.
@@ -44,10 +44,12 @@ pub struct ExchangeRequest {
     pub assertion: String,
     /// Made once, when the call arrives: the cache check before the exchange
     /// starts and the exchange itself use the same digest of the 1.5 KB assertion.
-    pub key: CacheKey,
+    pub assertion_digest: AssertionDigest,
     pub from_cache: bool,
     /// A claims challenge: the exchange skips the cache and the flights, and its token is stored.
     pub claims: Option<Claims>,
+    /// Token exchange: the call's own audiences and resources.
+    pub target: Option<Target>,
     /// Where this call's log events go.
     pub events: Events,
 }
@@ -59,10 +61,11 @@ impl ExchangeRequest {
         assertion: String,
         from_cache: bool,
         claims: Option<Claims>,
+        target: Option<Target>,
         events: Events,
     ) -> ExchangeRequest {
-        let key = CacheKey::new(&identity, &scopes, &assertion);
-        ExchangeRequest { identity, scopes, assertion, key, from_cache, claims, events }
+        let assertion_digest = AssertionDigest::of(&assertion);
+        ExchangeRequest { identity, scopes, assertion, assertion_digest, from_cache, claims, target, events }
     }
 
     /// Whether the cache may answer this call (not a forced refresh or a claims challenge).
@@ -79,6 +82,7 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("assertion", &"[redacted]")
             .field("from_cache", &self.from_cache)
             .field("claims", &self.claims)
+            .field("target", &self.target)
             .field("events", &self.events)
             .finish()
     }
@@ -87,6 +91,8 @@ impl std::fmt::Debug for ExchangeRequest {
 /// A configuration in force, with what hangs on it.
 struct Setup {
     config: Config,
+    /// The grant's part of the key of a call that names no audience or resource of its own.
+    grant_key: GrantKey,
     client: Client,
     endpoint: OnceCell<Url>,
     /// The Redis tier shared with other instances, when configured.
@@ -114,7 +120,8 @@ impl Setup {
             Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
-        Ok(Arc::new(Setup { config, client, endpoint, shared }))
+        let grant_key = config.grant.configured_key();
+        Ok(Arc::new(Setup { config, grant_key, client, endpoint, shared }))
     }
 }
 
@@ -133,8 +140,12 @@ struct Footing {
     setup: Arc<Setup>,
     epoch: u32,
     flights: Arc<FlightMap<Outcome>>,
+    /// The grant's part of this call's key: the setup's, or for the call's own audiences and resources.
+    grant_key: GrantKey,
     /// Set for the one call that read the environment: why `USE_REDIS` was not honoured.
     redis_warning: Option<String>,
+    /// When the call began ([`exchange_begins`]): what its token is ordered by.
+    begun_us: u64,
 }
 
 struct Inner {
@@ -190,19 +201,15 @@ impl Engine {
     /// Replaces the configuration (`None`: back to the environment) and
     /// forgets every token, throttle and flight.
     pub fn configure(&self, options_json: Option<&str>) -> Result<(), ConfigError> {
-        self.configure_with(options_json, None)
+        self.configure_with(options_json, HostFunctions::default())
     }
 
-    /// [`Engine::configure`], with the host's `clientAssertion` function.
-    pub fn configure_with(
-        &self,
-        options_json: Option<&str>,
-        assertion_callback: Option<Arc<dyn AssertionCallback>>,
-    ) -> Result<(), ConfigError> {
+    /// [`Engine::configure`], with the host's functions (`clientAssertion`, `actorToken`).
+    pub fn configure_with(&self, options_json: Option<&str>, functions: HostFunctions) -> Result<(), ConfigError> {
         let slot = match options_json {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
-                let config = Config::from_options(json, assertion_callback)?;
+                let config = Config::from_options(json, functions)?;
                 let setup = Setup::new(config, &self.0.redis_counters, false)?;
                 ConfigSlot::Configured(setup)
             }
@@ -271,13 +278,32 @@ impl Engine {
     }
 
     /// A cached token, without any exchange: the synchronous fast path.
-    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str) -> Option<Hit> {
-        self.cached(&CacheKey::new(identity, scopes, assertion))
+    pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str, target: Option<&Target>) -> Option<Hit> {
+        self.cached_for(identity, scopes, &AssertionDigest::of(assertion), target)
     }
 
-    /// The cached token for `key`, counted as a hit; a miss is counted by the exchange that follows.
-    pub fn cached(&self, key: &CacheKey) -> Option<Hit> {
-        let hit = self.0.cache.get(key, wall_clock_ms())?;
+    /// The cached token for `request`, from the digest it was made with; a
+    /// miss is counted by the exchange that follows.
+    pub fn cached(&self, request: &ExchangeRequest) -> Option<Hit> {
+        self.cached_for(&request.identity, &request.scopes, &request.assertion_digest, request.target.as_ref())
+    }
+
+    fn cached_for(
+        &self,
+        identity: &Identity,
+        scopes: &str,
+        assertion_digest: &AssertionDigest,
+        target: Option<&Target>,
+    ) -> Option<Hit> {
+        let grant_key = match &*self.0.slot.read() {
+            ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => match target {
+                None => setup.grant_key,
+                Some(target) => setup.config.grant.key(Some(target)).ok()?,
+            },
+            ConfigSlot::FromEnv(None) | ConfigSlot::Closed => return None,
+        };
+        let key = CacheKey::with_digest(identity, scopes, assertion_digest, &grant_key);
+        let hit = self.0.cache.get(&key, wall_clock_ms())?;
         Counters::bump(&self.0.counters.cache_hits);
         Some(hit)
     }
@@ -290,7 +316,12 @@ impl Engine {
         request: ExchangeRequest,
         env: Option<EnvLookup<'_>>,
     ) -> Result<impl Future<Output = Outcome> + Send + 'static, Arc<ExchangeError>> {
-        let footing = self.footing(env)?;
+        let mut footing = self.footing(env)?;
+        if let Some(target) = &request.target {
+            footing.grant_key = footing.setup.config.grant.key(Some(target)).map_err(|err| {
+                Arc::new(ExchangeError::new(FailureReason::InvalidOption, err.message).with_code(err.option))
+            })?;
+        }
         let engine = self.clone();
         Ok(async move {
             let mut request = request;
@@ -298,7 +329,12 @@ impl Engine {
             if let Some(warning) = &footing.redis_warning {
                 events.push(Level::Warn, || warning.clone());
             }
+            let setup = footing.setup.clone();
             let outcome = engine.exchange_with(footing, &request, &mut events).await;
+            // Whatever call notices that Redis went away or came back tells its logger, once.
+            if let Some(shared) = &setup.shared {
+                shared.report(&mut events);
+            }
             if let Err(err) = &outcome {
                 if !err.throttled {
                     events.push_error(
@@ -337,7 +373,9 @@ impl Engine {
             setup: setup.clone(),
             epoch: inner.generations.epoch(),
             flights: inner.flights.read().clone(),
+            grant_key: setup.grant_key,
             redis_warning: None,
+            begun_us: exchange_begins(),
         };
         match &*inner.slot.read() {
             ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => return Ok(footing(setup)),
@@ -376,7 +414,8 @@ impl Engine {
 
     async fn exchange_with(&self, footing: Footing, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        let key = request.key;
+        let key =
+            CacheKey::with_digest(&request.identity, &request.scopes, &request.assertion_digest, &footing.grant_key);
         let user = &request.identity.subject;
         let from_cache = request.reads_cache();
         if from_cache {
@@ -466,6 +505,7 @@ impl Engine {
             capacity: footing.setup.config.max_cache_entries,
             generations: &self.0.generations,
             epoch: footing.epoch,
+            begun_us: footing.begun_us,
         }
     }
 
@@ -508,10 +548,22 @@ impl Engine {
         loop {
             match self.attempt(setup, request).await {
                 Ok(response) => {
-                    let token = self.store(config, key, response, epoch);
+                    let token = self.store(config, key, response, footing);
                     events
                         .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
                     return Ok(token);
+                }
+                // Nothing was sent, and the source said whether a later call may do better.
+                Err(err)
+                    if matches!(
+                        err.code.as_deref(),
+                        Some(
+                            crate::credentials::CLIENT_ASSERTION_UNAVAILABLE
+                                | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE
+                        )
+                    ) =>
+                {
+                    return fail(err, events)
                 }
                 Err(mut err) => {
                     err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
@@ -540,48 +592,78 @@ impl Engine {
 
     /// One request; discovery first when the endpoint is not known yet, so
     /// that a transient discovery failure is retried like any other. The
-    /// attempt as a whole, discovery included, ends after `timeoutMs`.
+    /// attempt, discovery included, ends after `timeoutMs`; a `clientAssertion`
+    /// function's time is not counted, as it has a deadline of its own.
     async fn attempt(&self, setup: &Setup, request: &ExchangeRequest) -> Result<TokenResponse, ExchangeError> {
-        let timeout = setup.config.timeout;
-        match tokio::time::timeout(timeout, self.attempt_unbounded(setup, request)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let what = match setup.endpoint.get() {
-                    Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
-                    None => "OpenID discovery request".to_owned(),
-                };
-                Err(ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
-                    .with_code("ETIMEDOUT"))
+        let config = &setup.config;
+        let timeout = config.timeout;
+        let timed_out = || {
+            let what = match setup.endpoint.get() {
+                Some(endpoint) => format!("OBO token request to {}", without_credentials(endpoint)),
+                None => "OpenID discovery request".to_owned(),
+            };
+            ExchangeError::failed(format!("{what} timed out after {} ms (ETIMEDOUT)", timeout.as_millis()))
+                .with_code("ETIMEDOUT")
+        };
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
+        let endpoint = routing::route(&configured, &request.assertion);
+        let client_assertion = match &config.client_assertion {
+            Some(source) => {
+                let asked = tokio::time::Instant::now();
+                let assertion = source.assertion(endpoint.as_str(), &config.client_id, timeout).await?;
+                deadline += asked.elapsed();
+                Some(assertion)
             }
-        }
+            None => None,
+        };
+        let actor_token = {
+            let asked = tokio::time::Instant::now();
+            let actor_token = config
+                .grant
+                .actor_token(endpoint.as_str(), &config.client_id, timeout)
+                .await
+                .map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))?;
+            deadline += asked.elapsed();
+            actor_token
+        };
+        let request_sent = self.send(setup, request, &endpoint, client_assertion.as_deref(), actor_token.as_deref());
+        tokio::time::timeout_at(deadline, request_sent).await.map_err(|_| timed_out())?
     }
 
-    async fn attempt_unbounded(
+    /// The token request itself, authenticated with `client_assertion` when there is one.
+    async fn send(
         &self,
         setup: &Setup,
         request: &ExchangeRequest,
+        endpoint: &Url,
+        client_assertion: Option<&str>,
+        actor_token: Option<&str>,
     ) -> Result<TokenResponse, ExchangeError> {
-        let configured = self.endpoint(setup).await?;
-        let endpoint = routing::route(&configured, &request.assertion);
         let config = &setup.config;
-        let client_assertion = match &config.client_assertion {
-            Some(source) => Some(source.assertion(endpoint.as_str(), &config.client_id).await?),
-            None => None,
-        };
         let claims =
             Claims::merged(request.claims.as_ref(), config.capabilities.as_ref()).map(|claims| claims.to_json());
         let auth = ClientAuth {
             client_id: &config.client_id,
             client_secret: config.client_secret.as_deref(),
             method: config.auth_method,
-            client_assertion: client_assertion.as_deref(),
+            client_assertion,
         };
-        let body = grant::form_body(&request.assertion, &request.scopes, &auth, claims.as_deref());
+        let body = config.grant.form_body(
+            &request.assertion,
+            &request.scopes,
+            request.target.as_ref(),
+            actor_token,
+            &auth,
+            claims.as_deref(),
+        );
         let authorization = grant::basic_authorization(&auth);
-        let answer = http::post_form(&setup.client, &endpoint, authorization.as_deref(), body, config.timeout).await;
+        let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;
         let answer = answer.and_then(|answer| {
             if (200..300).contains(&answer.status) {
-                return grant::parse_success(answer.status, &answer.body);
+                let token = grant::parse_success(answer.status, &answer.body)?;
+                config.grant.check_success(answer.status, &answer.body)?;
+                return Ok(token);
             }
             let mut err = grant::parse_failure(answer.status, answer.content_type.as_deref(), &answer.body);
             if matches!(answer.status, 429 | 503) {
@@ -589,13 +671,20 @@ impl Engine {
             }
             Err(err)
         });
-        answer.map_err(|err| crate::credentials::without_client_assertion(err, client_assertion.as_deref()))
+        // Both are credentials that change per request: no error text may hold them.
+        answer.map_err(|err| {
+            let err = crate::credentials::without_client_assertion(err, client_assertion);
+            crate::credentials::without_client_assertion(err, actor_token)
+        })
     }
 
-    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, epoch: u32) -> Token {
-        let now_ms = wall_clock_ms();
+    fn store(&self, config: &Config, key: &CacheKey, response: TokenResponse, footing: &Footing) -> Token {
+        let (now_ms, epoch) = (wall_clock_ms(), footing.epoch);
         let access_token = response.access_token;
-        let token = CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew);
+        let token = CachedToken {
+            begun_us: footing.begun_us,
+            ..CachedToken::new(access_token.clone(), response.expires_in, now_ms, config.expiry_skew)
+        };
         let expires_at_ms = token.expires_at_ms;
         let generations = &self.0.generations;
         self.0.cache.insert(*key, token, config.max_cache_entries, now_ms, || generations.epoch() == epoch);
@@ -741,11 +830,11 @@ mod tests {
     }
 
     fn request_for(identity: Identity, assertion: &str, from_cache: bool) -> ExchangeRequest {
-        ExchangeRequest::new(identity, "api://s".into(), assertion.into(), from_cache, None, Events::Off)
+        ExchangeRequest::new(identity, "api://s".into(), assertion.into(), from_cache, None, None, Events::Off)
     }
 
     fn lookup(engine: &Engine, user: &str) -> Option<Hit> {
-        engine.lookup(&identity(user), "api://s", "assertion-value-123")
+        engine.lookup(&identity(user), "api://s", "assertion-value-123", None)
     }
 
     /// An exchange run to its end, with the events it streamed.
@@ -805,9 +894,9 @@ mod tests {
 
     struct Refusing;
 
-    impl AssertionCallback for Refusing {
+    impl crate::credentials::AssertionCallback for Refusing {
         fn call(&self, _: crate::credentials::AssertionRequest) -> crate::credentials::AssertionFuture {
-            Box::pin(async { Err("vault sealed".to_owned()) })
+            Box::pin(async { Err(crate::credentials::AssertionFailure::new("vault sealed")) })
         }
     }
 
@@ -818,13 +907,55 @@ mod tests {
         engine
             .configure_with(
                 Some(&format!(r#"{{"tokenEndpoint":"{url}","clientId":"app","maxRetries":0}}"#)),
-                Some(Arc::new(Refusing)),
+                HostFunctions { client_assertion: Some(Arc::new(Refusing)), actor_token: None },
             )
             .unwrap();
         let err = run(&engine, request("u", true)).await.0.unwrap_err();
         assert_eq!(err.message, "OBO token request not sent: the clientAssertion function failed: vault sealed");
         assert_eq!(err.code.as_deref(), Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE));
         assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn without_an_actor_token_no_request_is_sent() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = Engine::new();
+        let options = format!(
+            r#"{{"tokenEndpoint":"{url}","clientId":"app","clientSecret":"s","maxRetries":0,"grantType":"token-exchange"}}"#
+        );
+        engine
+            .configure_with(
+                Some(&options),
+                HostFunctions { client_assertion: None, actor_token: Some(Arc::new(Refusing)) },
+            )
+            .unwrap();
+        let err = run(&engine, request("u", true)).await.0.unwrap_err();
+        assert_eq!(err.message, "OBO token request not sent: the actorToken function failed: vault sealed");
+        assert_eq!(err.code.as_deref(), Some(crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE));
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_s_own_audience_is_its_own_key_and_refused_by_jwt_bearer() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let target =
+            |audience: &str| Some(crate::token_exchange::check_target(Some(vec![audience.into()]), None).unwrap());
+        let jwt_bearer = engine(&url, "");
+        let mut call = request("u", true);
+        call.target = target("mcp-a");
+        let Err(err) = jwt_bearer.exchange(call, None) else { panic!("jwt-bearer took an audience") };
+        assert_eq!((err.reason, err.code.as_deref()), (FailureReason::InvalidOption, Some("audience")));
+        let exchange = engine(&url, r#","grantType":"token-exchange","audience":"mcp-a""#);
+        let mut call = request("u", true);
+        call.target = target("mcp-b");
+        run(&exchange, call).await.0.unwrap();
+        assert!(lookup(&exchange, "u").is_none(), "the configured audience's key holds another audience's token");
+        let identity = Identity::new("no-tenant", "no-issuer", "u");
+        assert!(exchange.lookup(&identity, "api://s", "assertion-value-123", target("mcp-b").as_ref()).is_some());
+        // The configured audience named per call is the configured key.
+        run(&exchange, request("u", true)).await.0.unwrap();
+        assert!(exchange.lookup(&identity, "api://s", "assertion-value-123", target("mcp-a").as_ref()).is_some());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -944,9 +1075,9 @@ mod tests {
             assert!(call.await.unwrap().is_ok());
         }
         let old = Identity::new("tenant-a", "https://issuer.example.com", "shared-sub");
-        assert!(engine.lookup(&old, "api://s", "access-token-old").is_some());
-        assert!(engine.lookup(&old, "api://s", "access-token-new").is_some());
-        assert!(engine.lookup(&old, "api://s", "access-token-other").is_none());
+        assert!(engine.lookup(&old, "api://s", "access-token-old", None).is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-new", None).is_some());
+        assert!(engine.lookup(&old, "api://s", "access-token-other", None).is_none());
         assert_eq!(engine.stats().cache_size, 4);
     }
 

@@ -20,6 +20,9 @@ pub enum FailureReason {
     EmptyExchangeResponse,
     /// No usable OpenID configuration (missing, invalid, or discovery failed).
     ConfigUnavailable,
+    /// A call's argument the configuration cannot take (a token-exchange
+    /// `audience` for a jwt-bearer client); `code` names the option.
+    InvalidOption,
 }
 
 impl FailureReason {
@@ -28,6 +31,7 @@ impl FailureReason {
             FailureReason::ExchangeFailed => "exchange_failed",
             FailureReason::EmptyExchangeResponse => "empty_exchange_response",
             FailureReason::ConfigUnavailable => "config_unavailable",
+            FailureReason::InvalidOption => "invalid_option",
         }
     }
 }

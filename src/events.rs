@@ -9,6 +9,7 @@ use crate::error::ExchangeError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Debug,
+    Info,
     Warn,
     Error,
 }
@@ -17,6 +18,7 @@ impl Level {
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Debug => "debug",
+            Level::Info => "info",
             Level::Warn => "warn",
             Level::Error => "error",
         }

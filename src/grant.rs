@@ -44,6 +44,16 @@ pub fn form_body(assertion: &str, scopes: &str, auth: &ClientAuth<'_>, claims: O
     }
     let mut form = form_urlencoded::Serializer::for_suffix(body, 0);
     form.append_pair("scope", scopes).append_pair("requested_token_use", "on_behalf_of");
+    append_client_auth(&mut form, auth);
+    if let Some(claims) = claims {
+        form.append_pair("claims", claims);
+    }
+    form.finish()
+}
+
+/// The client's credentials as form fields (none for `client_secret_basic`,
+/// which goes in the `Authorization` header): the same for every grant.
+pub fn append_client_auth(form: &mut form_urlencoded::Serializer<'_, String>, auth: &ClientAuth<'_>) {
     match auth.method {
         AuthMethod::ClientSecretBasic => {}
         AuthMethod::ClientSecretPost => {
@@ -59,10 +69,6 @@ pub fn form_body(assertion: &str, scopes: &str, auth: &ClientAuth<'_>, claims: O
             form.append_pair("client_assertion", auth.client_assertion.unwrap_or_default());
         }
     }
-    if let Some(claims) = claims {
-        form.append_pair("claims", claims);
-    }
-    form.finish()
 }
 
 /// `Authorization: Basic …` per RFC 6749 §2.3.1: id and secret are

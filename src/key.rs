@@ -8,6 +8,10 @@
 //! itself a SHA-256 digest of them: 32 bytes inline in the cache's table (no
 //! allocation per entry), no raw assertion or user id kept anywhere, and a
 //! value that can leave the process (Redis names are derived from it).
+//!
+//! What was asked of the provider is part of the key too ([`GrantKey`]): the
+//! grant, and for token exchange the audiences, resources and requested token
+//! type, since each gives another token for the same user and scopes.
 
 use ring::digest::{Context, SHA256};
 
@@ -27,20 +31,83 @@ impl Identity {
     }
 }
 
-/// SHA-256 over the length-prefixed identity, scopes and assertion digest.
-/// Length prefixes make the encoding unambiguous, so no two tuples share a key.
+/// The grant's part of a key: SHA-256 over the grant type, the audiences,
+/// the resources and the requested token type, length-prefixed (each list
+/// with its count), so that no two requests share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GrantKey([u8; 32]);
+
+impl GrantKey {
+    pub fn of(grant_type: &str, audiences: &[String], resources: &[String], requested_token_type: &str) -> GrantKey {
+        let mut context = Context::new(&SHA256);
+        let mut part = |bytes: &[u8]| {
+            context.update(&(bytes.len() as u64).to_be_bytes());
+            context.update(bytes);
+        };
+        part(grant_type.as_bytes());
+        for list in [audiences, resources] {
+            part(&(list.len() as u64).to_be_bytes());
+            for value in list {
+                part(value.as_bytes());
+            }
+        }
+        part(requested_token_type.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(context.finish().as_ref());
+        GrantKey(key)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// SHA-256 of a user's assertion: the costly part of a key (the assertion is
+/// ~1.5 KB), made once per call and combined with the configuration's grant
+/// key when that is known.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AssertionDigest([u8; 32]);
+
+impl AssertionDigest {
+    pub fn of(assertion: &str) -> AssertionDigest {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&SHA256, assertion.as_bytes()).as_ref());
+        AssertionDigest(digest)
+    }
+}
+
+/// A digest of a secret: nothing of it in a log.
+impl std::fmt::Debug for AssertionDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AssertionDigest(…)")
+    }
+}
+
+/// SHA-256 over the length-prefixed identity, scopes, grant key and assertion
+/// digest. Length prefixes make the encoding unambiguous, so no two tuples
+/// share a key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey([u8; 32]);
 
 impl CacheKey {
-    pub fn new(identity: &Identity, scopes: &str, assertion: &str) -> CacheKey {
-        let assertion_digest = ring::digest::digest(&SHA256, assertion.as_bytes());
+    pub fn new(identity: &Identity, scopes: &str, assertion: &str, grant: &GrantKey) -> CacheKey {
+        CacheKey::with_digest(identity, scopes, &AssertionDigest::of(assertion), grant)
+    }
+
+    /// The key, from an assertion digest already made (a call hashes its 1.5 KB assertion once).
+    pub fn with_digest(
+        identity: &Identity,
+        scopes: &str,
+        assertion_digest: &AssertionDigest,
+        grant: &GrantKey,
+    ) -> CacheKey {
         let mut context = Context::new(&SHA256);
         for part in [&identity.tenant, &identity.issuer, &identity.subject, scopes] {
             context.update(&(part.len() as u64).to_be_bytes());
             context.update(part.as_bytes());
         }
-        context.update(assertion_digest.as_ref());
+        context.update(grant.as_bytes());
+        context.update(&assertion_digest.0);
         let mut key = [0u8; 32];
         key.copy_from_slice(context.finish().as_ref());
         CacheKey(key)
@@ -64,7 +131,12 @@ impl std::fmt::Debug for CacheKey {
 
 #[cfg(test)]
 pub(crate) fn test_key(subject: &str, scopes: &str) -> CacheKey {
-    CacheKey::new(&Identity::new("no-tenant", "no-issuer", subject), scopes, "assertion")
+    CacheKey::new(&Identity::new("no-tenant", "no-issuer", subject), scopes, "assertion", &test_grant())
+}
+
+#[cfg(test)]
+pub(crate) fn test_grant() -> GrantKey {
+    GrantKey::of(crate::grant::GRANT_TYPE, &[], &[], "")
 }
 
 #[cfg(test)]
@@ -72,7 +144,23 @@ mod tests {
     use super::*;
 
     fn key(tenant: &str, issuer: &str, subject: &str, scopes: &str, assertion: &str) -> CacheKey {
-        CacheKey::new(&Identity::new(tenant, issuer, subject), scopes, assertion)
+        CacheKey::new(&Identity::new(tenant, issuer, subject), scopes, assertion, &test_grant())
+    }
+
+    #[test]
+    fn the_grant_separates_keys_and_its_lists_do_not_run_together() {
+        let identity = Identity::new("t", "i", "s");
+        let grant = |audiences: &[&str], resources: &[&str]| {
+            let list = |values: &[&str]| values.iter().map(|value| value.to_string()).collect::<Vec<_>>();
+            GrantKey::of("te", &list(audiences), &list(resources), "at")
+        };
+        let base = CacheKey::new(&identity, "x", "a", &grant(&["a"], &[]));
+        assert_eq!(base, CacheKey::new(&identity, "x", "a", &grant(&["a"], &[])));
+        assert_ne!(base, CacheKey::new(&identity, "x", "a", &grant(&["b"], &[])));
+        assert_ne!(base, CacheKey::new(&identity, "x", "a", &test_grant()));
+        assert_ne!(grant(&["a"], &[]), grant(&[], &["a"]));
+        assert_ne!(grant(&["a", "b"], &[]), grant(&["a"], &["b"]));
+        assert_ne!(grant(&["ab"], &[]), grant(&["a", "b"], &[]));
     }
 
     #[test]

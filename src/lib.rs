@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod shared;
 pub mod stats;
 pub mod throttle;
+pub mod token_exchange;
 
 #[cfg(feature = "node")]
 mod lent_string;

@@ -24,8 +24,8 @@ use parking_lot::Mutex;
 
 use crate::cache::Hit;
 use crate::claims::Claims;
-use crate::config::EnvLookup;
-use crate::credentials::{AssertionCallback, AssertionFuture, AssertionRequest};
+use crate::config::{EnvLookup, HostFunctions};
+use crate::credentials::{AssertionCallback, AssertionFailure, AssertionFuture, AssertionRequest};
 use crate::engine::{Engine, ExchangeRequest};
 use crate::error::ExchangeError;
 use crate::events::{Event, Events};
@@ -33,9 +33,10 @@ use crate::generations::{Generations, Mirror};
 use crate::key::Identity;
 use crate::lent_string::{self, TokenString};
 use crate::outcome::Outcome;
+use crate::token_exchange::check_target;
 
 /// A client as JavaScript holds it: an opaque handle to an engine.
-pub struct Client(Engine);
+pub struct Client(pub(crate) Engine);
 
 /// The process's engine: the module's top-level functions, in every thread.
 #[napi(catch_unwind)]
@@ -69,6 +70,8 @@ pub struct ConfigFailure {
 pub struct AssertionAnswer {
     pub assertion: Option<String>,
     pub error: Option<String>,
+    /// The boolean `retryable` of the function's error, when it has one.
+    pub retryable: Option<bool>,
 }
 
 type AssertionArgs = FnArgs<(String, String)>;
@@ -88,45 +91,52 @@ impl AssertionCallback for HostAssertion {
         let function = self.0.clone();
         Box::pin(async move {
             if function.aborted() {
-                return Err(ASSERTION_THREAD_GONE.to_owned());
+                return Err(AssertionFailure::new(ASSERTION_THREAD_GONE));
             }
             // A call queued when the thread ends is dropped unanswered: that is an error here, not a wait.
-            let answer = function.call_async_catch(request).await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
-            let answer = answer.await.map_err(|_| ASSERTION_THREAD_GONE.to_owned())?;
+            let gone = |_| AssertionFailure::new(ASSERTION_THREAD_GONE);
+            let answer = function.call_async_catch(request).await.map_err(gone)?;
+            let answer = answer.await.map_err(gone)?;
             match (answer.assertion, answer.error) {
                 (Some(assertion), None) => Ok(Arc::from(assertion)),
-                (_, Some(error)) => Err(error),
-                (None, None) => Err("it gave no assertion".to_owned()),
+                (_, Some(message)) => Err(AssertionFailure { message, retryable: answer.retryable.unwrap_or(false) }),
+                (None, None) => Err(AssertionFailure::new("it gave no assertion")),
             }
         })
     }
 }
 
+type HostFunction<'f> = Function<'f, AssertionArgs, Promise<AssertionAnswer>>;
+
+/// A host function (the facade's wrapper of it) as the core calls it.
+fn host_callback(function: Option<HostFunction<'_>>) -> Result<Option<Arc<dyn AssertionCallback>>> {
+    let Some(function) = function else { return Ok(None) };
+    let function = function
+        .build_threadsafe_function::<AssertionRequest>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
+            Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
+        })?;
+    Ok(Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>))
+}
+
 /// Replaces the configuration; `null` returns to the environment. Returns
-/// what is wrong with the options, or nothing. `client_assertion` is the
-/// facade's wrapper of a `clientAssertion` function, when one was given.
+/// what is wrong with the options, or nothing. `client_assertion` and
+/// `actor_token` are the facade's wrappers of the `clientAssertion` and
+/// `actorToken` functions, when they were given.
 #[napi(catch_unwind)]
 pub fn configure(
     client: &External<Client>,
     options_json: Option<String>,
-    client_assertion: Option<Function<'_, AssertionArgs, Promise<AssertionAnswer>>>,
+    client_assertion: Option<HostFunction<'_>>,
+    actor_token: Option<HostFunction<'_>>,
 ) -> Result<Option<ConfigFailure>> {
-    let callback = match client_assertion {
-        None => None,
-        Some(function) => {
-            let function = function
-                .build_threadsafe_function::<AssertionRequest>()
-                .weak::<true>()
-                .callee_handled::<false>()
-                .build_callback(|context: ThreadsafeCallContext<AssertionRequest>| {
-                    Ok(FnArgs::from((context.value.client_id, context.value.token_endpoint)))
-                })?;
-            Some(Arc::new(HostAssertion(Arc::new(function))) as Arc<dyn AssertionCallback>)
-        }
-    };
+    let functions =
+        HostFunctions { client_assertion: host_callback(client_assertion)?, actor_token: host_callback(actor_token)? };
     Ok(client
         .0
-        .configure_with(options_json.as_deref(), callback)
+        .configure_with(options_json.as_deref(), functions)
         .err()
         .map(|err| ConfigFailure { option: err.option, message: err.message }))
 }
@@ -229,10 +239,12 @@ pub struct LookupHit {
 }
 
 /// A cached token, synchronously, or nothing. The identity is normalised by
-/// the facade. The facade itself asks `exchange`, which answers hits too; this
-/// is the read alone, which the bench times against it (the miss path before
-/// issue 19 called this, then `exchange`).
+/// the facade; `audiences`/`resources` are a call's own (token exchange).
+/// The facade itself asks `exchange`, which answers hits too; this is the
+/// read alone, which the bench times against it (the miss path before issue
+/// 19 called this, then `exchange`).
 #[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi
 pub fn lookup(
     client: &External<Client>,
     tenant: String,
@@ -240,8 +252,14 @@ pub fn lookup(
     subject: String,
     scopes: String,
     assertion: String,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
 ) -> Option<LookupHit> {
-    client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion).map(lookup_hit)
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => Some(check_target(audiences, resources).ok()?),
+    };
+    client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion, target.as_ref()).map(lookup_hit)
 }
 
 fn lookup_hit(hit: Hit) -> LookupHit {
@@ -347,10 +365,20 @@ pub struct OpenIdEnv {
     pub redis_uri: Option<String>,
     pub use_redis_cluster: Option<String>,
     pub redis_key_prefix: Option<String>,
+    /// The name of the variable that holds the prefix (LibreChat's indirection)…
+    pub redis_key_prefix_var: Option<String>,
+    /// …and that variable's value, read by the facade, which alone sees `process.env`.
+    pub redis_key_prefix_from_var: Option<String>,
     pub redis_username: Option<String>,
     pub redis_password: Option<String>,
     pub redis_ca: Option<String>,
     pub creds_key: Option<String>,
+    /// Token exchange (`token_exchange::Grant::from_env`).
+    pub obo_grant_type: Option<String>,
+    pub obo_audience: Option<String>,
+    pub obo_resource: Option<String>,
+    pub obo_subject_token_type: Option<String>,
+    pub obo_requested_token_type: Option<String>,
 }
 
 impl OpenIdEnv {
@@ -370,6 +398,13 @@ impl OpenIdEnv {
             "REDIS_PASSWORD" => self.redis_password.clone(),
             "REDIS_CA" => self.redis_ca.clone(),
             "CREDS_KEY" => self.creds_key.clone(),
+            "OBO_GRANT_TYPE" => self.obo_grant_type.clone(),
+            "OBO_AUDIENCE" => self.obo_audience.clone(),
+            "OBO_RESOURCE" => self.obo_resource.clone(),
+            "OBO_SUBJECT_TOKEN_TYPE" => self.obo_subject_token_type.clone(),
+            "OBO_REQUESTED_TOKEN_TYPE" => self.obo_requested_token_type.clone(),
+            "REDIS_KEY_PREFIX_VAR" => self.redis_key_prefix_var.clone(),
+            named if self.redis_key_prefix_var.as_deref() == Some(named) => self.redis_key_prefix_from_var.clone(),
             _ => None,
         }
     }
@@ -438,9 +473,9 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
 /// into the addon that a miss of the memo makes. The assertion is converted
 /// and hashed once: a token the cache holds is answered at once (a
 /// `LookupHit`, for the memo), and so is a call that cannot start (no
-/// configuration, a closed client, a malformed claims challenge: an
-/// `ExchangeOutcome` with its failure); otherwise the exchange starts, with
-/// the key already made, and this returns `null`.
+/// configuration, a closed client, a malformed claims challenge or target:
+/// an `ExchangeOutcome` with its failure); otherwise the exchange starts with
+/// the assertion's digest already made, and this returns `null`.
 #[napi(catch_unwind, ts_return_type = "LookupHit | ExchangeOutcome | null")]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
@@ -456,10 +491,19 @@ pub fn exchange(
     openid_env: Option<OpenIdEnv>,
     log: bool,
     claims: Option<String>,
+    audiences: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
 ) -> Result<Option<Either<LookupHit, ExchangeOutcome>>> {
     let claims = match claims.as_deref().map(Claims::parse).transpose() {
         Ok(claims) => claims,
-        Err(err) => return Ok(Some(Either::B(invalid_claims(err.message())))),
+        Err(err) => return Ok(Some(Either::B(invalid_argument(INVALID_CLAIMS, None, err.message())))),
+    };
+    let target = match (audiences, resources) {
+        (None, None) => None,
+        (audiences, resources) => match check_target(audiences, resources) {
+            Ok(target) => Some(target),
+            Err(err) => return Ok(Some(Either::B(invalid_argument(INVALID_OPTION, Some(err.option), &err.message)))),
+        },
     };
     let completions = channel.0.clone();
     let events = if log {
@@ -468,10 +512,10 @@ pub fn exchange(
     } else {
         Events::Off
     };
-    let request =
-        ExchangeRequest::new(Identity { tenant, issuer, subject }, scopes, assertion, from_cache, claims, events);
+    let identity = Identity { tenant, issuer, subject };
+    let request = ExchangeRequest::new(identity, scopes, assertion, from_cache, claims, target, events);
     if request.reads_cache() {
-        if let Some(hit) = client.0.cached(&request.key) {
+        if let Some(hit) = client.0.cached(&request) {
             return Ok(Some(Either::A(lookup_hit(hit))));
         }
     }
@@ -488,18 +532,20 @@ pub fn exchange(
 
 /// The reason the facade turns into a `TypeError` naming `claims`.
 const INVALID_CLAIMS: &str = "invalid_claims";
+/// The reason the facade turns into a `TypeError` naming the option in `code`.
+const INVALID_OPTION: &str = "invalid_option";
 
-fn invalid_claims(message: &str) -> ExchangeOutcome {
+fn invalid_argument(reason: &str, option: Option<&str>, message: &str) -> ExchangeOutcome {
     ExchangeOutcome {
         access_token: None,
         expires_in: None,
         expires_at_ms: None,
         failure: Some(Failure {
             message: message.to_owned(),
-            reason: INVALID_CLAIMS.to_owned(),
+            reason: reason.to_owned(),
             retryable: false,
             status: None,
-            code: None,
+            code: option.map(str::to_owned),
             error: None,
             error_description: None,
             error_codes: None,

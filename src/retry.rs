@@ -9,13 +9,17 @@ use crate::error::ExchangeError;
 
 pub const RETRYABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
 pub const RETRYABLE_CODES: [&str; 4] = ["ETIMEDOUT", "ECONNRESET", "EAI_AGAIN", "ENOTFOUND"];
-/// OAuth errors that another identical request cannot fix.
-pub const NEVER_RETRIED: [&str; 6] = [
+/// OAuth errors that another identical request cannot fix (RFC 6749 §5.2,
+/// RFC 8693 §2.2.2 `invalid_target`, and Entra's interaction errors).
+pub const NEVER_RETRIED: [&str; 9] = [
+    "invalid_request",
     "invalid_grant",
     "interaction_required",
     "invalid_client",
     "invalid_scope",
     "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_target",
     "consent_required",
 ];
 /// Phrases the JavaScript service treated as transient.

@@ -106,7 +106,7 @@ pub struct AssertionIdentity {
 
 /// The identity claims of a JWT assertion; `None` when it is not a JWT whose
 /// payload can be read (an opaque or encrypted token). A claim that is not a
-/// string, is empty, or is longer than 1024 characters counts as absent.
+/// string, is empty or blank, or is longer than 1024 characters counts as absent.
 pub fn assertion_identity(assertion: &str) -> Option<AssertionIdentity> {
     let claims = payload::<IdentityClaims>(assertion)?;
     Some(AssertionIdentity {
@@ -131,7 +131,8 @@ struct IdentityClaims {
 
 fn string(value: Value) -> Option<String> {
     match value {
-        Value::String(text) if !text.is_empty() && text.len() <= MAX_CLAIM_LENGTH => Some(text),
+        // A blank claim names no one: it must not key a token, nor hide the next claim.
+        Value::String(text) if !text.trim().is_empty() && text.len() <= MAX_CLAIM_LENGTH => Some(text),
         _ => None,
     }
 }
@@ -286,5 +287,16 @@ mod tests {
         assert_eq!(assertion_identity(&padded).unwrap().subject.as_deref(), Some("s12"));
         let huge = jwt(&format!(r#"{{"sub":"s","pad":"{}"}}"#, "p".repeat(MAX_PAYLOAD_LENGTH)));
         assert_eq!(assertion_identity(&huge), None);
+    }
+
+    #[test]
+    fn blank_claims_count_as_absent_and_a_blank_oid_does_not_hide_the_sub() {
+        let blank_oid = jwt(r#"{"tid":" ","oid":" \t ","sub":"pairwise-subject"}"#);
+        assert_eq!(
+            assertion_identity(&blank_oid),
+            Some(AssertionIdentity { tenant: None, issuer: None, subject: Some("pairwise-subject".into()) })
+        );
+        let nobody = jwt(r#"{"oid":"  ","sub":"\n"}"#);
+        assert_eq!(assertion_identity(&nobody), Some(AssertionIdentity::default()));
     }
 }

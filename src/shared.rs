@@ -30,9 +30,10 @@ use ring::digest::{Context, SHA256};
 use crate::cache::{wall_clock_ms, CacheKey, CachedToken, TokenCache};
 use crate::config::{Config, EndpointSource};
 use crate::error::{ExchangeError, OAuthErrorBody};
+use crate::events::{Events, Level};
 use crate::generations::Generations;
 use crate::outcome::{Outcome, Token};
-use crate::redis_tier::{LockAttempt, LockGuard, RedisTier, Shared, SharedThrottle, SharedToken};
+use crate::redis_tier::{LockAttempt, LockGuard, Notice, RedisTier, Shared, SharedThrottle, SharedToken};
 use crate::throttle::Throttles;
 
 /// Slack added to the longest exchange when sizing how long a waiter waits.
@@ -61,7 +62,14 @@ impl Namespace {
         let provider = match &config.endpoint {
             EndpointSource::TokenEndpoint(url) | EndpointSource::Issuer(url) => authority(url),
         };
-        Namespace::from_parts(&[("client_id", config.client_id.as_bytes()), ("authority", provider.as_bytes())])
+        // The grant, audiences, resources and requested token type; a call's
+        // own audiences and resources are in its engine key as well.
+        let grant = config.grant.configured_key();
+        Namespace::from_parts(&[
+            ("client_id", config.client_id.as_bytes()),
+            ("authority", provider.as_bytes()),
+            ("grant", grant.as_bytes()),
+        ])
     }
 
     /// SHA-256 over the named, length-prefixed parts: no two lists share a namespace.
@@ -116,6 +124,8 @@ pub struct Local<'a> {
     pub capacity: usize,
     pub generations: &'a Generations,
     pub epoch: u32,
+    /// When the call began: a token from an exchange begun later is never replaced by its own.
+    pub begun_us: u64,
 }
 
 impl Local<'_> {
@@ -171,7 +181,7 @@ impl SharedTier {
             match self.tier.try_lock(&shared, self.lease).await {
                 LockAttempt::Acquired(lock) => {
                     // A holder may have stored its token and let go between our read and our lock.
-                    if let Some(token) = self.tier.get(&shared).await {
+                    if let Some(token) = self.tier.get_again(&shared).await {
                         lock.release().await;
                         return Ahead::Served(adopt(key, token, local));
                     }
@@ -193,6 +203,18 @@ impl SharedTier {
         }
     }
 
+    /// Logs what changed in the tier's availability since the last call that
+    /// asked: a warning when Redis became unavailable, a line when it answers again.
+    pub fn report(&self, events: &mut Events) {
+        for notice in self.tier.take_notices() {
+            let level = match notice {
+                Notice::Opened { .. } => Level::Warn,
+                Notice::Recovered => Level::Info,
+            };
+            events.push(level, || notice.message());
+        }
+    }
+
     /// The right to exchange without asking Redis (`fromCache = false`): the
     /// outcome still replaces what the other instances are served.
     pub fn bypass(&self) -> Exchanging {
@@ -209,7 +231,7 @@ impl Exchanging {
         if local.still_current() {
             let name_key = shared.namespace.key(key);
             match outcome {
-                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew)).await,
+                Ok(token) => shared.tier.put(&name_key, &shared_token(token, shared.skew), local.begun_us).await,
                 Err(err) if !err.throttled => {
                     if let Some(wait) = err.retry_after {
                         let until_ms = wall_clock_ms().saturating_add(wait.as_millis() as u64);
@@ -261,6 +283,7 @@ fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
         granted_secs: shared.granted_secs,
         expires_at_ms: shared.expires_at_ms,
         serve_until_ms: shared.serve_until_ms,
+        begun_us: local.begun_us,
     };
     let token = Token {
         access_token: cached.access_token.clone(),
@@ -356,6 +379,7 @@ mod tests {
             capacity: 10,
             generations: &generations,
             epoch: generations.epoch(),
+            begun_us: 0,
         };
         let key = crate::key::test_key("u", "s");
         let throttle = SharedThrottle {
@@ -413,6 +437,7 @@ mod tests {
                 capacity: 100,
                 generations: &self.generations,
                 epoch: self.generations.epoch(),
+                begun_us: crate::cache::exchange_begins(),
             }
         }
 
@@ -564,5 +589,23 @@ mod tests {
             same_authority("https://login.example:443/t2/token")
         );
         assert_ne!(same_authority("https://login.example/t/token"), same_authority("https://login2.example/t/token"));
+        let with_grant = |extra: &str| {
+            let json =
+                format!(r#"{{"tokenEndpoint":"https://login.example/t","clientId":"a","clientSecret":"b"{extra}}}"#);
+            Namespace::of(&Config::from_json(&json).unwrap())
+        };
+        let namespaces = [
+            with_grant(""),
+            with_grant(r#","grantType":"token-exchange""#),
+            with_grant(r#","grantType":"token-exchange","audience":"mcp-a""#),
+            with_grant(r#","grantType":"token-exchange","audience":"mcp-b""#),
+            with_grant(r#","grantType":"token-exchange","resource":"https://mcp.example""#),
+            with_grant(r#","grantType":"token-exchange","requestedTokenType":"urn:ietf:params:oauth:token-type:jwt""#),
+        ];
+        for (i, a) in namespaces.iter().enumerate() {
+            for b in &namespaces[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

@@ -18,7 +18,7 @@ import type { OboToken, OboTokenWithExpiry, OboIdentityContext, ConfigureOptions
 import type { AcquireOboTokenOptions, ClientAssertionRequest, OboClient, OboClientOptions, OboAbortSignal } from 'obo-native'
 import { __internals } from 'obo-native'
 import * as librechat from 'obo-native/librechat'
-import { startMockIdp, faults, mintToken, GRANT_TYPE } from 'obo-native/testing'
+import { startMockIdp, faults, mintToken, GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE } from 'obo-native/testing'
 import type { MockIdp, MockFault, MockRequest } from 'obo-native/testing'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
@@ -277,3 +277,46 @@ async function clients(): Promise<void> {
   void [token, plain, graph, counters, endpoint, closing, closedAt]
 }
 void clients
+
+// ---- token exchange (RFC 8693) ----
+async function tokenExchange(): Promise<void> {
+  const keycloak: ConfigureOptions = {
+    issuer: 'https://sso.example.com/realms/librechat',
+    clientId: 'librechat',
+    clientSecret: 's',
+    grantType: 'token-exchange',
+    audience: ['mcp-a', 'mcp-b'],
+    resource: 'https://mcp.example.com/api',
+    subjectTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+    requestedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+    actorToken: async ({ clientId }: ClientAssertionRequest) => `actor-for-${clientId}`,
+    actorTokenType: 'urn:ietf:params:oauth:token-type:jwt',
+  }
+  configure(keycloak)
+  configure({ issuer: 'https://x.okta.com/oauth2/default', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', audience: 'api://default', actorToken: 'actor.jwt' })
+  createOboClient({ issuer: 'https://tenant.auth0.com/', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', subjectTokenType: 'urn:acme:legacy-token' })
+  await acquireOboToken({ assertion: 'a', scopes: 's', audience: 'mcp-a', resource: ['https://r.example.com/'] })
+  // @ts-expect-error audience applies to token exchange, not to the default jwt-bearer grant
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', audience: 'mcp-a' })
+  // @ts-expect-error no such grant
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', grantType: 'saml2-bearer' })
+  // @ts-expect-error audiences are strings
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', audience: [1] })
+  // @ts-expect-error the actor token function returns the token, not an object
+  configure({ issuer: 'https://i', clientId: 'c', clientSecret: 's', grantType: 'token-exchange', actorToken: () => ({ token: 'x' }) })
+  // @ts-expect-error a per-call resource is a string or strings
+  await acquireOboToken({ assertion: 'a', scopes: 's', resource: new URL('https://r.example.com/') })
+}
+void tokenExchange
+
+async function mockTokenExchange(): Promise<void> {
+  const idp: MockIdp = await startMockIdp({ tokenExchange: { audiences: ['mcp-a'], requireAudience: true } })
+  await startMockIdp({ tokenExchange: true })
+  const grant: 'urn:ietf:params:oauth:grant-type:token-exchange' = TOKEN_EXCHANGE_GRANT_TYPE
+  const expected: string = idp.expectedExchangeToken('subject', 'scope', { audience: ['mcp-a'] })
+  const audiences: string[] | undefined = idp.tokenRequests()[0]?.audiences
+  // @ts-expect-error tokenExchange is a flag or settings, not a grant type
+  await startMockIdp({ tokenExchange: 'urn:ietf:params:oauth:grant-type:token-exchange' })
+  void [grant, expected, audiences]
+}
+void mockTokenExchange

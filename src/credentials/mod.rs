@@ -24,8 +24,8 @@ pub(crate) mod test_pki;
 pub use federated::{FederatedTokenError, FederatedTokenFile, FEDERATED_TOKEN_FILE_ENV};
 pub use jwt::{AssertionAlgorithm, ClientAssertionSigner, SigningError, ASSERTION_LIFETIME, RENEW_BEFORE_EXPIRY};
 pub use source::{
-    AssertionCallback, AssertionFuture, AssertionRequest, ClientAssertionError, ClientAssertionSource,
-    CLIENT_ASSERTION_UNAVAILABLE,
+    AssertionCallback, AssertionFailure, AssertionFuture, AssertionRequest, ClientAssertionError,
+    ClientAssertionSource, CLIENT_ASSERTION_UNAVAILABLE,
 };
 
 /// The `client_assertion_type` that goes with a JWT `client_assertion`.

@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::federated::FederatedTokenFile;
 use super::jwt::ClientAssertionSigner;
@@ -22,7 +22,22 @@ pub struct AssertionRequest {
 }
 
 /// The answer of a host function: the assertion, or why there is none.
-pub type AssertionFuture = Pin<Box<dyn Future<Output = Result<Arc<str>, String>> + Send>>;
+pub type AssertionFuture = Pin<Box<dyn Future<Output = Result<Arc<str>, AssertionFailure>> + Send>>;
+
+/// Why a host function gave no assertion, and whether it says a later call
+/// may succeed (its error's own boolean `retryable`; false when it has none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssertionFailure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl AssertionFailure {
+    /// A failure the function did not qualify: not retryable.
+    pub fn new(message: impl Into<String>) -> AssertionFailure {
+        AssertionFailure { message: message.into(), retryable: false }
+    }
+}
 
 /// A `clientAssertion` function of the host (a vault, an HSM), bridged by the
 /// napi layer. It is called only when a request is about to be sent.
@@ -31,19 +46,31 @@ pub trait AssertionCallback: Send + Sync {
 }
 
 /// No client assertion could be had, so no request is sent. The message says
-/// where it failed and never holds an assertion.
+/// where it failed and never holds an assertion. It is never retried within
+/// the call; `retryable` tells the caller whether a later call may succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientAssertionError(String);
+pub struct ClientAssertionError {
+    message: String,
+    retryable: bool,
+}
 
 impl ClientAssertionError {
+    fn new(message: impl Into<String>) -> ClientAssertionError {
+        ClientAssertionError { message: message.into(), retryable: false }
+    }
+
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.retryable
     }
 }
 
 impl fmt::Display for ClientAssertionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -52,8 +79,10 @@ impl std::error::Error for ClientAssertionError {}
 /// The exchange fails without a request: nothing was sent, so nothing is retried for it.
 impl From<ClientAssertionError> for crate::error::ExchangeError {
     fn from(err: ClientAssertionError) -> Self {
-        crate::error::ExchangeError::failed(format!("OBO token request not sent: {}", err.0))
-            .with_code(CLIENT_ASSERTION_UNAVAILABLE)
+        let mut failure = crate::error::ExchangeError::failed(format!("OBO token request not sent: {}", err.message))
+            .with_code(CLIENT_ASSERTION_UNAVAILABLE);
+        failure.retryable = err.retryable;
+        failure
     }
 }
 
@@ -74,25 +103,43 @@ pub enum ClientAssertionSource {
 }
 
 impl ClientAssertionSource {
-    /// The assertion for a request to `token_endpoint` (the URL actually called).
-    pub async fn assertion(&self, token_endpoint: &str, client_id: &str) -> Result<Arc<str>, ClientAssertionError> {
+    /// The assertion for a request to `token_endpoint` (the URL actually
+    /// called). A host function has `deadline` to answer: its own, apart from
+    /// the request's, as a vault that never answers is not a slow provider.
+    pub async fn assertion(
+        &self,
+        token_endpoint: &str,
+        client_id: &str,
+        deadline: Duration,
+    ) -> Result<Arc<str>, ClientAssertionError> {
         match self {
             ClientAssertionSource::Certificate(signer) => signer
                 .assertion(token_endpoint, client_id, SystemTime::now())
-                .map_err(|why| ClientAssertionError(why.to_string())),
+                .map_err(|why| ClientAssertionError::new(why.to_string())),
             ClientAssertionSource::Fixed(assertion) => Ok(assertion.clone()),
             ClientAssertionSource::FederatedTokenFile(file) => {
-                file.assertion().map_err(|why| ClientAssertionError(why.to_string()))
+                file.assertion().map_err(|why| ClientAssertionError::new(why.to_string()))
             }
             ClientAssertionSource::Callback(callback) => {
                 let request =
                     AssertionRequest { client_id: client_id.to_owned(), token_endpoint: token_endpoint.to_owned() };
-                match callback.call(request).await {
-                    Ok(assertion) if !assertion.trim().is_empty() => Ok(assertion),
-                    Ok(_) => {
-                        Err(ClientAssertionError("the clientAssertion function returned an empty assertion".into()))
-                    }
-                    Err(why) => Err(ClientAssertionError(format!("the clientAssertion function failed: {why}"))),
+                match tokio::time::timeout(deadline, callback.call(request)).await {
+                    Err(_) => Err(ClientAssertionError::new(format!(
+                        "the clientAssertion function did not settle within {} ms (timeoutMs)",
+                        deadline.as_millis()
+                    ))),
+                    // Trimmed, as a fixed string and the federated file are.
+                    Ok(Ok(assertion)) => match assertion.trim() {
+                        "" => {
+                            Err(ClientAssertionError::new("the clientAssertion function returned an empty assertion"))
+                        }
+                        trimmed if trimmed.len() == assertion.len() => Ok(assertion),
+                        trimmed => Ok(Arc::from(trimmed)),
+                    },
+                    Ok(Err(failure)) => Err(ClientAssertionError {
+                        message: format!("the clientAssertion function failed: {}", failure.message),
+                        retryable: failure.retryable,
+                    }),
                 }
             }
         }
@@ -148,7 +195,7 @@ mod tests {
     impl AssertionCallback for Recording {
         fn call(&self, request: AssertionRequest) -> AssertionFuture {
             self.calls.lock().push(request);
-            let answer = self.answer.map(Arc::from).map_err(str::to_owned);
+            let answer = self.answer.map(Arc::from).map_err(AssertionFailure::new);
             Box::pin(async move { answer })
         }
     }
@@ -159,11 +206,12 @@ mod tests {
     }
 
     const ENDPOINT: &str = "https://login.example/tenant/oauth2/v2.0/token";
+    const DEADLINE: Duration = Duration::from_secs(5);
 
     #[tokio::test]
     async fn a_function_is_asked_with_the_client_and_the_endpoint() {
         let (recording, source) = callback(Ok("vault.signed.jwt"));
-        assert_eq!(&*source.assertion(ENDPOINT, "app").await.unwrap(), "vault.signed.jwt");
+        assert_eq!(&*source.assertion(ENDPOINT, "app", DEADLINE).await.unwrap(), "vault.signed.jwt");
         assert_eq!(
             *recording.calls.lock(),
             vec![AssertionRequest { client_id: "app".into(), token_endpoint: ENDPOINT.into() }]
@@ -174,20 +222,58 @@ mod tests {
     async fn a_failing_or_empty_function_is_an_error() {
         let (_, failing) = callback(Err("vault unreachable"));
         assert_eq!(
-            failing.assertion(ENDPOINT, "app").await.unwrap_err().message(),
+            failing.assertion(ENDPOINT, "app", DEADLINE).await.unwrap_err().message(),
             "the clientAssertion function failed: vault unreachable"
         );
         let (_, empty) = callback(Ok("  "));
         assert_eq!(
-            empty.assertion(ENDPOINT, "app").await.unwrap_err().message(),
+            empty.assertion(ENDPOINT, "app", DEADLINE).await.unwrap_err().message(),
             "the clientAssertion function returned an empty assertion"
         );
     }
 
     #[tokio::test]
+    async fn a_functions_assertion_is_trimmed() {
+        let (_, padded) = callback(Ok(" \n vault.signed.jwt\t "));
+        assert_eq!(&*padded.assertion(ENDPOINT, "app", DEADLINE).await.unwrap(), "vault.signed.jwt");
+    }
+
+    struct Silent;
+
+    impl AssertionCallback for Silent {
+        fn call(&self, _: AssertionRequest) -> AssertionFuture {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_function_that_never_settles_misses_its_own_deadline_and_is_not_retryable() {
+        let source = ClientAssertionSource::Callback(Arc::new(Silent));
+        let err = source.assertion(ENDPOINT, "app", Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!(err.message(), "the clientAssertion function did not settle within 50 ms (timeoutMs)");
+        assert!(!err.retryable());
+    }
+
+    #[tokio::test]
+    async fn a_function_decides_whether_its_failure_is_retryable() {
+        struct Qualified(bool);
+        impl AssertionCallback for Qualified {
+            fn call(&self, _: AssertionRequest) -> AssertionFuture {
+                let failure = AssertionFailure { message: "vault timed out".into(), retryable: self.0 };
+                Box::pin(async move { Err(failure) })
+            }
+        }
+        for retryable in [true, false] {
+            let source = ClientAssertionSource::Callback(Arc::new(Qualified(retryable)));
+            let err = crate::error::ExchangeError::from(source.assertion(ENDPOINT, "app", DEADLINE).await.unwrap_err());
+            assert_eq!((err.retryable, err.code.as_deref()), (retryable, Some(CLIENT_ASSERTION_UNAVAILABLE)));
+        }
+    }
+
+    #[tokio::test]
     async fn a_fixed_assertion_is_sent_as_is_and_never_shown() {
         let source = ClientAssertionSource::Fixed("fixed.client.assertion".into());
-        assert_eq!(&*source.assertion(ENDPOINT, "app").await.unwrap(), "fixed.client.assertion");
+        assert_eq!(&*source.assertion(ENDPOINT, "app", DEADLINE).await.unwrap(), "fixed.client.assertion");
         assert_eq!(source.fixed_secret(), Some("fixed.client.assertion"));
         assert_eq!(format!("{source:?}"), "Fixed([redacted])");
     }

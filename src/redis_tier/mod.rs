@@ -20,6 +20,7 @@ mod client;
 mod crypto;
 mod lock;
 mod options;
+mod ordered;
 mod wait;
 
 #[cfg(test)]
@@ -37,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::wall_clock_ms;
 
-pub use breaker::BreakerPolicy;
+pub use breaker::{BreakerPolicy, Notice};
 pub use lock::{LockAttempt, LockGuard};
 pub use options::{ConfigError, RedisOptions, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT};
 
@@ -94,6 +95,7 @@ pub enum Shared {
 }
 
 /// Counters since the tier was created. Every `get`, `lookup` and `wait_for`
+/// (not `get_again`, the second look of a call already counted)
 /// counts one hit or one miss; `errors` counts failed or timed-out Redis operations
 /// (whatever the call); `lock_waits` counts calls of `wait_for`;
 /// `lock_renewals` counts the leases this process's lock holders renewed.
@@ -167,6 +169,21 @@ enum Peek {
     Unavailable,
 }
 
+/// What went wrong with a Redis operation, in words that hold no address,
+/// user name or password (the client library's own texts may quote them).
+fn failure(err: &redis::RedisError) -> String {
+    let what = if err.is_connection_refusal() {
+        "connection refused"
+    } else if err.is_timeout() {
+        "timed out"
+    } else if err.is_connection_dropped() {
+        "connection dropped"
+    } else {
+        err.category()
+    };
+    what.to_owned()
+}
+
 impl Inner {
     /// Runs one Redis operation within the budget, through the breaker.
     async fn call<T>(&self, operation: impl Future<Output = RedisResult<T>>) -> Option<T> {
@@ -176,19 +193,30 @@ impl Inner {
                 permit.succeeded();
                 Some(value)
             }
-            Ok(Err(_)) | Err(_) => {
-                permit.failed();
+            Ok(Err(err)) => {
+                permit.failed(&failure(&err));
+                bump(&self.counters.errors);
+                None
+            }
+            Err(_) => {
+                permit.failed(&format!("no answer within {} ms (redisTimeoutMs)", self.timeout.as_millis()));
                 bump(&self.counters.errors);
                 None
             }
         }
     }
 
+    /// What the breaker opened on, when it did, once.
+    fn take_notices(&self) -> Vec<Notice> {
+        self.breaker.take_notices()
+    }
+
     fn names(&self, key: &[u8]) -> KeyNames {
         self.sealer.key_names(&self.prefix, key)
     }
 
-    fn open_token(&self, name: &str, sealed: &[u8]) -> Option<SharedToken> {
+    fn open_token(&self, name: &str, stored: &[u8]) -> Option<SharedToken> {
+        let (_, sealed) = ordered::split(stored)?;
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
         (token.serve_until_ms > wall_clock_ms()).then_some(token)
     }
@@ -270,6 +298,16 @@ impl RedisTier {
         inner.count(sealed.and_then(|sealed| inner.open_token(&name, &sealed)))
     }
 
+    /// [`RedisTier::get`] for a call whose [`RedisTier::lookup`] already
+    /// counted its miss (the look again after taking the lock): not counted,
+    /// so that a cold exchange counts one miss.
+    pub async fn get_again(&self, key: &[u8]) -> Option<SharedToken> {
+        let inner = &*self.inner;
+        let name = inner.names(key).token;
+        let sealed = inner.call(inner.backend.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name))).await.flatten();
+        sealed.and_then(|sealed| inner.open_token(&name, &sealed))
+    }
+
     /// The token of `key`, else its throttle: what a cold call needs to know
     /// before it takes the lock, in one round trip (the names share a slot).
     pub async fn lookup(&self, key: &[u8]) -> Shared {
@@ -287,13 +325,21 @@ impl RedisTier {
         }
     }
 
-    /// Stores `token` until its `serve_until_ms` (nothing when that has passed),
-    /// then announces it to the waiters of `key`.
-    pub async fn put(&self, key: &[u8], token: &SharedToken) {
+    /// Stores `token`, from an exchange that began at `begun_us`, until its
+    /// `serve_until_ms` (nothing when that has passed), then announces it to
+    /// the waiters of `key`; unless Redis holds a token from an exchange that
+    /// began later, which stays (see [`ordered`]).
+    pub async fn put(&self, key: &[u8], token: &SharedToken, begun_us: u64) {
         let inner = &*self.inner;
         let names = inner.names(key);
+        let ttl_ms = token.serve_until_ms.saturating_sub(wall_clock_ms());
+        if ttl_ms == 0 {
+            return;
+        }
         let plaintext = serde_json::to_vec(token).expect("a SharedToken serialises");
-        if inner.set_expiring(&names.token, &plaintext, token.serve_until_ms).await {
+        let stored = ordered::join(begun_us, &inner.sealer.seal(&names.token, &plaintext));
+        let put = ordered::put_unless_newer(&names.token, &stored, begun_us, ttl_ms);
+        if inner.call(inner.backend.query::<i64>(&put)).await == Some(1) {
             inner.call(inner.backend.query::<i64>(redis::cmd("PUBLISH").arg(&names.channel).arg("t"))).await;
         }
     }
@@ -376,6 +422,12 @@ impl RedisTier {
         let name = inner.names(key).throttle;
         let plaintext = serde_json::to_vec(throttle).expect("a SharedThrottle serialises");
         inner.set_expiring(&name, &plaintext, throttle.until_ms).await;
+    }
+
+    /// What the operator should hear of since the last time asked: the breaker
+    /// opening, Redis answering again. One notice per change, never per call.
+    pub fn take_notices(&self) -> Vec<Notice> {
+        self.inner.take_notices()
     }
 
     /// False while the breaker keeps calls away from Redis.

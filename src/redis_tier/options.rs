@@ -171,8 +171,8 @@ impl RedisOptions {
     }
 
     /// From LibreChat's environment (`USE_REDIS`, `REDIS_URI`, `USE_REDIS_CLUSTER`,
-    /// `REDIS_KEY_PREFIX`, `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_CA`,
-    /// `CREDS_KEY`). The environment cannot throw at anyone: an unusable setting
+    /// `REDIS_KEY_PREFIX` or `REDIS_KEY_PREFIX_VAR`, `REDIS_USERNAME`,
+    /// `REDIS_PASSWORD`, `REDIS_CA`, `CREDS_KEY`). The environment cannot throw at anyone: an unusable setting
     /// gives no tier and a warning to log once.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> (Option<RedisOptions>, Option<String>) {
         if !is_enabled(var("USE_REDIS")) {
@@ -191,10 +191,21 @@ impl RedisOptions {
             },
         };
         let non_blank = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        // As LibreChat's cacheConfig: REDIS_KEY_PREFIX_VAR names the variable
+        // that holds the prefix (a deployment id); both set is refused.
+        let key_prefix =
+            match (non_blank("REDIS_KEY_PREFIX_VAR"), non_blank("REDIS_KEY_PREFIX")) {
+                (Some(_), Some(_)) => return warn(
+                    "both REDIS_KEY_PREFIX_VAR and REDIS_KEY_PREFIX are set, and LibreChat refuses to start with both"
+                        .into(),
+                ),
+                (Some(name), None) => non_blank(&name).unwrap_or_default(),
+                (None, prefix) => prefix.unwrap_or_default(),
+            };
         let settings = Settings {
             uri_text,
             cluster: is_enabled(var("USE_REDIS_CLUSTER")),
-            key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_default(),
+            key_prefix,
             username: non_blank("REDIS_USERNAME"),
             password: non_blank("REDIS_PASSWORD"),
             ca_path: non_blank("REDIS_CA"),
@@ -278,11 +289,27 @@ fn read_ca(path: &str, option: &'static str) -> Result<Vec<u8>, ConfigError> {
     Ok(pem)
 }
 
+/// The `CREDS_KEY` of LibreChat's `.env.example`, copied into many public
+/// deployment files: anyone can read it, so it protects nothing.
+const LIBRECHAT_EXAMPLE_KEY: &str = "f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0";
+
 fn parse_encryption_key(text: &str, option: &'static str) -> Result<[u8; 32], ConfigError> {
     let bytes = text.as_bytes();
     let invalid = || ConfigError::new(option, "must be 64 hexadecimal characters (32 bytes)");
     if bytes.len() != 64 {
         return Err(invalid());
+    }
+    let generate = "generate one with `openssl rand -hex 32`";
+    if text.eq_ignore_ascii_case(LIBRECHAT_EXAMPLE_KEY) {
+        return Err(ConfigError::new(
+            option,
+            format!(
+                "is the example value of LibreChat's .env.example, published with it: it cannot protect tokens in Redis; {generate}"
+            ),
+        ));
+    }
+    if bytes.iter().all(|byte| byte.eq_ignore_ascii_case(&bytes[0])) {
+        return Err(ConfigError::new(option, format!("is one character repeated, not a secret key; {generate}")));
     }
     let mut key = [0u8; 32];
     for (i, pair) in bytes.chunks_exact(2).enumerate() {
@@ -378,6 +405,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn librechats_example_key_and_repeated_characters_are_refused_naming_the_key() {
+        let example = "f34be427ebb29de8d88c107a71546019685ed8b241d8f2ed00c3df97ad2566f0";
+        for key in [example.to_owned(), example.to_uppercase(), "0".repeat(64), "aA".repeat(32)] {
+            let err = options(json!({ "redisUri": "redis://127.0.0.1:1", "cacheEncryptionKey": key })).unwrap_err();
+            assert_eq!(err.option, "cacheEncryptionKey");
+            assert!(err.message.starts_with("configure: option \"cacheEncryptionKey\" is "), "{}", err.message);
+            assert!(err.message.contains("openssl rand -hex 32") && !err.message.contains(&key), "{}", err.message);
+        }
+        for pairs in [
+            &[("USE_REDIS", "true"), ("REDIS_URI", "redis://h:1"), ("CREDS_KEY", example)][..],
+            &[
+                ("USE_REDIS", "true"),
+                ("REDIS_URI", "redis://h:1"),
+                ("CREDS_KEY", "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"),
+            ][..],
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            let (o, warning) = RedisOptions::from_env(env(pairs));
+            assert!(o.is_none());
+            let warning = warning.unwrap();
+            assert!(warning.starts_with("USE_REDIS is set, but CREDS_KEY: is "), "{warning}");
+            assert!(warning.ends_with("running without the shared Redis tier"), "{warning}");
+        }
+        assert!(options(json!({ "redisUri": "redis://127.0.0.1:1", "cacheEncryptionKey": "0f".repeat(32) })).is_ok());
+    }
+
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
@@ -401,6 +455,23 @@ mod tests {
             None
         );
         assert!(RedisOptions::from_env(env(&[("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)])).1.is_none());
+    }
+
+    #[test]
+    fn redis_key_prefix_var_names_the_variable_that_holds_the_prefix_as_in_librechat() {
+        let base = [("USE_REDIS", "true"), ("REDIS_URI", "redis://h:1"), ("CREDS_KEY", KEY)];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let pairs: &'static [(&str, &str)] = Box::leak([&base[..], extra].concat().into_boxed_slice());
+            RedisOptions::from_env(env(pairs))
+        };
+        let (o, warning) = with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID"), ("DEPLOYMENT_ID", "prod-eu-7")]);
+        assert_eq!((o.unwrap().key_prefix.as_str(), warning), ("prod-eu-7", None));
+        // A variable that is unset or empty: no prefix, as LibreChat.
+        assert_eq!(with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID")]).0.unwrap().key_prefix, "");
+        assert_eq!(with(&[("REDIS_KEY_PREFIX", "lc:")]).0.unwrap().key_prefix, "lc:");
+        let (o, warning) = with(&[("REDIS_KEY_PREFIX_VAR", "DEPLOYMENT_ID"), ("REDIS_KEY_PREFIX", "lc:")]);
+        assert!(o.is_none());
+        assert!(warning.unwrap().contains("both REDIS_KEY_PREFIX_VAR and REDIS_KEY_PREFIX are set"));
     }
 
     #[test]

@@ -107,7 +107,7 @@ async fn tokens_and_throttles_round_trip_expire_and_are_stored_unreadable() {
 
     assert_eq!(tier.get(&key).await, None);
     let stored = token(Duration::from_secs(600));
-    tier.put(&key, &stored).await;
+    tier.put(&key, &stored, 1).await;
     assert_eq!(tier.get(&key).await, Some(stored.clone()));
     assert_eq!(tier.get(&engine_key("someone-else")).await, None);
 
@@ -128,9 +128,24 @@ async fn tokens_and_throttles_round_trip_expire_and_are_stored_unreadable() {
     assert_eq!(dump(&server.uri()).await.len(), 2);
 
     // A token past its serve-until is never stored, and one read after it is a miss.
-    tier.put(&engine_key("expired"), &SharedToken { serve_until_ms: wall_clock_ms() - 1, ..stored.clone() }).await;
+    tier.put(&engine_key("expired"), &SharedToken { serve_until_ms: wall_clock_ms() - 1, ..stored.clone() }, 1).await;
     assert_eq!(dump(&server.uri()).await.len(), 2);
     assert_eq!(tier.stats(), RedisStats { hits: 2, misses: 4, errors: 0, lock_waits: 0, lock_renewals: 0 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_never_replaced_by_one_from_an_exchange_that_began_before_it() {
+    require_redis!("a_token_is_never_replaced_by_one_from_an_exchange_that_began_before_it");
+    let server = RedisServer::start();
+    let tier = tier(options(&server.uri(), KEY_HEX));
+    let key = engine_key(SUBJECT);
+    let named = |text: &str| SharedToken { access_token: text.into(), ..token(Duration::from_secs(600)) };
+    tier.put(&key, &named("claims"), 2_000).await;
+    tier.put(&key, &named("plain, begun before"), 1_000).await;
+    assert_eq!(tier.get(&key).await.unwrap().access_token, "claims");
+    tier.put(&key, &named("begun after"), 3_000).await;
+    assert_eq!(tier.get(&key).await.unwrap().access_token, "begun after");
+    assert_eq!(tier.stats().errors, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +155,7 @@ async fn a_value_under_another_encryption_key_or_another_name_is_a_miss() {
     let ours = tier(options(&server.uri(), KEY_HEX));
     let rotated = tier(options(&server.uri(), OTHER_KEY_HEX));
     let (key, other_key) = (engine_key(SUBJECT), engine_key("another-user"));
-    ours.put(&key, &token(Duration::from_secs(600))).await;
+    ours.put(&key, &token(Duration::from_secs(600)), 1).await;
     assert_eq!(rotated.get(&key).await, None, "another key computes other names");
 
     // Copy the sealed value under the names a reader would look up.
@@ -256,7 +271,7 @@ async fn a_waiter_is_woken_by_the_published_token_well_before_its_next_poll() {
     }
     let stored = token(Duration::from_secs(600));
     let published = Instant::now();
-    holder.put(&key, &stored).await;
+    holder.put(&key, &stored, 1).await;
     guard.release().await;
     assert_eq!(waiting.await.unwrap(), Some(stored));
     assert!(published.elapsed() < Duration::from_secs(10), "woken after {:?}", published.elapsed());
@@ -288,7 +303,7 @@ async fn a_dead_or_frozen_server_costs_one_budget_per_call_until_the_breaker_ope
         opts.breaker = BreakerPolicy { failures_to_open: 2, cool_down: Duration::from_secs(600) };
         let tier = tier(opts);
         let key = engine_key(SUBJECT);
-        tier.put(&key, &token(Duration::from_secs(600))).await;
+        tier.put(&key, &token(Duration::from_secs(600)), 1).await;
         assert!(tier.get(&key).await.is_some());
         if frozen {
             server.pause();
@@ -306,7 +321,7 @@ async fn a_dead_or_frozen_server_costs_one_budget_per_call_until_the_breaker_ope
         assert_eq!(tier.get(&key).await, None);
         assert!(matches!(tier.try_lock(&key, Duration::from_secs(1)).await, LockAttempt::Unavailable));
         assert_eq!(tier.wait_for(&key, Duration::from_secs(30)).await, None);
-        tier.put(&key, &token(Duration::from_secs(600))).await;
+        tier.put(&key, &token(Duration::from_secs(600)), 1).await;
         assert!(started.elapsed() < budget, "an open breaker does not wait: {:?}", started.elapsed());
         assert_eq!(tier.stats().errors, 2);
         if frozen {
@@ -324,14 +339,14 @@ async fn the_tier_recovers_when_the_server_comes_back() {
     let tier = tier(opts);
     let key = engine_key(SUBJECT);
     let stored = token(Duration::from_secs(600));
-    tier.put(&key, &stored).await;
+    tier.put(&key, &stored, 1).await;
     server.kill();
     assert_eq!(tier.get(&key).await, None);
     assert!(!tier.is_available());
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        tier.put(&key, &stored).await;
+        tier.put(&key, &stored, 1).await;
         if tier.get(&key).await.is_some() {
             break;
         }
@@ -349,7 +364,7 @@ async fn credentials_from_the_options_or_the_uri_authenticate_and_a_wrong_one_is
     let key = engine_key(SUBJECT);
     let stored = token(Duration::from_secs(600));
     let in_uri = tier(options(&format!("redis://:s3cret-pass@127.0.0.1:{}", server.port), KEY_HEX));
-    in_uri.put(&key, &stored).await;
+    in_uri.put(&key, &stored, 1).await;
     let mut in_options = options(&server.uri(), KEY_HEX);
     in_options.password = Some("s3cret-pass".into());
     assert_eq!(tier(in_options).get(&key).await, Some(stored));
@@ -372,7 +387,7 @@ async fn a_cluster_shares_tokens_locks_throttles_and_wake_ups() {
     let stored = token(Duration::from_secs(600));
     let keys: Vec<Vec<u8>> = (0..24).map(|i| engine_key(&format!("{SUBJECT}-{i}"))).collect();
     for key in &keys {
-        first.put(key, &stored).await;
+        first.put(key, &stored, 1).await;
     }
     for key in &keys {
         assert_eq!(second.get(key).await, Some(stored.clone()));
@@ -405,7 +420,7 @@ async fn a_cluster_shares_tokens_locks_throttles_and_wake_ups() {
         }
         tokio::task::yield_now().await;
     }
-    first.put(&cold, &stored).await;
+    first.put(&cold, &stored, 1).await;
     guard.release().await;
     assert_eq!(waiting.await.unwrap(), Some(stored));
 
@@ -434,7 +449,7 @@ async fn rediss_trusts_the_configured_ca_and_refuses_an_unknown_one() {
     .unwrap()
     .unwrap();
     let trusted = tier(with_ca);
-    trusted.put(&key, &stored).await;
+    trusted.put(&key, &stored, 1).await;
     assert_eq!(trusted.get(&key).await, Some(stored));
     assert_eq!(trusted.stats().errors, 0);
 
