@@ -422,12 +422,11 @@ function makeClient(handle, where) {
   }
 
   function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry, target = '') {
-    const at = Date.now();
-    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at, target);
+    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, undefined, target);
     if (entry === undefined) return undefined;
     countHit();
     if (logger !== null) logHit(subject);
-    const left = Math.ceil((entry.expiresAt - at) / 1000);
+    const left = Math.ceil((entry.expiresAt - memo.now) / 1000);
     return tokenResult(entry.token, left < entry.granted ? left : entry.granted, scopes, entry.expiresAt, withExpiry);
   }
 

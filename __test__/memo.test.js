@@ -98,6 +98,25 @@ describe('memo', () => {
     expect([memo.size, memo.subjects]).toEqual([0, 0]);
   });
 
+  it('reads the wall clock only for a subject it holds, and judges expiry by it', () => {
+    const generations = new Uint32Array(8);
+    const memo = new Memo(generations, 100);
+    memo.remember('sub', 's', 't', 'i', 'a', hit('tok', 1, generations, { serveUntilMs: 5000 }));
+    const clock = jest.spyOn(Date, 'now').mockReturnValue(4999);
+    try {
+      // A fan-out's callers miss the memo by the thousand: no clock read for them.
+      expect(memo.get('someone-else', 's', 't', 'i', 'a')).toBeUndefined();
+      expect(clock).not.toHaveBeenCalled();
+      expect(memo.get('sub', 's', 't', 'i', 'a').token).toBe('tok');
+      expect([clock.mock.calls.length, memo.now]).toEqual([1, 4999]);
+      clock.mockReturnValue(5000);
+      expect(memo.get('sub', 's', 't', 'i', 'a')).toBeUndefined();
+      expect(memo.size).toBe(0);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   it('starts again when full, and a replaced entry does not count twice', () => {
     const generations = new Uint32Array(8);
     const memo = new Memo(generations, 3);

@@ -31,16 +31,24 @@ class Memo {
      */
     this.bySubject = new Map();
     this.size = 0;
+    /** The wall-clock time (ms) the last `get` that found an entry judged it by. */
+    this.now = 0;
   }
 
-  /** The valid entry for this call, or undefined. Stale entries are dropped. */
-  get(subject, scopes, tenant, issuer, assertion, now, target = '') {
+  /**
+   * The valid entry for this call, or undefined. Stale entries are dropped.
+   * `now` (ms) defaults to the wall clock, read only when an entry is found:
+   * `Date.now()` costs ~70 ns, which each of a fan-out's thousands of
+   * callers (none of them a memo hit) would otherwise pay.
+   */
+  get(subject, scopes, tenant, issuer, assertion, now = undefined, target = '') {
     const held = this.bySubject.get(subject);
     if (held === undefined) return undefined;
     const entry = held instanceof Map ? held.get(scopes) : held.scopes === scopes ? held : undefined;
     if (entry === undefined) return undefined;
+    const at = (this.now = now === undefined ? Date.now() : now);
     const generations = this.generations;
-    if (generations[0] !== entry.epoch || generations[entry.slot] !== entry.generation || now >= entry.serveUntil) {
+    if (generations[0] !== entry.epoch || generations[entry.slot] !== entry.generation || at >= entry.serveUntil) {
       this.drop(subject, held, scopes);
       return undefined;
     }
