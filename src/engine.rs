@@ -879,6 +879,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_finds_its_cached_token_from_the_digest_it_was_made_with() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        assert!(engine.cached(&request("u", true)).is_none());
+        run(&engine, request("u", true)).await.0.unwrap();
+        let hit = engine.cached(&request("u", true)).unwrap();
+        assert_eq!((&*hit.access_token, hit.stamp), ("tok", lookup(&engine, "u").unwrap().stamp));
+        assert!(engine.cached(&request_for(identity("u"), "another-assertion", true)).is_none());
+        assert!(engine.cached(&request("v", true)).is_none());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // Two reads that hit (cached and lookup), one miss counted by the exchange.
+        let stats = engine.stats();
+        assert_eq!((stats.cache_hits, stats.cache_misses), (2, 1));
+    }
+
+    #[tokio::test]
     async fn a_claims_challenge_skips_the_cache_and_its_token_is_stored() {
         let second = r#"{"access_token":"fresh","expires_in":"1800"}"#;
         let (url, count) = provider(vec![(200, "", TOKEN), (200, "", second)], Duration::ZERO).await;

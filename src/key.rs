@@ -186,6 +186,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_from_the_digest_a_call_made_is_the_key_of_its_assertion() {
+        let identity = Identity::new("tenant-a", "issuer", "user-1");
+        let grant = GrantKey::of("te", &["api://a".to_owned()], &[], "at");
+        let digest = AssertionDigest::of("assertion-1");
+        assert_eq!(
+            CacheKey::with_digest(&identity, "scope", &digest, &grant),
+            CacheKey::new(&identity, "scope", "assertion-1", &grant)
+        );
+        assert_ne!(
+            CacheKey::with_digest(&identity, "scope", &AssertionDigest::of("assertion-2"), &grant),
+            CacheKey::new(&identity, "scope", "assertion-1", &grant)
+        );
+        assert_eq!(format!("{digest:?}"), "AssertionDigest(…)");
+    }
+
+    #[test]
     fn debug_shows_only_a_prefix() {
         let text = format!("{:?}", key("tenant-a", "issuer", "user-1", "scope", "secret-assertion"));
         assert!(text.starts_with("CacheKey(") && text.chars().count() < 20, "{text}");
