@@ -513,12 +513,11 @@ function makeClient(handle, where) {
   }
 
   function fromMemo(subject, scopes, tenant, issuer, accessToken, withExpiry, target = '') {
-    const at = Date.now();
-    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, at, target);
+    const entry = memo.get(subject, scopes, tenant, issuer, accessToken, undefined, target);
     if (entry === undefined) return undefined;
     countHit();
     if (logger !== null) logHit(subject);
-    const left = Math.ceil((entry.expiresAt - at) / 1000);
+    const left = Math.ceil((entry.expiresAt - memo.now) / 1000);
     return tokenResult(entry.token, left < entry.granted ? left : entry.granted, scopes, entry.expiresAt, withExpiry);
   }
 
@@ -548,7 +547,11 @@ function makeClient(handle, where) {
   /** This client's channel for the news of its exchanges (an opaque native handle). */
   const channel = native.onCompletion(complete);
 
-  /** The native outcome of one exchange: at once when it cannot start, else when it finishes. */
+  /**
+   * One call into the addon for a call the memo could not answer: the native
+   * cache's hit (with what the memo needs: `slot`, `generation`…) or an
+   * outcome that could not start, at once; else a promise of the outcome.
+   */
   function startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources) {
     const id = (nextCallId = (nextCallId + 1) >>> 0);
     const env = generations === null || generations[native.ENV_SLOT] !== 0 ? openIdEnv() : undefined;
@@ -634,8 +637,10 @@ function makeClient(handle, where) {
   }
 
   /**
-   * The miss path: joins this thread's exchange under way for the same key, or
-   * starts one. Each caller gets its own result or Error.
+   * What the memo could not answer: joins this thread's exchange under way
+   * for the same key, or makes the one call into the addon, which answers
+   * from the native cache or starts an exchange. Each caller gets its own
+   * result or Error.
    */
   function exchangeNatively(
     tenant,
@@ -653,39 +658,53 @@ function makeClient(handle, where) {
     const joinable = fromCache && claims === undefined && generations !== null;
     if (joinable) {
       const flight = findFlight(subject, scopes, tenant, issuer, accessToken, target);
-      if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+      if (flight !== undefined) return joinFlight(flight, subject, withExpiry);
     }
-    const outcome = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
-    if (typeof outcome.then === 'function') {
-      if (joinable) {
-        const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome };
-        addFlight(subject, scopes, flight);
-        outcome.then(() => removeFlight(subject, scopes, flight));
-      } else if (generations !== null) {
-        // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
-        // brings: calls from now on are answered from the cache, not by joining that flight.
-        outcome.then((settled) => {
-          if (settled.failure) return;
-          const older = findFlight(subject, scopes, tenant, issuer, accessToken, target);
-          if (older !== undefined) removeFlight(subject, scopes, older);
-        });
-      }
+    const answer = startExchange(tenant, issuer, subject, scopes, accessToken, fromCache, claims, audiences, resources);
+    if (answer.slot !== undefined) {
+      // A native cache hit: only a hit carries the memo's generation slot.
+      if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, answer, target);
+      if (logger !== null) logHit(subject);
+      return Promise.resolve(tokenResult(answer.accessToken, answer.expiresIn, scopes, answer.expiresAtMs, withExpiry));
     }
-    return settleWith(outcome, scopes, withExpiry);
+    const results = settlers(scopes);
+    if (typeof answer.then !== 'function') return Promise.resolve(answer).then(results[withExpiry ? 1 : 0]);
+    if (joinable) {
+      const flight = { tenant, issuer, assertion: accessToken, target, epoch: generations[0], outcome: answer, results };
+      addFlight(subject, scopes, flight);
+      answer.then(() => removeFlight(subject, scopes, flight));
+    } else if (generations !== null) {
+      // A claims challenge's or a forced refresh's token is newer than what a flight begun before it
+      // brings: calls from now on are answered from the cache, not by joining that flight.
+      answer.then((settled) => {
+        if (settled.failure) return;
+        const older = findFlight(subject, scopes, tenant, issuer, accessToken, target);
+        if (older !== undefined) removeFlight(subject, scopes, older);
+      });
+    }
+    return answer.then(results[withExpiry ? 1 : 0]);
   }
 
-  function joinFlight(flight, subject, scopes, withExpiry) {
+  function joinFlight(flight, subject, withExpiry) {
     joinsWithoutNativeCall++;
     countJoin();
     if (logger !== null) log(logger, 'debug', `[OboTokenService] Joining in-flight OBO exchange for user: ${subject}`);
-    return settleWith(flight.outcome, scopes, withExpiry);
+    return flight.outcome.then(flight.results[withExpiry ? 1 : 0]);
   }
 
-  /** `async` so that the promise belongs to this module's realm (the caller's), as the JavaScript service's did. */
-  async function settleWith(pending, scopes, withExpiry) {
-    const outcome = await pending;
-    if (outcome.failure) throw toError(outcome.failure);
-    return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
+  /**
+   * The two ways an outcome becomes a caller's result (without and with
+   * `expires_at`), made once per exchange and shared by the callers that join
+   * it. Each caller still gets a result object or Error of its own (callers
+   * may change theirs), through `then` on the outcome: no async function,
+   * and no closure per caller, which a fan-out of thousands would pay for.
+   */
+  function settlers(scopes) {
+    const settle = (outcome, withExpiry) => {
+      if (outcome.failure) throw toError(outcome.failure);
+      return tokenResult(outcome.accessToken, outcome.expiresIn, scopes, outcome.expiresAtMs, withExpiry);
+    };
+    return [(outcome) => settle(outcome, false), (outcome) => settle(outcome, true)];
   }
 
   /**
@@ -716,19 +735,11 @@ function makeClient(handle, where) {
       if (hit !== undefined) return Promise.resolve(hit);
       // The same strings as a flight's, which were checked when it began.
       const flight = findFlight(subject, scopes, tenant, issuer, accessToken);
-      if (flight !== undefined) return joinFlight(flight, subject, scopes, withExpiry);
+      if (flight !== undefined) return joinFlight(flight, subject, withExpiry);
     }
     const invalid = checkArguments(accessToken, scopes) || checkEncodable(accessToken, scopes);
     if (invalid) return Promise.reject(invalid);
     try {
-      if (fromCache) {
-        const hit = native.lookup(handle, tenant, issuer, subject, scopes, accessToken);
-        if (hit) {
-          if (memo !== null) memo.remember(subject, scopes, tenant, issuer, accessToken, hit);
-          if (logger !== null) logHit(subject);
-          return Promise.resolve(tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, withExpiry));
-        }
-      }
       return exchangeNatively(tenant, issuer, subject, scopes, accessToken, Boolean(fromCache), withExpiry);
     } catch (err) {
       return Promise.reject(err);
@@ -792,17 +803,9 @@ function makeClient(handle, where) {
     const challenge = claims === undefined || claims === null ? undefined : claims;
     const fromCache = !forceRefresh && challenge === undefined;
     const target = targetText(audiences, resources);
-    if (fromCache) {
-      if (memo !== null) {
-        const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true, target);
-        if (hit !== undefined) return hit;
-      }
-      const hit = native.lookup(handle, tenant, issuer, subject, scopes, assertion, audiences, resources);
-      if (hit) {
-        if (memo !== null) memo.remember(subject, scopes, tenant, issuer, assertion, hit, target);
-        if (logger !== null) logHit(subject);
-        return tokenResult(hit.accessToken, hit.expiresIn, scopes, hit.expiresAtMs, true);
-      }
+    if (fromCache && memo !== null) {
+      const hit = fromMemo(subject, scopes, tenant, issuer, assertion, true, target);
+      if (hit !== undefined) return hit;
     }
     const pending = exchangeNatively(
       tenant,

@@ -72,6 +72,51 @@ describe('memo', () => {
     expect(memo.get('sub', 'two', 't', 'i', 'a', Date.now()).token).toBe('tok-2');
   });
 
+  it('answers each scope of a subject its own token, whether the subject holds one scope or several', () => {
+    const generations = new Uint32Array(8);
+    const memo = new Memo(generations, 100);
+    const now = Date.now();
+    memo.remember('sub', 'one', 't', 'i', 'a', hit('tok-1', 1, generations));
+    memo.remember('sub', 'one', 't', 'i', 'a', hit('tok-1b', 1, generations));
+    expect([memo.size, memo.subjects]).toEqual([1, 1]);
+    expect(memo.get('sub', 'two', 't', 'i', 'a', now)).toBeUndefined();
+    memo.remember('sub', 'two', 't', 'i', 'a', hit('tok-2', 2, generations));
+    memo.remember('sub', 'three', 't', 'i', 'a', hit('tok-3', 3, generations));
+    expect([memo.size, memo.subjects]).toEqual([3, 1]);
+    expect(['one', 'two', 'three'].map((scopes) => memo.get('sub', scopes, 't', 'i', 'a', now).token)).toEqual([
+      'tok-1b',
+      'tok-2',
+      'tok-3',
+    ]);
+    generations[2]++;
+    generations[3]++;
+    expect(memo.get('sub', 'two', 't', 'i', 'a', now)).toBeUndefined();
+    expect(memo.get('sub', 'three', 't', 'i', 'a', now)).toBeUndefined();
+    expect(memo.get('sub', 'one', 't', 'i', 'a', now).token).toBe('tok-1b');
+    generations[1]++;
+    expect(memo.get('sub', 'one', 't', 'i', 'a', now)).toBeUndefined();
+    expect([memo.size, memo.subjects]).toEqual([0, 0]);
+  });
+
+  it('reads the wall clock only for a subject it holds, and judges expiry by it', () => {
+    const generations = new Uint32Array(8);
+    const memo = new Memo(generations, 100);
+    memo.remember('sub', 's', 't', 'i', 'a', hit('tok', 1, generations, { serveUntilMs: 5000 }));
+    const clock = jest.spyOn(Date, 'now').mockReturnValue(4999);
+    try {
+      // A fan-out's callers miss the memo by the thousand: no clock read for them.
+      expect(memo.get('someone-else', 's', 't', 'i', 'a')).toBeUndefined();
+      expect(clock).not.toHaveBeenCalled();
+      expect(memo.get('sub', 's', 't', 'i', 'a').token).toBe('tok');
+      expect([clock.mock.calls.length, memo.now]).toEqual([1, 4999]);
+      clock.mockReturnValue(5000);
+      expect(memo.get('sub', 's', 't', 'i', 'a')).toBeUndefined();
+      expect(memo.size).toBe(0);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   it('starts again when full, and a replaced entry does not count twice', () => {
     const generations = new Uint32Array(8);
     const memo = new Memo(generations, 3);

@@ -16,7 +16,7 @@
  *   BENCH_ROUNDS=n       rounds per workload (default 5, quick 3; verdicts need ≥ 3 to show a spread)
  *   BENCH_QUICK=1        smaller workloads; results go to bench/.out/results-quick.md
  *   (BENCH_ONLY, BENCH_CONTESTANTS or BENCH_PARAMS set: results go to bench/.out/results-partial.md)
- *   BENCH_ONLY=hit,miss  a subset of workloads, by id or prefix (hit, hitFresh, miss, fanout,
+ *   BENCH_ONLY=hit,miss  a subset of workloads, by id or prefix (hit, hitFresh, miss, missCalls, fanout,
  *                        memory, memory1200, memory2500, mixed, workers, multiInstance)
  *   BENCH_CONTESTANTS=native,lean  a subset of contestants (native, lean, stack, stack-redis;
  *                        investigations: ratios need every contestant of a workload)
@@ -24,6 +24,8 @@
  *   BENCH_RESULTS=path   where to write the markdown (default as above)
  *   BENCH_CPU_PROF=1     children run with --cpu-prof into bench/.out/prof/
  *   BENCH_RENDER=raw.json  no runs: render a raw results file again (same BENCH_QUICK/BENCH_PARAMS as its run)
+ *   BENCH_BUILD=0        do not run `npm run build` first; the bench then refuses an addon that is not
+ *                        the release build of the Rust sources in the tree (bench/provenance.js)
  * Children inherit the environment, so e.g. `MALLOC_ARENA_MAX=1 npm run bench`
  * applies to every contestant; the results record the MALLOC_* variables.
  */
@@ -33,6 +35,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { mergeHistograms, histogramQuantile } = require('./common.js');
+const provenance = require('./provenance.js');
 // The jest suite's private redis-server (free port, never 6379, no persistence).
 const { startRedis, redisCli } = require('../__test__/support/redis.js');
 
@@ -61,12 +64,14 @@ const DEFAULT_PARAMS = QUICK
       hitMeasureMs: 300,
       missWarm: 256,
       misses: 1000,
+      missCallsBlock: 500,
+      missCallsBlocks: 2,
       fanoutCalls: 10_000,
       fanoutIterations: 3,
-      memoryCounts: [2_000, 10_000],
+      memoryCounts: [1_000, 5_000, 20_000],
       memoryTokenLengths: [1200, 2500],
-      memoryReads: 2,
-      memoryHot: 1_500,
+      memoryReads: 3,
+      memoryHot: 8_000,
       memoryFreshAssertions: false,
       mixedUsers: 1_000,
       mixedCalls: 20_000,
@@ -88,11 +93,13 @@ const DEFAULT_PARAMS = QUICK
       hitMeasureMs: 1_000,
       missWarm: 512,
       misses: 4_000,
+      missCallsBlock: 1_000,
+      missCallsBlocks: 4,
       fanoutCalls: 10_000,
       fanoutIterations: 5,
-      memoryCounts: [20_000, 100_000],
+      memoryCounts: [1_000, 5_000, 20_000, 100_000],
       memoryTokenLengths: [1200, 2500],
-      memoryReads: 2,
+      memoryReads: 3,
       memoryHot: 8_000,
       memoryFreshAssertions: false,
       mixedUsers: 1_000,
@@ -118,6 +125,13 @@ const ONLY_CONTESTANTS = (process.env.BENCH_CONTESTANTS || '')
   .filter(Boolean);
 for (const name of ONLY_CONTESTANTS) {
   if (!CONTESTANTS.includes(name)) throw new Error(`BENCH_CONTESTANTS: unknown contestant ${name} (${CONTESTANTS.join(', ')})`);
+}
+
+/** The slope is taken between the last two counts of the memory workload. */
+function slopeSpan() {
+  const counts = [...PARAMS.memoryCounts].sort((a, b) => a - b);
+  const from = counts[Math.max(0, counts.length - 2)];
+  return `${from.toLocaleString('en-US')} → ${counts[counts.length - 1].toLocaleString('en-US')}`;
 }
 
 const lower = 'lower';
@@ -153,11 +167,24 @@ const WORKLOADS = [
     ],
   },
   {
+    id: 'missCalls',
+    title:
+      `2b. miss path, native only: one call into the addon per miss (now) against lookup + exchange (before issue 19), ` +
+      `same process, ${PARAMS.missCallsBlocks * 2} alternating blocks of ${PARAMS.missCallsBlock} exchanges`,
+    contestants: ['native'],
+    metrics: [
+      { key: 'cpuUsOneCall', label: 'CPU µs per exchange, one call (now)', better: null, digits: 1 },
+      { key: 'cpuUsTwoCalls', label: 'CPU µs per exchange, lookup + exchange (before)', better: null, digits: 1 },
+      { key: 'cpuUsSaved', label: 'CPU µs saved per exchange (before − now, per run)', better: null, digits: 1 },
+    ],
+  },
+  {
     id: 'fanout',
     title: `3. fan-out (${PARAMS.fanoutCalls} concurrent calls, one cold key; median of ${PARAMS.fanoutIterations} per run)`,
     metrics: [
       { key: 'providerRequests', label: 'provider requests (max per fan-out)', better: null, digits: 0 },
       { key: 'settleMs', label: 'ms to settle all', better: lower, digits: 1 },
+      { key: 'resultObjects', label: 'distinct result objects (fewest in a fan-out)', better: null, digits: 0 },
     ],
   },
   ...PARAMS.memoryTokenLengths.map((tokenLength) => ({
@@ -167,10 +194,17 @@ const WORKLOADS = [
     idp: { tokenLength },
     title:
       `4. memory, ${tokenLength}-character tokens (${PARAMS.memoryCounts.join(' → ')} entries, ` +
-      `each read ${PARAMS.memoryReads} more times, the latest ${PARAMS.memoryHot} twice more` +
-      `${PARAMS.memoryFreshAssertions ? ', a fresh assertion string per call' : ''}; slope between the counts)`,
+      `each read ${PARAMS.memoryReads} more times after its miss, the latest ${PARAMS.memoryHot} twice more` +
+      `${PARAMS.memoryFreshAssertions ? ', a fresh assertion string per call' : ''})`,
     metrics: [
-      { key: 'rssSlope', label: 'RSS bytes per entry', better: lower, digits: 0 },
+      ...PARAMS.memoryCounts.map((count) => ({
+        key: `rssPerEntry${count}`,
+        count,
+        label: `RSS bytes per entry at ${count.toLocaleString('en-US')} entries (from the baseline, memo included)`,
+        better: lower,
+        digits: 0,
+      })),
+      { key: 'rssSlope', label: `RSS bytes per entry, slope ${slopeSpan()}`, better: lower, digits: 0 },
       { key: 'heapSlope', label: 'of which V8 heap (used, after gc)', better: lower, digits: 0 },
       { key: 'offHeapSlope', label: 'of which outside the V8 heap (RSS − heapTotal)', better: lower, digits: 0 },
     ],
@@ -268,12 +302,30 @@ const hitTargets = (s) => [
     verdict: both(atLeast(lower, s.native, s.stack, 10), atLeast(lower, s.native, s.lean, 2)),
   },
 ];
-const memoryTargets = (s, workload) => [
+/**
+ * Issue 19 bounds memory by the token's length + 300 B "past 20,000" entries: at the counts above
+ * this one. Up to it, the per-thread memo (≤ 10,000 entries, all of them hot) is a large share of
+ * what each entry costs; the rows below it are judged against lean only.
+ */
+const MEMORY_BOUND_ABOVE = 20_000;
+const memorySlopeTargets = (s, workload) => [
   {
     text: `≤ the token's length + 300 (${workload.params.tokenLength + 300}) (issue 8)`,
     verdict: within(lower, s.native, workload.params.tokenLength + 300),
   },
   { text: '≤ lean (issue 8)', verdict: atLeast(lower, s.native, s.lean, 1) },
+];
+/** Issue 19: native ≤ lean at every size, and within the token's length + 300 B past 20,000 entries. */
+const memoryAtCountTargets = (count) => (s, workload) => [
+  { text: '≤ lean (issue 19)', verdict: atLeast(lower, s.native, s.lean, 1) },
+  ...(count > MEMORY_BOUND_ABOVE
+    ? [
+        {
+          text: `≤ the token's length + 300 (${workload.params.tokenLength + 300}) (issue 19)`,
+          verdict: within(lower, s.native, workload.params.tokenLength + 300),
+        },
+      ]
+    : []),
 ];
 const multiHitTargets = (s) => [
   { text: "≥ 100× faster than the stack's Redis round trip (issue 10)", verdict: atLeast(lower, s.native, s.stack, 100) },
@@ -305,9 +357,27 @@ const TARGETS = {
     },
   ],
   'fanout.settleMs': (s) => [
-    { text: 'no slower than either', verdict: both(atLeast(lower, s.native, s.lean, 1), atLeast(lower, s.native, s.stack, 1)) },
+    { text: 'no slower than lean JS, in the same run (issue 19)', verdict: atLeast(lower, s.native, s.lean, 1) },
+    { text: 'no slower than stack', verdict: atLeast(lower, s.native, s.stack, 1) },
   ],
-  ...Object.fromEntries(PARAMS.memoryTokenLengths.map((n) => [`memory${n}.rssSlope`, memoryTargets])),
+  'fanout.resultObjects': (s) => [
+    {
+      text: `each caller its own result object: ${PARAMS.fanoutCalls.toLocaleString('en-US')} in every fan-out (issue 19)`,
+      verdict: s.native.n > 0 && s.native.min === PARAMS.fanoutCalls ? MET : MISSED,
+    },
+  ],
+  'missCalls.cpuUsSaved': (s) => [
+    {
+      text: 'one call per miss costs less CPU than lookup + exchange, in every run (issue 19)',
+      verdict: !s.native || s.native.n === 0 ? INCONCLUSIVE : s.native.min > 0 ? MET : s.native.max <= 0 ? MISSED : INCONCLUSIVE,
+    },
+  ],
+  ...Object.fromEntries(
+    PARAMS.memoryTokenLengths.flatMap((n) => [
+      [`memory${n}.rssSlope`, memorySlopeTargets],
+      ...PARAMS.memoryCounts.map((count) => [`memory${n}.rssPerEntry${count}`, memoryAtCountTargets(count)]),
+    ]),
+  ),
   'multiInstance.providerRequests': (s, workload, attempts) => {
     const failedGuard = attempts.some((a) => a.workload === workload.id && a.contestant === 'native' && a.guard === 'providerRequests');
     const exact = s.native.n > 0 && s.native.n === s.native.values.length && s.native.min === PARAMS.multiUsers && s.native.max === PARAMS.multiUsers;
@@ -693,6 +763,52 @@ function addonDigest() {
   return hash.digest('hex').slice(0, 12);
 }
 
+const paths = (list) => (list && list.length ? list.map((p) => `\`${p}\``).join(' and ') : 'an unknown path');
+
+/** How the addon was built, and how to rebuild the same bytes (issue 20). */
+function reproduction(b) {
+  const a = b.addon;
+  if (!a) return ['**The addon was not checked against its sources** (a run from before bench/provenance.js).'];
+  const t = a.toolchain;
+  const env = Object.entries(t.buildEnv);
+  const lines = [
+    `Addon: \`${a.addon}\`, the **${a.profile}** build (\`${a.buildCommand}\`: \`napi build --platform --release\`, ` +
+      `Cargo.toml's \`[profile.release]\`), built ${a.builtAt}${a.rebuiltBeforeRun ? ` by the bench itself before the runs (${fmt(a.buildMs / 1000, 0)} s)` : ''}; ` +
+      `checked to be the artifact cargo made, with no Rust source newer than it. ` +
+      `Toolchain: ${t.rustc}${t.llvm ? ` (LLVM ${t.llvm})` : ''}, ${t.cargo}, host \`${t.host}\`, @napi-rs/cli ${t.napiCli}; ` +
+      `${env.length ? `build environment ${env.map(([k, v]) => `\`${k}=${v}\``).join(' ')}` : 'no RUSTFLAGS/CARGO_* overrides'}; checkout at \`${a.checkout}\`.`,
+  ];
+  const changed = a.rustInputsChanged;
+  if (a.dependenciesBuiltIn && a.dependenciesBuiltIn.length > 1) {
+    lines.push(
+      '',
+      `**The dependencies were compiled in more than one target directory** (${paths(a.dependenciesBuiltIn)}: a target/ copied ` +
+        `from another checkout and partly rebuilt here): no fresh build reproduces this mix; for a reproducible hash, run ` +
+        `\`cargo clean\` and let the bench build again.`,
+    );
+  }
+  if (changed && changed.length) {
+    lines.push(
+      '',
+      `**The Rust sources differed from the commit** (${changed.join(', ')}): this addon's SHA-256 cannot be rebuilt from the commit alone.`,
+    );
+  } else {
+    lines.push(
+      '',
+      `To reproduce the addon's SHA-256 \`${a.addonSha256}\`: check out \`${b.commit}\`, install the same toolchain ` +
+        `(\`rustup toolchain install ${(/rustc (\S+)/.exec(t.rustc) || [])[1] || '<version>'}\` and make it the default), then ` +
+        `\`npm ci --ignore-scripts && ${a.buildCommand} && sha256sum ${a.addon}\`` +
+        `${env.length ? ' with the build environment above' : ''}, ` +
+        `with the dependencies compiled in a target directory at ${paths(a.dependenciesBuiltIn)} and CARGO_HOME at \`${a.cargoHome}\` ` +
+        `(e.g. \`CARGO_TARGET_DIR=${a.dependenciesBuiltIn[0] || '<that path>'}\` on a fresh build). ` +
+        `The binary depends on those two paths: build scripts' OUT_DIR and the registry's source paths are compiled into it ` +
+        `(the checkout's own path is not). Same toolchain, Cargo.lock, sources and paths give the same bytes on every rebuild; ` +
+        `another rustc (or LLVM), other RUSTFLAGS, another Cargo.lock or other paths give other bytes.`,
+    );
+  }
+  return lines;
+}
+
 const MARK = { [MET]: '✅ met', [MISSED]: '❌ missed', [INCONCLUSIVE]: '❔ inconclusive' };
 
 function render(results, info, attempts, rounds = ROUNDS) {
@@ -712,6 +828,7 @@ function render(results, info, attempts, rounds = ROUNDS) {
       Object.entries(b.files).map(([file, digest]) => `\`${file}\` ${digest}`).join('; ') +
       '.',
   );
+  lines.push('', ...reproduction(b));
   const native = Object.values(results).flatMap((byContestant) => byContestant.native || []);
   if (native.some((r) => r.info.identityAware === false)) {
     lines.push(
@@ -792,13 +909,13 @@ function render(results, info, attempts, rounds = ROUNDS) {
   lines.push('<details><summary>Details (medians of per-run extras)</summary>', '');
   lines.push('| Workload | Detail | native | lean JS | stack baseline |', '|---|---|---|---|---|');
   const memoryDetails = [
-    ['rssPerEntryFirst', `RSS bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
-    ['heapPerEntryFirst', `V8 heap bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
-    ['rssPerEntryLast', `RSS bytes per entry, baseline → ${PARAMS.memoryCounts[PARAMS.memoryCounts.length - 1]}`, 0],
-    ['heapPerEntryLast', `V8 heap bytes per entry, baseline → ${PARAMS.memoryCounts[PARAMS.memoryCounts.length - 1]}`, 0],
-    ['offHeapPerEntryFirst', `outside the V8 heap, bytes per entry, baseline → ${PARAMS.memoryCounts[0]}`, 0],
-    ['externalSlope', 'V8 external bytes per entry (slope)', 0],
-    ['heapTotalSlope', 'V8 heapTotal bytes per entry (slope)', 0],
+    ...PARAMS.memoryCounts.flatMap((count) => [
+      [`heapPerEntry${count}`, `V8 heap bytes per entry, baseline → ${count}`, 0],
+      [`offHeapPerEntry${count}`, `outside the V8 heap, bytes per entry, baseline → ${count}`, 0],
+      [`externalPerEntry${count}`, `V8 external bytes per entry, baseline → ${count}`, 0],
+    ]),
+    ['externalSlope', `V8 external bytes per entry (slope ${slopeSpan()})`, 0],
+    ['heapTotalSlope', `V8 heapTotal bytes per entry (slope ${slopeSpan()})`, 0],
     ['tokenLengthSeen', 'token length returned', 0],
   ];
   const DETAILS = {
@@ -910,7 +1027,9 @@ async function main() {
   const workloads = selectWorkloads();
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const mallocEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_')));
-  const info = { machine: { ...machine(), mallocEnv }, build: build(), params: PARAMS, rounds: ROUNDS, quick: QUICK };
+  // Before anything is recorded: the build may replace the addon.
+  const addon = provenance.prepare({ build: process.env.BENCH_BUILD !== '0' });
+  const info = { machine: { ...machine(), mallocEnv }, build: { ...build(), addon }, params: PARAMS, rounds: ROUNDS, quick: QUICK };
   const started = Date.now();
   console.error(
     `obo-native bench: ${workloads.length} workloads × ${ROUNDS} rounds × ${new Set(workloads.flatMap((w) => w.contestants)).size} contestants${QUICK ? ' (quick)' : ''}; ` +

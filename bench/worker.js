@@ -177,6 +177,75 @@ async function miss(c, P) {
   };
 }
 
+/**
+ * 2b. Native only: CPU per exchange of the miss path as it is (one call into
+ * the addon per miss) against the path before issue 19 (a `lookup` call,
+ * converting and hashing the assertion, then the exchange), in the same
+ * process, in alternating blocks of unique users (ABBA order, so that drift
+ * of the machine's load falls on both alike).
+ */
+async function missCalls(c, P) {
+  if (typeof c.exchangeLookingUpFirst !== 'function') throw new Error('missCalls: the contestant has no two-call path to compare');
+  const tag = Date.now().toString(36);
+  const perBlock = P.missCallsBlock;
+  const order = [];
+  for (let b = 0; b < P.missCallsBlocks; b++) order.push(...(b % 2 === 0 ? ['one', 'two'] : ['two', 'one']));
+  const total = P.missWarm + order.length * perBlock;
+  const users = Array.from({ length: total }, (_, i) => identity(`calls-${tag}-${i}`));
+  const tokens = users.map((u) => makeAssertion(u.user.openidId));
+  const results = new Array(total);
+  const paths = { one: c.exchangeOboToken, two: c.exchangeLookingUpFirst };
+  const block = (offset, n, ask) =>
+    pool(n, P.concurrency, async (i) => {
+      const { user, context } = users[offset + i];
+      results[offset + i] = await ask(user, tokens[offset + i], SCOPE, true, context);
+    });
+  const half = P.missWarm >> 1;
+  await block(0, half, paths.one);
+  await block(half, P.missWarm - half, paths.two);
+  await settleHeap();
+  await idp('reset');
+  const spent = { one: { cpuUs: 0, mainUs: 0, tokioUs: 0, n: 0 }, two: { cpuUs: 0, mainUs: 0, tokioUs: 0, n: 0 } };
+  let offset = P.missWarm;
+  for (const variant of order) {
+    const threads0 = threadCpu();
+    const cpu0 = process.cpuUsage();
+    await block(offset, perBlock, paths[variant]);
+    const cpu = process.cpuUsage(cpu0);
+    const threads = threadCpuSince(threads0);
+    spent[variant].cpuUs += cpu.user + cpu.system;
+    if (threads) {
+      spent[variant].mainUs += threads.main * 1000;
+      spent[variant].tokioUs += threads.tokio * 1000;
+    }
+    spent[variant].n += perBlock;
+    offset += perBlock;
+  }
+  const providerRequests = await tokenRequests();
+  for (let i = 0; i < total; i++) checkResult(results[i], tokens[i], SCOPE, `missCalls/${i}`, c.returnsExpiresAt);
+  const measured = total - P.missWarm;
+  if (providerRequests !== null && providerRequests !== measured) {
+    throw new Error(`missCalls: ${measured} exchanges made ${providerRequests} provider requests`);
+  }
+  const perExchange = (variant, field) => spent[variant][field] / spent[variant].n;
+  return {
+    metrics: {
+      cpuUsOneCall: perExchange('one', 'cpuUs'),
+      cpuUsTwoCalls: perExchange('two', 'cpuUs'),
+      cpuUsSaved: perExchange('two', 'cpuUs') - perExchange('one', 'cpuUs'),
+    },
+    info: {
+      exchangesEach: spent.one.n,
+      blocks: order,
+      mainThreadUsOneCall: perExchange('one', 'mainUs'),
+      mainThreadUsTwoCalls: perExchange('two', 'mainUs'),
+      tokioThreadsUsOneCall: perExchange('one', 'tokioUs'),
+      tokioThreadsUsTwoCalls: perExchange('two', 'tokioUs'),
+      providerRequests,
+    },
+  };
+}
+
 /** 3. 10 000 concurrent calls on one cold key: provider requests, time to settle all. */
 async function fanout(c, P) {
   const tag = Date.now().toString(36);
@@ -188,6 +257,7 @@ async function fanout(c, P) {
   }
   const settleMs = [];
   const requests = [];
+  const resultObjects = [];
   for (let k = 0; k < P.fanoutIterations; k++) {
     const { user, context } = identity(`fan-${tag}-${k}`);
     const token = makeAssertion(user.openidId);
@@ -203,14 +273,26 @@ async function fanout(c, P) {
     for (const result of results) {
       if (result.access_token !== results[0].access_token) throw new Error('fanout: callers got different tokens');
     }
+    resultObjects.push(new Set(results).size);
+  }
+  // A contestant that promises each caller its own result (callers may change theirs) must keep it.
+  if (c.ownResults && resultObjects.some((n) => n !== P.fanoutCalls)) {
+    throw new Error(`fanout: ${P.fanoutCalls} callers shared result objects (${resultObjects.join(', ')} distinct)`);
   }
   const sorted = [...settleMs].sort((a, b) => a - b);
   return {
     metrics: {
       settleMs: quantile(sorted, 0.5),
       providerRequests: requests.includes(null) ? null : Math.max(...requests),
+      resultObjects: Math.min(...resultObjects),
     },
-    info: { calls: P.fanoutCalls, iterations: P.fanoutIterations, settleMsEach: settleMs, providerRequestsEach: requests },
+    info: {
+      calls: P.fanoutCalls,
+      iterations: P.fanoutIterations,
+      settleMsEach: settleMs,
+      providerRequestsEach: requests,
+      resultObjectsEach: resultObjects,
+    },
   };
 }
 
@@ -222,13 +304,15 @@ async function fanout(c, P) {
  * `P.memoryHot` users are read twice more (the active users of the moment),
  * so native's per-thread memo holds its working set at every reading instead
  * of whatever a sweep left in it. Readings (after forced collections) at the
- * baseline (after a warm-up) and at every count of `P.memoryCounts`: per
- * entry from the baseline to each count, and the slope between the first
- * and the last count. The identities and assertions of all users are made
- * before the baseline and held throughout, as a server's sessions hold them;
- * with `P.memoryFreshAssertions` every call passes a fresh copy of the
- * assertion (a server parses it from each request), so whatever a cache
- * keeps of it beyond the call shows in its bytes per entry.
+ * baseline (after a warm-up) and at every count of `P.memoryCounts`: bytes
+ * per entry from the baseline to each count (everything a deployment of that
+ * many users holds, the memo included), and the slope between the last two
+ * counts (what one more entry costs once the memo is full). The identities
+ * and assertions of all users are made before the baseline and held
+ * throughout, as a server's sessions hold them; with
+ * `P.memoryFreshAssertions` every call passes a fresh copy of the assertion
+ * (a server parses it from each request), so whatever a cache keeps of it
+ * beyond the call shows in its bytes per entry.
  */
 async function memory(c, P) {
   const tag = Date.now().toString(36);
@@ -278,13 +362,17 @@ async function memory(c, P) {
   }
   const per = (field, a, b) => (readings[b][field] - readings[a][field]) / (readings[b].entries - readings[a].entries);
   const offHeap = (r) => r.rss - r.heapTotal;
-  const first = 1;
+  const offHeapPer = (a, b) => (offHeap(readings[b]) - offHeap(readings[a])) / (readings[b].entries - readings[a].entries);
   const last = readings.length - 1;
+  const first = Math.max(1, last - 1);
+  const atEveryCount = (name, perEntry) =>
+    Object.fromEntries(counts.map((count, k) => [`${name}${count}`, perEntry(0, k + 1)]));
   return {
     metrics: {
+      ...atEveryCount('rssPerEntry', (a, b) => per('rss', a, b)),
       rssSlope: per('rss', first, last),
       heapSlope: per('heapUsed', first, last),
-      offHeapSlope: (offHeap(readings[last]) - offHeap(readings[first])) / (readings[last].entries - readings[first].entries),
+      offHeapSlope: offHeapPer(first, last),
     },
     info: {
       tokenLength: P.tokenLength,
@@ -293,11 +381,9 @@ async function memory(c, P) {
       reads: P.memoryReads,
       hot: P.memoryHot,
       freshAssertions: P.memoryFreshAssertions,
-      rssPerEntryFirst: per('rss', 0, first),
-      rssPerEntryLast: per('rss', 0, last),
-      heapPerEntryLast: per('heapUsed', 0, last),
-      heapPerEntryFirst: per('heapUsed', 0, first),
-      offHeapPerEntryFirst: (offHeap(readings[first]) - offHeap(readings[0])) / (readings[first].entries - readings[0].entries),
+      ...atEveryCount('heapPerEntry', (a, b) => per('heapUsed', a, b)),
+      ...atEveryCount('offHeapPerEntry', offHeapPer),
+      ...atEveryCount('externalPerEntry', (a, b) => per('external', a, b)),
       externalSlope: per('external', first, last),
       heapTotalSlope: per('heapTotal', first, last),
       readings,
@@ -571,7 +657,7 @@ async function multiInstance(c, P) {
   };
 }
 
-const WORKLOADS = { hit, hitFresh, miss, fanout, memory, mixed, workers, multiInstance };
+const WORKLOADS = { hit, hitFresh, miss, missCalls, fanout, memory, mixed, workers, multiInstance };
 
 async function main() {
   const [name, workload, providerJson, paramsJson] = process.argv.slice(2);

@@ -20,7 +20,7 @@ use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
 use crate::grant::{self, ClientAuth, TokenResponse};
 use crate::http;
-use crate::key::{GrantKey, Identity};
+use crate::key::{AssertionDigest, GrantKey, Identity};
 use crate::outcome::{Outcome, Token};
 use crate::redis_tier::RedisTier;
 use crate::retry::{self, Next, RetryPolicy};
@@ -46,6 +46,9 @@ pub struct ExchangeRequest {
     pub identity: Identity,
     pub scopes: String,
     pub assertion: String,
+    /// Made once, when the call arrives: the cache check before the exchange
+    /// starts and the exchange itself use the same digest of the 1.5 KB assertion.
+    pub assertion_digest: AssertionDigest,
     pub from_cache: bool,
     /// A claims challenge: the exchange skips the cache and the flights, and its token is stored.
     pub claims: Option<Claims>,
@@ -53,6 +56,26 @@ pub struct ExchangeRequest {
     pub target: Option<Target>,
     /// Where this call's log events go.
     pub events: Events,
+}
+
+impl ExchangeRequest {
+    pub fn new(
+        identity: Identity,
+        scopes: String,
+        assertion: String,
+        from_cache: bool,
+        claims: Option<Claims>,
+        target: Option<Target>,
+        events: Events,
+    ) -> ExchangeRequest {
+        let assertion_digest = AssertionDigest::of(&assertion);
+        ExchangeRequest { identity, scopes, assertion, assertion_digest, from_cache, claims, target, events }
+    }
+
+    /// Whether the cache may answer this call (not a forced refresh or a claims challenge).
+    pub fn reads_cache(&self) -> bool {
+        self.from_cache && self.claims.is_none()
+    }
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -284,6 +307,22 @@ impl Engine {
 
     /// A cached token, without any exchange: the synchronous fast path.
     pub fn lookup(&self, identity: &Identity, scopes: &str, assertion: &str, target: Option<&Target>) -> Option<Hit> {
+        self.cached_for(identity, scopes, &AssertionDigest::of(assertion), target)
+    }
+
+    /// The cached token for `request`, from the digest it was made with; a
+    /// miss is counted by the exchange that follows.
+    pub fn cached(&self, request: &ExchangeRequest) -> Option<Hit> {
+        self.cached_for(&request.identity, &request.scopes, &request.assertion_digest, request.target.as_ref())
+    }
+
+    fn cached_for(
+        &self,
+        identity: &Identity,
+        scopes: &str,
+        assertion_digest: &AssertionDigest,
+        target: Option<&Target>,
+    ) -> Option<Hit> {
         let grant_key = match &*self.0.slot.read() {
             ConfigSlot::Configured(setup) | ConfigSlot::FromEnv(Some(setup)) => match target {
                 None => setup.grant_key,
@@ -291,7 +330,8 @@ impl Engine {
             },
             ConfigSlot::FromEnv(None) | ConfigSlot::Closed => return None,
         };
-        let hit = self.0.cache.get(&CacheKey::new(identity, scopes, assertion, &grant_key), wall_clock_ms())?;
+        let key = CacheKey::with_digest(identity, scopes, assertion_digest, &grant_key);
+        let hit = self.0.cache.get(&key, wall_clock_ms())?;
         Counters::bump(&self.0.counters.cache_hits);
         Some(hit)
     }
@@ -402,9 +442,10 @@ impl Engine {
 
     async fn exchange_with(&self, footing: Footing, request: &ExchangeRequest, events: &mut Events) -> Outcome {
         let inner = &self.0;
-        let key = CacheKey::new(&request.identity, &request.scopes, &request.assertion, &footing.grant_key);
+        let key =
+            CacheKey::with_digest(&request.identity, &request.scopes, &request.assertion_digest, &footing.grant_key);
         let user = &request.identity.subject;
-        let from_cache = request.from_cache && request.claims.is_none();
+        let from_cache = request.reads_cache();
         if from_cache {
             if let Some(hit) = inner.cache.get(&key, wall_clock_ms()) {
                 Counters::bump(&inner.counters.cache_hits);
@@ -840,15 +881,7 @@ mod tests {
     }
 
     fn request_for(identity: Identity, assertion: &str, from_cache: bool) -> ExchangeRequest {
-        ExchangeRequest {
-            identity,
-            scopes: "api://s".into(),
-            assertion: assertion.into(),
-            from_cache,
-            claims: None,
-            target: None,
-            events: Events::Off,
-        }
+        ExchangeRequest::new(identity, "api://s".into(), assertion.into(), from_cache, None, None, Events::Off)
     }
 
     fn lookup(engine: &Engine, user: &str) -> Option<Hit> {
@@ -894,6 +927,22 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let stats = engine.stats();
         assert_eq!((stats.cache_hits, stats.cache_misses, stats.exchanges, stats.cache_size), (2, 1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_request_finds_its_cached_token_from_the_digest_it_was_made_with() {
+        let (url, count) = provider(vec![(200, "", TOKEN)], Duration::ZERO).await;
+        let engine = engine(&url, "");
+        assert!(engine.cached(&request("u", true)).is_none());
+        run(&engine, request("u", true)).await.0.unwrap();
+        let hit = engine.cached(&request("u", true)).unwrap();
+        assert_eq!((&*hit.access_token, hit.stamp), ("tok", lookup(&engine, "u").unwrap().stamp));
+        assert!(engine.cached(&request_for(identity("u"), "another-assertion", true)).is_none());
+        assert!(engine.cached(&request("v", true)).is_none());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // Two reads that hit (cached and lookup), one miss counted by the exchange.
+        let stats = engine.stats();
+        assert_eq!((stats.cache_hits, stats.cache_misses), (2, 1));
     }
 
     #[tokio::test]

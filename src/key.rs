@@ -62,6 +62,27 @@ impl GrantKey {
     }
 }
 
+/// SHA-256 of a user's assertion: the costly part of a key (the assertion is
+/// ~1.5 KB), made once per call and combined with the configuration's grant
+/// key when that is known.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AssertionDigest([u8; 32]);
+
+impl AssertionDigest {
+    pub fn of(assertion: &str) -> AssertionDigest {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&SHA256, assertion.as_bytes()).as_ref());
+        AssertionDigest(digest)
+    }
+}
+
+/// A digest of a secret: nothing of it in a log.
+impl std::fmt::Debug for AssertionDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AssertionDigest(…)")
+    }
+}
+
 /// SHA-256 over the length-prefixed identity, scopes, grant key and assertion
 /// digest. Length prefixes make the encoding unambiguous, so no two tuples
 /// share a key.
@@ -70,14 +91,23 @@ pub struct CacheKey([u8; 32]);
 
 impl CacheKey {
     pub fn new(identity: &Identity, scopes: &str, assertion: &str, grant: &GrantKey) -> CacheKey {
-        let assertion_digest = ring::digest::digest(&SHA256, assertion.as_bytes());
+        CacheKey::with_digest(identity, scopes, &AssertionDigest::of(assertion), grant)
+    }
+
+    /// The key, from an assertion digest already made (a call hashes its 1.5 KB assertion once).
+    pub fn with_digest(
+        identity: &Identity,
+        scopes: &str,
+        assertion_digest: &AssertionDigest,
+        grant: &GrantKey,
+    ) -> CacheKey {
         let mut context = Context::new(&SHA256);
         for part in [&identity.tenant, &identity.issuer, &identity.subject, scopes] {
             context.update(&(part.len() as u64).to_be_bytes());
             context.update(part.as_bytes());
         }
         context.update(grant.as_bytes());
-        context.update(assertion_digest.as_ref());
+        context.update(&assertion_digest.0);
         let mut key = [0u8; 32];
         key.copy_from_slice(context.finish().as_ref());
         CacheKey(key)
@@ -153,6 +183,22 @@ mod tests {
         assert_ne!(key("a\u{1f}b", "c", "s", "x", "a"), key("a", "b\u{1f}c", "s", "x", "a"));
         assert_ne!(key("t", "i", "a:b", "c", "a"), key("t", "i", "a", "b:c", "a"));
         assert_ne!(key("", "", "ab", "", "a"), key("", "a", "b", "", "a"));
+    }
+
+    #[test]
+    fn a_key_from_the_digest_a_call_made_is_the_key_of_its_assertion() {
+        let identity = Identity::new("tenant-a", "issuer", "user-1");
+        let grant = GrantKey::of("te", &["api://a".to_owned()], &[], "at");
+        let digest = AssertionDigest::of("assertion-1");
+        assert_eq!(
+            CacheKey::with_digest(&identity, "scope", &digest, &grant),
+            CacheKey::new(&identity, "scope", "assertion-1", &grant)
+        );
+        assert_ne!(
+            CacheKey::with_digest(&identity, "scope", &AssertionDigest::of("assertion-2"), &grant),
+            CacheKey::new(&identity, "scope", "assertion-1", &grant)
+        );
+        assert_eq!(format!("{digest:?}"), "AssertionDigest(…)");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub mod throttle;
 pub mod token_exchange;
 
 #[cfg(feature = "node")]
+mod lent_string;
+#[cfg(feature = "node")]
 mod node;
 
 /// Only in the addon: see Cargo.toml for why.

@@ -22,6 +22,7 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi_derive::napi;
 use parking_lot::Mutex;
 
+use crate::cache::Hit;
 use crate::claims::Claims;
 use crate::config::{EnvLookup, HostFunctions};
 use crate::credentials::{AssertionCallback, AssertionFailure, AssertionFuture, AssertionRequest};
@@ -30,12 +31,13 @@ use crate::error::ExchangeError;
 use crate::events::{Event, Events};
 use crate::generations::{Generations, Mirror};
 use crate::key::Identity;
+use crate::lent_string::{self, TokenString};
 use crate::outcome::Outcome;
 use crate::session::{HostFuture, HostSessionStore, SessionToken};
 use crate::token_exchange::check_target;
 
 /// A client as JavaScript holds it: an opaque handle to an engine.
-pub struct Client(Engine);
+pub struct Client(pub(crate) Engine);
 
 /// The process's engine: the module's top-level functions, in every thread.
 #[napi(catch_unwind)]
@@ -304,9 +306,11 @@ pub fn add_joins(client: &External<Client>, joins: u32) {
     client.0.add_joins(joins.into());
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct LookupHit {
-    pub access_token: String,
+    /// Over the cache's buffer where the runtime allows (see `lent_string`).
+    #[napi(ts_type = "string")]
+    pub access_token: TokenString,
     pub expires_in: u32,
     pub granted: u32,
     /// Wall clock, ms since the Unix epoch.
@@ -319,6 +323,9 @@ pub struct LookupHit {
 
 /// A cached token, synchronously, or nothing. The identity is normalised by
 /// the facade; `audiences`/`resources` are a call's own (token exchange).
+/// The facade itself asks `exchange`, which answers hits too; this is the
+/// read alone, which the bench times against it (the miss path before issue
+/// 19 called this, then `exchange`).
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi
 pub fn lookup(
@@ -335,9 +342,12 @@ pub fn lookup(
         (None, None) => None,
         (audiences, resources) => Some(check_target(audiences, resources).ok()?),
     };
-    let hit = client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion, target.as_ref())?;
-    Some(LookupHit {
-        access_token: hit.access_token.to_string(),
+    client.0.lookup(&Identity { tenant, issuer, subject }, &scopes, &assertion, target.as_ref()).map(lookup_hit)
+}
+
+fn lookup_hit(hit: Hit) -> LookupHit {
+    LookupHit {
+        access_token: TokenString(hit.access_token),
         expires_in: hit.expires_in as u32,
         granted: hit.granted_secs as u32,
         serve_until_ms: hit.serve_until_ms as f64,
@@ -345,10 +355,10 @@ pub fn lookup(
         epoch: hit.stamp.epoch,
         slot: hit.stamp.slot,
         generation: hit.stamp.generation,
-    })
+    }
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct Failure {
     pub message: String,
     pub reason: String,
@@ -367,7 +377,7 @@ pub struct Failure {
     pub throttled: bool,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct LogEvent {
     pub level: String,
     pub message: String,
@@ -375,9 +385,10 @@ pub struct LogEvent {
     pub failure: Option<Failure>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct ExchangeOutcome {
-    pub access_token: Option<String>,
+    #[napi(ts_type = "string")]
+    pub access_token: Option<TokenString>,
     pub expires_in: Option<u32>,
     pub expires_at_ms: Option<f64>,
     pub failure: Option<Failure>,
@@ -411,7 +422,7 @@ fn failure(err: &ExchangeError) -> Failure {
 fn outcome(result: Outcome) -> ExchangeOutcome {
     match result {
         Ok(token) => ExchangeOutcome {
-            access_token: Some(token.access_token.to_string()),
+            access_token: Some(TokenString(token.access_token)),
             expires_in: Some(token.expires_in as u32),
             expires_at_ms: Some(token.expires_at_ms as f64),
             failure: None,
@@ -582,10 +593,14 @@ pub fn hold_loop(env: &Env, channel: &External<CompletionChannel>, hold: bool) -
     }
 }
 
-/// Starts an exchange (cache and in-flight checks included) that reports
-/// through `channel` with `id`. A call that cannot start (no configuration,
-/// a malformed claims challenge) returns its outcome at once instead.
-#[napi(catch_unwind)]
+/// Starts an exchange that reports through `channel` with `id`: the one call
+/// into the addon that a miss of the memo makes. The assertion is converted
+/// and hashed once: a token the cache holds is answered at once (a
+/// `LookupHit`, for the memo), and so is a call that cannot start (no
+/// configuration, a closed client, a malformed claims challenge or target:
+/// an `ExchangeOutcome` with its failure); otherwise the exchange starts with
+/// the assertion's digest already made, and this returns `null`.
+#[napi(catch_unwind, ts_return_type = "LookupHit | ExchangeOutcome | null")]
 #[allow(clippy::too_many_arguments)] // positional arguments are the cheapest to pass across napi; this is called on every miss
 pub fn exchange(
     client: &External<Client>,
@@ -602,16 +617,16 @@ pub fn exchange(
     claims: Option<String>,
     audiences: Option<Vec<String>>,
     resources: Option<Vec<String>>,
-) -> Result<Option<ExchangeOutcome>> {
+) -> Result<Option<Either<LookupHit, ExchangeOutcome>>> {
     let claims = match claims.as_deref().map(Claims::parse).transpose() {
         Ok(claims) => claims,
-        Err(err) => return Ok(Some(invalid_argument(INVALID_CLAIMS, None, err.message()))),
+        Err(err) => return Ok(Some(Either::B(invalid_argument(INVALID_CLAIMS, None, err.message())))),
     };
     let target = match (audiences, resources) {
         (None, None) => None,
         (audiences, resources) => match check_target(audiences, resources) {
             Ok(target) => Some(target),
-            Err(err) => return Ok(Some(invalid_argument(INVALID_OPTION, Some(err.option), &err.message))),
+            Err(err) => return Ok(Some(Either::B(invalid_argument(INVALID_OPTION, Some(err.option), &err.message)))),
         },
     };
     let completions = channel.0.clone();
@@ -621,15 +636,13 @@ pub fn exchange(
     } else {
         Events::Off
     };
-    let request = ExchangeRequest {
-        identity: Identity { tenant, issuer, subject },
-        scopes,
-        assertion,
-        from_cache,
-        claims,
-        target,
-        events,
-    };
+    let identity = Identity { tenant, issuer, subject };
+    let request = ExchangeRequest::new(identity, scopes, assertion, from_cache, claims, target, events);
+    if request.reads_cache() {
+        if let Some(hit) = client.0.cached(&request) {
+            return Ok(Some(Either::A(lookup_hit(hit))));
+        }
+    }
     let from_env = |name: &str| openid_env.as_ref().and_then(|env| env.var(name));
     let env: Option<EnvLookup<'_>> = openid_env.is_some().then_some(&from_env);
     match client.0.exchange(request, env) {
@@ -637,7 +650,7 @@ pub fn exchange(
             Engine::spawn(exchange, move |outcome| report(&completions, Completion::Done { id, outcome }));
             Ok(None)
         }
-        Err(err) => Ok(Some(outcome(Err(err)))),
+        Err(err) => Ok(Some(Either::B(outcome(Err(err))))),
     }
 }
 
@@ -811,4 +824,17 @@ pub fn generations_view<'env>(env: &'env Env, client: &External<Client>) -> Resu
         return Ok(None);
     }
     Ok(Some(unsafe { Unknown::from_raw_unchecked(env.raw(), value) }))
+}
+
+/// How tokens reach JavaScript in this process: `"external"` (strings over
+/// the cache's buffers) or `"copy"`.
+#[napi(catch_unwind)]
+pub fn token_strings() -> &'static str {
+    lent_string::mode()
+}
+
+/// For tests: strings over a token's buffer that V8 has not released yet, in every thread.
+#[napi(catch_unwind)]
+pub fn lent_tokens() -> u32 {
+    lent_string::lent().min(u32::MAX as usize) as u32
 }

@@ -5,6 +5,13 @@
  * `exchangeOboToken(user, assertion, scopes, true, identityContext)`.
  */
 const obo = require('../..');
+// The addon and the facade's identity rules, for the two-call miss path of before issue 19 (workload 2b).
+const addon = require('../../binding.js');
+const { resolveIdentity } = require('../../lib/identity.js');
+/** The process's engine, which the package's top-level functions use (a handle to it; any number may exist). */
+const defaultEngine = typeof addon.defaultClient === 'function' ? addon.defaultClient() : undefined;
+/** `lookup` with the engine handle where the addon has clients, without it where it has not. */
+const lookup = (...key) => (defaultEngine === undefined ? addon.lookup(...key) : addon.lookup(defaultEngine, ...key));
 
 /**
  * Whether this build implements today's contract (identity context,
@@ -39,6 +46,22 @@ module.exports = {
   },
 
   exchangeOboToken: obo.exchangeOboToken,
+
+  /** Each caller of a fan-out gets a result object of its own (the bench checks it). */
+  ownResults: true,
+
+  /**
+   * The miss path as it was before issue 19: a synchronous `lookup` in the
+   * addon (the assertion converted and hashed) before the call, which then
+   * makes its own single call. Only for workload 2b, on keys that miss.
+   */
+  exchangeLookingUpFirst(user, accessToken, scopes, fromCache, identityContext) {
+    const who = resolveIdentity(user, identityContext, { subject: '', tenant: '', issuer: '', error: undefined });
+    if (lookup(who.tenant, who.issuer, who.subject, scopes, accessToken)) {
+      throw new Error('exchangeLookingUpFirst: the key was already cached; workload 2b needs keys that miss');
+    }
+    return obo.exchangeOboToken(user, accessToken, scopes, fromCache, identityContext);
+  },
 
   cacheSize() {
     return obo.stats().cacheSize;
