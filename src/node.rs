@@ -446,7 +446,7 @@ fn failed(err: &ExchangeError) -> ExchangeOutcome {
 
 fn session_outcome(result: SessionOutcome) -> ExchangeOutcome {
     let token = |token: SessionToken, session_key: Option<String>| ExchangeOutcome {
-        access_token: Some(token.access_token),
+        access_token: Some(TokenString(Arc::from(token.access_token))),
         expires_in: Some(token.expires_in.min(u32::MAX as u64) as u32),
         expires_at_ms: Some(token.expires_at_ms as f64),
         failure: None,
