@@ -10,7 +10,7 @@
  * thread can read, so a memo hit costs no call into Rust.
  */
 const { createHash } = require('node:crypto');
-const native = require('./binding.js');
+const native = require('./loader.js');
 const { resolveIdentity, describe } = require('./lib/identity.js');
 const { Memo } = require('./lib/memo.js');
 
