@@ -14,6 +14,7 @@
  *   platform package as an optional dependency at its own version.
  *
  * Each tarball is what `npm publish <tarball>` takes, unchanged.
+ * `--out DIR` writes them to DIR instead of dist/.
  */
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -22,7 +23,8 @@ const path = require('node:path');
 
 const ROOT = path.join(__dirname, '..');
 const NPM_DIRS = path.join(ROOT, 'npm');
-const DIST = path.join(ROOT, 'dist');
+const outAt = process.argv.indexOf('--out');
+const DIST = outAt > 0 && process.argv[outAt + 1] ? path.resolve(process.argv[outAt + 1]) : path.join(ROOT, 'dist');
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
 const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -93,7 +95,7 @@ function main() {
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  for (const { tarball, from } of packed) console.log(`dist/${tarball}  (${from})`);
+  for (const { tarball, from } of packed) console.log(`${path.relative(process.cwd(), path.join(DIST, tarball))}  (${from})`);
 }
 
 main();
