@@ -40,11 +40,12 @@ function linuxLibc() {
       if (objects.some((name) => /(^|\/)(ld-musl-|libc\.musl-)/.test(name))) return 'musl';
     }
   } catch {
-    // Runtimes without a usable report fall through to the mapped files.
+    // Runtimes without a usable report (Bun's names neither) fall through to the mapped files.
   }
   try {
     const maps = fs.readFileSync('/proc/self/maps', 'utf8');
-    if (/\/(ld-musl-|libc\.musl-)/.test(maps)) return 'musl';
+    // Alpine maps /lib/ld-musl-<arch>.so.1; Debian's musl package, <arch>-linux-musl/libc.so.
+    if (/\/(ld-musl-|libc\.musl-)|-linux-musl\/libc\.so\b/.test(maps)) return 'musl';
     if (/\/libc\.so\.6\b/.test(maps)) return 'gnu';
   } catch {
     // No /proc: assume the common case.
