@@ -9,6 +9,10 @@
 #                    (RUSTC_BOOTSTRAP=1), linked by musl-gcc (musl-tools). Run
 #                    by Bun's musl build (@oven/bun-linux-x64-musl, which
 #                    implements Node-API).
+#   linux-arm64-musl The same std build, linked by zig (cargo-zigbuild, through
+#                    napi build --cross-compile); run by Bun's arm64 musl build
+#                    under qemu-user-static. Not in CI's run (a second 10-minute
+#                    build from scratch).
 #   linux-arm64-gnu  Debian's rustc-web with libstd-rust-web-dev:arm64, linked
 #                    by gcc-aarch64-linux-gnu. Built and checked (an aarch64
 #                    ELF, its glibc floor printed), not run: under qemu-user
@@ -21,7 +25,7 @@
 # are). It also needs libstdc++ and libgcc_s built for musl, which Debian does
 # not package: numpy's musllinux wheel from PyPI carries both.
 #
-# Usage: scripts/cross.sh [PLATFORM...]   (default: linux-x64-musl linux-arm64-gnu)
+# Usage: scripts/cross.sh [PLATFORM...]   (default: linux-x64-musl linux-arm64-gnu; linux-arm64-musl when named)
 # Leaves obo-native.<platform>.node in the repository root, where
 # `npm run package` finds it. Idempotent: installs only what is missing, under
 # ${OBO_NATIVE_TOOLS:-~/.cache/obo-native-tools} and through apt-get.
@@ -41,9 +45,10 @@ apt_packages() {
   for platform in $PLATFORMS; do
     case $platform in
       linux-x64-musl) set -- rustc-web cargo-web rust-web-src musl-tools ;;
+      linux-arm64-musl) set -- rustc-web cargo-web rust-web-src qemu-user-static ;;
       linux-arm64-gnu)
         dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-        set -- rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+        set -- rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static ;;
     esac
     for package in "$@"; do
       dpkg -s "$package" >/dev/null 2>&1 || need="$need $package"
@@ -67,7 +72,7 @@ npm_runtime() {
   echo "$dir/package"
 }
 
-# musl 1.2.5's loader for ARCH (amd64), from Debian 13, unpacked once
+# musl 1.2.5's loader for ARCH (amd64 or arm64), from Debian 13, unpacked once
 # with a private apt state (the machine's sources are left as they are).
 musl_loader() {
   arch=$1
@@ -77,7 +82,7 @@ musl_loader() {
     mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$dir"
     echo "deb http://deb.debian.org/debian trixie main" >"$state/sources.list"
     set -- -o Dir::Etc::SourceList="$state/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
-      -o Dir::State::Lists="$state/lists" -o Dir::Cache="$state/cache" -o APT::Architectures::=amd64
+      -o Dir::State::Lists="$state/lists" -o Dir::Cache="$state/cache" -o APT::Architectures::=amd64 -o APT::Architectures::=arm64
     apt-get "$@" update -qq
     (cd "$state" && rm -f musl_*_"$arch".deb && apt-get "$@" download -qq "musl:$arch" 2>/dev/null && dpkg -x musl_*_"$arch".deb "$dir")
   fi
@@ -128,6 +133,9 @@ build() {
       PATH=$(debian_rust_path) RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$ROOT/target/cross-musl" \
         OBO_MUSL_LIBS=$(musl_cxx_libs x86_64) CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER="$linker" CC_x86_64_unknown_linux_musl=musl-gcc \
         npx napi build --platform --release --no-js --dts binding.d.ts --target x86_64-unknown-linux-musl -- -Zbuild-std=std,panic_unwind ;;
+    linux-arm64-musl)
+      PATH=$(debian_rust_path):$(sh scripts/install-zig.sh) RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$ROOT/target/cross-musl-arm64" \
+        npx napi build --platform --release --no-js --dts binding.d.ts --cross-compile --target aarch64-unknown-linux-musl -- -Zbuild-std=std,panic_unwind ;;
     linux-arm64-gnu)
       PATH=$(debian_rust_path) CARGO_TARGET_DIR="$ROOT/target/cross" \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
@@ -157,6 +165,12 @@ smoke() {
       libs=$(musl_cxx_libs x86_64)
       log "smoke test of $platform in Bun $BUN_VERSION (musl)"
       "$loader" --library-path "$libs" "$bun/bin/bun" "$ROOT/scripts/smoke.js" "$project" ;;
+    linux-arm64-musl)
+      bun=$(npm_runtime "@oven/bun-linux-aarch64-musl@$BUN_VERSION")
+      loader=$(musl_loader arm64)
+      libs=$(musl_cxx_libs aarch64)
+      log "smoke test of $platform in Bun $BUN_VERSION (musl) under QEMU"
+      qemu-aarch64-static "$loader" --library-path "$libs" "$bun/bin/bun" "$ROOT/scripts/smoke.js" "$project" ;;
     linux-arm64-gnu)
       readelf -h "obo-native.$platform.node" | grep -q 'Machine: *AArch64' || { log "obo-native.$platform.node is not an aarch64 binary"; exit 1; }
       log "$platform needs glibc $(objdump -T "obo-native.$platform.node" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/^GLIBC_//' | sort -u -V | tail -n 1) (Debian 12's arm64 glibc links it; releases use zig's 2.17)"
