@@ -340,6 +340,7 @@ mod tests {
     #[test]
     fn the_lease_is_a_few_seconds_and_leaves_room_for_two_round_trips_after_each_renewal() {
         assert_eq!(lease(crate::redis_tier::DEFAULT_TIMEOUT), Duration::from_secs(3));
+        assert_eq!(lease(Duration::from_secs(1)), Duration::from_secs(3));
         let slow = lease(Duration::from_secs(2));
         assert!(slow - slow / 3 >= Duration::from_secs(4), "{slow:?}");
         let defaults =
