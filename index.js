@@ -14,7 +14,7 @@
  * state around it: its memo, its exchanges under way, its logger.
  */
 const { createHash } = require('node:crypto');
-const native = require('./binding.js');
+const native = require('./loader.js');
 const { resolveIdentity, describe } = require('./lib/identity.js');
 const { Memo } = require('./lib/memo.js');
 

@@ -8,7 +8,7 @@
  */
 const { spawn } = require('node:child_process');
 const path = require('node:path');
-const native = require('../binding.js');
+const native = require('../loader.js');
 const { optionsFor, obo } = require('./helpers.js');
 const { startMockIdp } = require('../testing');
 

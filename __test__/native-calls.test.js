@@ -7,7 +7,7 @@
  * native call in all, and still gives each caller a result (or an Error) of
  * its own.
  */
-const native = require('../binding.js');
+const native = require('../loader.js');
 const { useMockIdp, obo } = require('./helpers.js');
 
 const ctx = useMockIdp();

@@ -75,9 +75,8 @@ describe('npm pack', () => {
         'package.json',
         'README.md',
         'index.js',
+        'loader.js',
         'index.d.ts',
-        'binding.js',
-        'binding.d.ts',
         'librechat.js',
         'librechat.d.ts',
         'testing.js',
@@ -92,10 +91,8 @@ describe('npm pack', () => {
         ...addons,
       ]),
     );
-    // Every module the package's own files require is in the tarball (not
-    // checked: the generated loader binding.js, which names every platform's
-    // addon; this platform's is checked above).
-    for (const file of packedFiles.filter((name) => name.endsWith('.js') && name !== 'binding.js')) {
+    // Every module the package's own files require is in the tarball.
+    for (const file of packedFiles.filter((name) => name.endsWith('.js'))) {
       const source = fs.readFileSync(path.join(ROOT, file), 'utf8');
       for (const [, relative] of source.matchAll(/require\('(\.{1,2}\/[^']+)'\)/g)) {
         const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), relative));
@@ -245,5 +242,147 @@ describe('the installed package', () => {
     const demo = await run(bin, ['demo'], { cwd: consumer, env: cleanEnv() });
     expect(demo.stdout).toMatch(/1 000 calls → 1 request to the provider/);
     expect(demo.stdout).toMatch(/\[6\/6\] stats\(\)/);
+  });
+});
+
+/** napi-rs's name for this platform, worked out here apart from the loader's own code. */
+function thisPlatform() {
+  if (process.platform === 'linux') {
+    return `linux-${process.arch}-${process.report.getReport().header.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+  }
+  if (process.platform === 'win32') return `win32-${process.arch}-msvc`;
+  return `${process.platform}-${process.arch}`;
+}
+
+describe('npm run package', () => {
+  const PLATFORMS = fs.readdirSync(path.join(ROOT, 'npm')).sort();
+  const { version } = require('../package.json');
+  let dist;
+  let listing;
+
+  /** A file of a tarball, as text. */
+  async function fileOf(tarball, file) {
+    const { stdout } = await run('tar', ['-xzOf', path.join(dist, tarball), `package/${file}`], { maxBuffer: 16 << 20 });
+    return stdout;
+  }
+
+  beforeAll(async () => {
+    dist = path.join(tmp, 'dist');
+    await run(process.execPath, [path.join(ROOT, 'scripts', 'package.js'), '--out', dist], { cwd: ROOT, env: cleanEnv() });
+    listing = fs.readdirSync(dist).sort();
+  });
+
+  it('writes the main tarball and one for this platform, named as npm names them', () => {
+    expect(listing).toEqual(expect.arrayContaining([`obo-native-${version}.tgz`, `obo-native-${thisPlatform()}-${version}.tgz`]));
+    for (const name of listing) {
+      expect(name).toMatch(new RegExp(`^obo-native(-(${PLATFORMS.join('|')}))?-${version.replace(/\./g, '\\.')}\\.tgz$`));
+    }
+  });
+
+  it('publishes a main manifest with no install-time script and every platform package as an optional dependency at its own version', async () => {
+    const manifest = JSON.parse(await fileOf(`obo-native-${version}.tgz`, 'package.json'));
+    expect(manifest.scripts).toBeUndefined();
+    expect(manifest.devDependencies).toBeUndefined();
+    expect(manifest.optionalDependencies).toEqual(Object.fromEntries(PLATFORMS.map((platform) => [`obo-native-${platform}`, version])));
+    const { stdout } = await run('tar', ['-tzf', path.join(dist, `obo-native-${version}.tgz`)]);
+    expect(stdout.split('\n').filter((file) => file.endsWith('.node'))).toEqual([]);
+    expect(stdout).toMatch(/^package\/loader\.js$/m);
+  });
+
+  it('gives every platform package the os, cpu and libc npm chooses it by', () => {
+    expect(PLATFORMS).toEqual(['darwin-arm64', 'darwin-x64', 'linux-arm64-gnu', 'linux-arm64-musl', 'linux-x64-gnu', 'linux-x64-musl', 'win32-x64-msvc']);
+    for (const platform of PLATFORMS) {
+      const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'npm', platform, 'package.json'), 'utf8'));
+      const [os, cpu, abi] = platform.split('-');
+      expect({ platform, name: manifest.name, os: manifest.os, cpu: manifest.cpu, libc: manifest.libc, main: manifest.main, scripts: manifest.scripts }).toEqual({
+        platform,
+        name: `obo-native-${platform}`,
+        os: [os],
+        cpu: [cpu],
+        libc: os === 'linux' ? [abi === 'musl' ? 'musl' : 'glibc'] : undefined,
+        main: `obo-native.${platform}.node`,
+        scripts: undefined,
+      });
+    }
+  });
+
+  it("packs this platform's package with its addon, at the main package's version", async () => {
+    const tarball = `obo-native-${thisPlatform()}-${version}.tgz`;
+    const manifest = JSON.parse(await fileOf(tarball, 'package.json'));
+    expect(manifest).toMatchObject({ name: `obo-native-${thisPlatform()}`, version });
+    const addon = await run('tar', ['-tzf', path.join(dist, tarball)]);
+    expect(addon.stdout.split('\n').filter(Boolean).sort()).toEqual(['package/README.md', `package/obo-native.${thisPlatform()}.node`, 'package/package.json']);
+  });
+});
+
+describe('the loader', () => {
+  let count = 0;
+
+  /** A folder holding only loader.js, as an installed obo-native without its platform package. */
+  function loaderAlone() {
+    const dir = path.join(tmp, `loader-${++count}`);
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(ROOT, 'loader.js'), path.join(dir, 'loader.js'));
+    return dir;
+  }
+
+  /** require('./loader.js') in a child process, after `prelude`; what it exported, or what it threw. */
+  async function load(dir, prelude = '') {
+    const script = `${prelude}
+      try {
+        console.log(JSON.stringify({ exports: Object.keys(require('./loader.js')).sort() }));
+      } catch (err) {
+        console.log(JSON.stringify({ name: err.name, message: err.message, code: err.code, platform: err.platform, packageName: err.packageName, cause: err.cause ? err.cause.message : undefined }));
+      }`;
+    const { stdout } = await run(process.execPath, ['-e', script], { cwd: dir, env: cleanEnv({ NODE_PATH: '' }) });
+    return JSON.parse(stdout);
+  }
+
+  const addonFile = () => path.join(ROOT, `obo-native.${thisPlatform()}.node`);
+
+  it('throws, with no local build and no platform package, an Error naming the platform, the package and the two ways out', async () => {
+    const platform = thisPlatform();
+    const result = await load(loaderAlone());
+    expect(result).toMatchObject({ name: 'Error', code: 'OBO_NATIVE_NOT_FOUND', platform, packageName: `obo-native-${platform}` });
+    expect(result.message).toContain(`obo-native has no native addon for ${platform}`);
+    expect(result.message).toContain(`npm install obo-native-${platform}`);
+    expect(result.message).toMatch(/build it from source \(Rust >= 1\.88, a C compiler, Node\.js >= 20\.17\): https:\/\/www\.npmjs\.com\/package\/obo-native#from-source/);
+    expect(result.message).not.toMatch(/npm bug|bug in npm|npm has a bug/i);
+  });
+
+  (process.platform === 'linux' ? it : it.skip)('looks for the musl package when Node runs on musl', async () => {
+    const musl = `process.report.getReport = () => ({ header: {}, sharedObjects: ['/lib/ld-musl-${process.arch === 'x64' ? 'x86_64' : 'aarch64'}.so.1'] });`;
+    const result = await load(loaderAlone(), musl);
+    expect(result).toMatchObject({ code: 'OBO_NATIVE_NOT_FOUND', platform: `linux-${process.arch}-musl`, packageName: `obo-native-linux-${process.arch}-musl` });
+    expect(result.message).toContain(`npm install obo-native-linux-${process.arch}-musl`);
+  });
+
+  it('says so on a platform no package is published for', async () => {
+    const result = await load(loaderAlone(), "Object.defineProperty(process, 'platform', { value: 'freebsd' });");
+    expect(result).toMatchObject({ code: 'OBO_NATIVE_NOT_FOUND', platform: `freebsd-${process.arch}`, packageName: `obo-native-freebsd-${process.arch}` });
+    expect(result.message).toContain(`obo-native has no prebuilt package for freebsd-${process.arch}`);
+    expect(result.message).toContain('linux-x64-gnu, linux-x64-musl, linux-arm64-gnu, linux-arm64-musl, darwin-x64, darwin-arm64, win32-x64-msvc');
+    expect(result.message).toMatch(/build it from source/);
+  });
+
+  it('reports a local build that is there but does not load, with the loader error as cause', async () => {
+    const dir = loaderAlone();
+    fs.writeFileSync(path.join(dir, `obo-native.${thisPlatform()}.node`), 'not an addon');
+    const result = await load(dir);
+    expect(result.code).toBe('OBO_NATIVE_NOT_FOUND');
+    expect(result.message).toContain(`obo-native.${thisPlatform()}.node was found but could not be loaded`);
+    expect(typeof result.cause).toBe('string');
+  });
+
+  it('loads the platform package when there is no local build', async () => {
+    const dir = loaderAlone();
+    const platformPackage = path.join(dir, 'node_modules', `obo-native-${thisPlatform()}`);
+    fs.mkdirSync(platformPackage, { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'npm', thisPlatform(), 'package.json'), path.join(platformPackage, 'package.json'));
+    fs.copyFileSync(addonFile(), path.join(platformPackage, `obo-native.${thisPlatform()}.node`));
+    const direct = await run(process.execPath, ['-e', `console.log(JSON.stringify(Object.keys(require(${JSON.stringify(addonFile())})).sort()))`], { env: cleanEnv() });
+    const result = await load(dir);
+    expect(result).toEqual({ exports: JSON.parse(direct.stdout) });
+    expect(result.exports.length).toBeGreaterThan(0);
   });
 });

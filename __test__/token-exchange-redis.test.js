@@ -8,7 +8,7 @@
 const crypto = require('node:crypto');
 const { obo, settle } = require('./helpers');
 const { startMockIdp } = require('../testing');
-const { redisAvailable, startRedis } = require('./support/redis');
+const { redisAvailable, startRedis, redisCli } = require('./support/redis');
 
 const { createOboClient } = obo;
 const KEY = crypto.randomBytes(32).toString('hex');
@@ -71,6 +71,21 @@ describeWithRedis('token exchange with the Redis tier', () => {
     await otherAudience.acquireOboToken(call({ assertion: 'subject-token-2' }));
     expect(otherAudience.stats()).toMatchObject({ exchanges: 1, redisHits: 0 });
     expect(idp.tokenRequestCount()).toBe(2);
+  });
+
+  it('close() lets go of the client\'s Redis connections', async () => {
+    const connections = async () => String(await redisCli(redis.port, 'CLIENT', 'LIST')).trim().split('\n').length;
+    const before = await connections();
+    const client = instance();
+    await client.acquireOboToken(call({ assertion: 'subject-token-4', audience: 'mcp-a' }));
+    expect(await connections()).toBeGreaterThan(before);
+    await client.close();
+    // Connections close as the tier is dropped: asked until they are gone (redis-cli's own is counted both times).
+    const started = Date.now();
+    while ((await connections()) > before) {
+      if (Date.now() - started > 10_000) throw new Error('the closed client kept its Redis connections');
+    }
+    await expect(client.acquireOboToken(call())).rejects.toMatchObject({ code: 'ERR_OBO_CLIENT_CLOSED' });
   });
 
   it('a throttle shared for one audience does not refuse another', async () => {

@@ -103,6 +103,20 @@ describe('the request', () => {
     expect(token.token_type).toBe('Bearer');
   });
 
+  it('authenticates with private_key_jwt as with jwt-bearer', async () => {
+    const vault = await startMockIdp({ tokenExchange: true, clientSecret: null, acceptClientAssertion: (jwt) => jwt === 'signed.client.jwt' });
+    try {
+      configure({ tokenEndpoint: vault.tokenEndpoint, clientId: vault.clientId, grantType: 'token-exchange', clientAssertion: async () => 'signed.client.jwt' });
+      await acquireOboToken(call());
+      const [request] = vault.tokenRequests();
+      expect(request.clientAuthentication).toBe('private_key_jwt');
+      expect(params(request).get('subject_token')).toBe('subject-token-1');
+      expect(params(request).get('client_assertion')).toBe('signed.client.jwt');
+    } finally {
+      await vault.close();
+    }
+  });
+
   it('asks an actorToken function, sync or async, before each request', async () => {
     const asked = [];
     configure(

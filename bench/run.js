@@ -751,7 +751,7 @@ function build() {
     dirty: changed === null ? null : changed.length > 0,
     changed,
     files: Object.fromEntries(
-      [...fs.readdirSync(ROOT).filter((f) => f.endsWith('.node')).sort(), 'binding.js', 'index.js'].map((f) => [f, sha256Of(f)]),
+      [...fs.readdirSync(ROOT).filter((f) => f.endsWith('.node')).sort(), 'loader.js', 'index.js'].map((f) => [f, sha256Of(f)]),
     ),
   };
 }

@@ -6,7 +6,7 @@
  */
 const obo = require('../..');
 // The addon and the facade's identity rules, for the two-call miss path of before issue 19 (workload 2b).
-const addon = require('../../binding.js');
+const addon = require('../../loader.js');
 const { resolveIdentity } = require('../../lib/identity.js');
 /** The process's engine, which the package's top-level functions use (a handle to it; any number may exist). */
 const defaultEngine = typeof addon.defaultClient === 'function' ? addon.defaultClient() : undefined;
