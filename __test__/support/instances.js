@@ -49,6 +49,27 @@ class Instance {
     return this.ask('configure', { options });
   }
 
+  /** One call, or `count` identical ones, concurrently. */
+  async exchange(call, count = 1) {
+    const outcomes = await this.ask('exchange', { calls: Array.from({ length: count }, () => call) });
+    return count === 1 ? outcomes[0] : outcomes;
+  }
+
+  start(call, count = 1) {
+    return this.ask('start', { calls: Array.from({ length: count }, () => call) });
+  }
+
+  /** Counters since the last `mark()` (the package's own count since it was loaded). */
+  async stats() {
+    const now = await this.ask('stats');
+    const since = this.baseline || {};
+    return Object.fromEntries(Object.entries(now).map(([name, value]) => [name, value - (since[name] || 0)]));
+  }
+
+  async mark() {
+    this.baseline = await this.ask('stats');
+  }
+
   async kill() {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
