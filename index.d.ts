@@ -435,8 +435,10 @@ export interface OboClient {
   /**
    * Releases the client: its cache and configuration at once, its
    * connections once its exchanges under way have answered (they still do).
-   * Every later call rejects with an `Error` whose `code` is
-   * `'ERR_OBO_CLIENT_CLOSED'`. Resolves when those exchanges have answered.
+   * Every later exchange or session call rejects with an `Error` whose
+   * `code` is `'ERR_OBO_CLIENT_CLOSED'` (`clearCache`, `stats` and
+   * `tokenEndpoint` still answer, from an empty client). Resolves when those
+   * exchanges have answered.
    */
   close(): Promise<void>
 }

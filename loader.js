@@ -27,13 +27,28 @@ const PUBLISHED = new Set([
 const FROM_SOURCE = `https://www.npmjs.com/package/obo-native#from-source (or ${path.join(__dirname, 'README.md')})`;
 
 /**
+ * Node's report without its network section: that section does a reverse DNS
+ * lookup per interface, synchronously, and on a host with slow DNS it would
+ * stall `require('obo-native')` for seconds (Node >= 20.13 honours the flag).
+ */
+function reportWithoutNetwork() {
+  const previous = process.report.excludeNetwork;
+  process.report.excludeNetwork = true;
+  try {
+    return process.report.getReport();
+  } finally {
+    process.report.excludeNetwork = previous;
+  }
+}
+
+/**
  * musl or glibc, for the C library this process runs on (not the one the
  * machine has elsewhere: Debian may carry musl's loader, Alpine a glibc shim).
  * Node's report names the glibc it runs on, and names none on musl.
  */
 function linuxLibc() {
   try {
-    const report = process.report && typeof process.report.getReport === 'function' ? process.report.getReport() : null;
+    const report = process.report && typeof process.report.getReport === 'function' ? reportWithoutNetwork() : null;
     if (report && report.header) {
       if (report.header.glibcVersionRuntime) return 'gnu';
       const objects = Array.isArray(report.sharedObjects) ? report.sharedObjects : [];

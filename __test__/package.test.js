@@ -74,6 +74,7 @@ describe('npm pack', () => {
       expect.arrayContaining([
         'package.json',
         'README.md',
+        'LICENSE',
         'index.js',
         'loader.js',
         'index.d.ts',
@@ -311,7 +312,7 @@ describe('npm run package', () => {
     const manifest = JSON.parse(await fileOf(tarball, 'package.json'));
     expect(manifest).toMatchObject({ name: `obo-native-${thisPlatform()}`, version });
     const addon = await run('tar', ['-tzf', path.join(dist, tarball)]);
-    expect(addon.stdout.split('\n').filter(Boolean).sort()).toEqual(['package/README.md', `package/obo-native.${thisPlatform()}.node`, 'package/package.json']);
+    expect(addon.stdout.split('\n').filter(Boolean).sort()).toEqual(['package/LICENSE', 'package/README.md', `package/obo-native.${thisPlatform()}.node`, 'package/package.json']);
   });
 });
 

@@ -57,6 +57,15 @@ function copyInto(stage, relative) {
   fs.cpSync(from, to, { recursive: true });
 }
 
+/**
+ * `npm publish --provenance` refuses a manifest whose repository is not the
+ * one that built it; in GitHub Actions that repository is known, so every
+ * manifest names it (elsewhere the manifests are left as they are).
+ */
+const provenance = process.env.GITHUB_REPOSITORY
+  ? { repository: { type: 'git', url: `git+${process.env.GITHUB_SERVER_URL || 'https://github.com'}/${process.env.GITHUB_REPOSITORY}.git` } }
+  : {};
+
 function main() {
   const platforms = fs.readdirSync(NPM_DIRS).filter((dir) => fs.existsSync(path.join(NPM_DIRS, dir, 'package.json')));
   const found = walk(artifacts);
@@ -76,8 +85,9 @@ function main() {
       if (!source) continue;
       const stage = path.join(tmp, platform);
       fs.mkdirSync(stage);
-      fs.writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify({ ...platformManifest, version }, null, 2)}\n`);
+      fs.writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify({ ...platformManifest, version, ...provenance }, null, 2)}\n`);
       fs.copyFileSync(path.join(NPM_DIRS, platform, 'README.md'), path.join(stage, 'README.md'));
+      fs.copyFileSync(path.join(ROOT, 'LICENSE'), path.join(stage, 'LICENSE'));
       fs.copyFileSync(source, path.join(stage, binary));
       packed.push({ tarball: pack(stage), from: path.relative(ROOT, source) });
     }
@@ -86,7 +96,7 @@ function main() {
     fs.mkdirSync(stage);
     const files = manifest.files.filter((entry) => !entry.endsWith('.node'));
     for (const entry of files) copyInto(stage, entry.replace(/\/$/, ''));
-    const published = { ...manifest, files, optionalDependencies };
+    const published = { ...manifest, ...provenance, files, optionalDependencies };
     delete published.scripts;
     delete published.devDependencies;
     delete published.jest;

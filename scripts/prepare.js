@@ -15,6 +15,8 @@
  * message saying what to run, not in `napi: not found`.
  */
 const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 const ROOT = path.join(__dirname, '..');
@@ -41,7 +43,10 @@ function isLinuxX64Glibc() {
   return Boolean(report && report.header && report.header.glibcVersionRuntime);
 }
 
+/** On PATH, or in the virtual environment scripts/install-zig.sh makes. */
 function zigToolsPresent() {
+  const tools = process.env.OBO_NATIVE_TOOLS || path.join(os.homedir(), '.cache', 'obo-native-tools');
+  if (fs.existsSync(path.join(tools, 'zig-venv', 'bin', 'cargo-zigbuild'))) return true;
   return quiet('cargo-zigbuild', ['--version']) && (quiet('zig', ['version']) || quiet('python3', ['-m', 'ziglang', 'version']));
 }
 

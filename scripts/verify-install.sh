@@ -83,7 +83,7 @@ TOKEN=$(node -e '
 printf '%s\n' "registry=$REGISTRY" "//127.0.0.1:$PORT/:_authToken=$TOKEN" "audit=false" "fund=false" "update-notifier=false" >"$WORK/npmrc"
 
 # Platform packages first, then the main package, as a release does.
-for tarball in dist/obo-native-*-*.tgz dist/obo-native-[0-9]*.tgz; do
+for tarball in dist/obo-native-[a-z]*-*.tgz dist/obo-native-[0-9]*.tgz; do
   [ -e "$tarball" ] || continue
   npm publish "$ROOT/$tarball" --userconfig "$WORK/npmrc" --registry "$REGISTRY" --loglevel=error >/dev/null
   log "published $(basename "$tarball")"
