@@ -287,10 +287,12 @@ fn shared_token(token: &Token, skew: Duration) -> SharedToken {
         granted_secs: cached.granted_secs,
         expires_at_ms: cached.expires_at_ms,
         serve_until_ms: cached.serve_until_ms,
+        begun_us: 0,
     }
 }
 
-/// Another instance's token, into the local cache with the same serve-until.
+/// Another instance's token, into the local cache with the same serve-until
+/// and the begin time of the exchange that brought it.
 fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
     let now_ms = wall_clock_ms();
     let cached = CachedToken {
@@ -298,7 +300,8 @@ fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
         granted_secs: shared.granted_secs,
         expires_at_ms: shared.expires_at_ms,
         serve_until_ms: shared.serve_until_ms,
-        begun_us: local.begun_us,
+        // Its own exchange's begin, not our call's: a later claims token must still replace it.
+        begun_us: shared.begun_us,
     };
     let token = Token {
         access_token: cached.access_token.clone(),
@@ -502,6 +505,35 @@ mod tests {
         let late = Instance::new(&server.uri());
         assert!(matches!(late.ahead(&key).await, Ahead::Served(_)));
         assert_eq!(late.shared.tier().stats().lock_waits, 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_taken_from_redis_keeps_its_own_begin_time_so_a_later_claims_token_replaces_it() {
+        if !crate::redis_tier::test_servers::redis_available("shared: a token from Redis keeps its begin time", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let (elsewhere, instance) = (Instance::new(&server.uri()), Instance::new(&server.uri()));
+        let key = crate::key::test_key("u", "s");
+        let token = |text: &str| Token {
+            access_token: Arc::from(text),
+            expires_in: 3600,
+            expires_at_ms: wall_clock_ms() + 3_600_000,
+        };
+        // Another instance's exchange, begun first, stored the old token.
+        let old_exchange = elsewhere.local();
+        exchanging(elsewhere.ahead(&key).await).finish(&elsewhere.shared, &key, &Ok(token("old")), &old_exchange).await;
+        // Here a claims call begins, then a plain call that leads and is served the old token from Redis.
+        let claims_begun_us = crate::cache::exchange_begins();
+        let Ahead::Served(served) = instance.ahead(&key).await else { panic!("not served from Redis") };
+        assert_eq!(&*served.access_token, "old");
+        // The claims call's token, from an exchange begun after the old one's, replaces it.
+        let fresh = CachedToken {
+            begun_us: claims_begun_us,
+            ..CachedToken::new(Arc::from("claims"), 3600, wall_clock_ms(), Duration::from_secs(30))
+        };
+        assert!(instance.cache.insert(key, fresh, 100, wall_clock_ms(), || true), "the claims token was refused");
+        assert_eq!(&*instance.cache.get(&key, wall_clock_ms()).unwrap().access_token, "claims");
     }
 
     #[tokio::test]

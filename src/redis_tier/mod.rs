@@ -65,6 +65,13 @@ pub struct SharedToken {
     pub expires_at_ms: u64,
     /// Until when it may be served; the Redis entry expires then.
     pub serve_until_ms: u64,
+    /// When the exchange that brought it began, as read back from Redis
+    /// (stored in clear in front of the sealed value, see [`ordered`]): an
+    /// instance that copies the token keeps it, so that a claims or forced
+    /// token from an exchange begun later still replaces the copy. On a token
+    /// about to be put it is unused: [`RedisTier::put`] takes the time apart.
+    #[serde(skip)]
+    pub begun_us: u64,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -74,6 +81,7 @@ impl std::fmt::Debug for SharedToken {
             .field("granted_secs", &self.granted_secs)
             .field("expires_at_ms", &self.expires_at_ms)
             .field("serve_until_ms", &self.serve_until_ms)
+            .field("begun_us", &self.begun_us)
             .finish()
     }
 }
@@ -223,9 +231,9 @@ impl Inner {
     }
 
     fn open_token(&self, name: &str, stored: &[u8]) -> Option<SharedToken> {
-        let (_, sealed) = ordered::split(stored)?;
+        let (begun_us, sealed) = ordered::split(stored)?;
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
-        (token.serve_until_ms > wall_clock_ms()).then_some(token)
+        (token.serve_until_ms > wall_clock_ms()).then_some(SharedToken { begun_us, ..token })
     }
 
     fn open_throttle(&self, name: &str, sealed: &[u8]) -> Option<SharedThrottle> {
