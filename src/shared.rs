@@ -220,7 +220,11 @@ impl SharedTier {
 
     /// Logs what changed in the tier's availability since the last call that
     /// asked: a warning when Redis became unavailable, a line when it answers again.
+    /// A call without a logger leaves them for one that has one: each is said once.
     pub fn report(&self, events: &mut Events) {
+        if !events.is_streaming() {
+            return;
+        }
         for notice in self.tier.take_notices() {
             let level = match notice {
                 Notice::Opened { .. } => Level::Warn,
@@ -614,6 +618,28 @@ mod tests {
                 .finish(&other.shared, &throttled, &failed(), &other.local())
                 .await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_call_without_a_logger_leaves_the_outage_warning_to_one_that_has_one() {
+        // Nothing listens on a port just freed: every Redis call is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config =
+            config(&format!(r#","redisUri":"redis://127.0.0.1:{port}","cacheEncryptionKey":"{}""#, "0f".repeat(32)));
+        let mut redis = config.redis.clone().unwrap();
+        redis.breaker = crate::redis_tier::BreakerPolicy { failures_to_open: 1, cool_down: Duration::from_secs(60) };
+        let shared = SharedTier::new(RedisTier::new(redis).unwrap(), &config);
+        assert!(shared.tier().get(b"key").await.is_none());
+        assert!(!shared.tier().is_available(), "the breaker did not open");
+
+        shared.report(&mut Events::Off);
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        shared.report(&mut Events::Stream(Box::new(move |event| sink.lock().push(event))));
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].level, Level::Warn);
+        assert!(seen[0].message.contains("The shared Redis tier is unavailable"), "{}", seen[0].message);
     }
 
     #[test]
