@@ -391,11 +391,23 @@ impl RedisTier {
     /// polling every `poll_interval` for a lost message. Returns within
     /// `up_to` plus two Redis budgets (the subscription and the last read).
     pub async fn wait_for(&self, key: &[u8], up_to: Duration) -> Option<SharedToken> {
+        self.inner.count(self.wait(key, up_to).await)
+    }
+
+    /// Waits, at most `up_to`, while another instance holds the lock of a
+    /// `key` under which no token is ever stored (a session's): a lock wait,
+    /// but no Redis hit or miss, as no token was looked for.
+    pub async fn wait_for_release(&self, key: &[u8], up_to: Duration) {
+        self.wait(key, up_to).await;
+    }
+
+    /// [`RedisTier::wait_for`], uncounted but for the lock wait.
+    async fn wait(&self, key: &[u8], up_to: Duration) -> Option<SharedToken> {
         let inner = &*self.inner;
         bump(&inner.counters.lock_waits);
         if inner.breaker.is_open() {
             // Not even a subscriber connection to a server known to be down.
-            return inner.count(None);
+            return None;
         }
         let deadline = Instant::now() + up_to;
         let names = inner.names(key);
@@ -406,8 +418,8 @@ impl RedisTier {
             tokio::pin!(woken);
             woken.as_mut().enable();
             match inner.peek(&names).await {
-                Peek::Token(token) => return inner.count(Some(token)),
-                Peek::Unlocked | Peek::Unavailable => return inner.count(None),
+                Peek::Token(token) => return Some(token),
+                Peek::Unlocked | Peek::Unavailable => return None,
                 Peek::Locked => {}
             }
             let next_poll = (Instant::now() + inner.poll_interval).min(deadline);
@@ -416,7 +428,7 @@ impl RedisTier {
                 _ = tokio::time::sleep_until(next_poll.into()) => {}
             }
             if Instant::now() >= deadline {
-                return inner.count(None);
+                return None;
             }
         }
     }
