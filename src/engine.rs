@@ -359,7 +359,7 @@ impl Engine {
             }
             let setup = footing.setup.clone();
             let outcome = engine.exchange_with(footing, &request, &mut events).await;
-            // Whatever call notices that Redis went away or came back tells its logger, once.
+            // The first call with a logger after Redis went away or came back tells it, once.
             if let Some(shared) = &setup.shared {
                 shared.report(&mut events);
             }

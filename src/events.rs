@@ -43,6 +43,11 @@ pub enum Events {
 }
 
 impl Events {
+    /// True when the call's thread has a logger that its events reach.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Events::Stream(_))
+    }
+
     pub fn push(&mut self, level: Level, message: impl FnOnce() -> String) {
         if let Events::Stream(sink) = self {
             sink(Event { level, message: format!("[OboTokenService] {}", message()), error: None });

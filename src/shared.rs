@@ -220,7 +220,11 @@ impl SharedTier {
 
     /// Logs what changed in the tier's availability since the last call that
     /// asked: a warning when Redis became unavailable, a line when it answers again.
+    /// A call without a logger leaves them for one that has one: each is said once.
     pub fn report(&self, events: &mut Events) {
+        if !events.is_streaming() {
+            return;
+        }
         for notice in self.tier.take_notices() {
             let level = match notice {
                 Notice::Opened { .. } => Level::Warn,
@@ -287,10 +291,12 @@ fn shared_token(token: &Token, skew: Duration) -> SharedToken {
         granted_secs: cached.granted_secs,
         expires_at_ms: cached.expires_at_ms,
         serve_until_ms: cached.serve_until_ms,
+        begun_us: 0,
     }
 }
 
-/// Another instance's token, into the local cache with the same serve-until.
+/// Another instance's token, into the local cache with the same serve-until
+/// and the begin time of the exchange that brought it.
 fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
     let now_ms = wall_clock_ms();
     let cached = CachedToken {
@@ -298,7 +304,8 @@ fn adopt(key: &CacheKey, shared: SharedToken, local: &Local<'_>) -> Token {
         granted_secs: shared.granted_secs,
         expires_at_ms: shared.expires_at_ms,
         serve_until_ms: shared.serve_until_ms,
-        begun_us: local.begun_us,
+        // Its own exchange's begin, not our call's: a later claims token must still replace it.
+        begun_us: shared.begun_us,
     };
     let token = Token {
         access_token: cached.access_token.clone(),
@@ -505,6 +512,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_taken_from_redis_keeps_its_own_begin_time_so_a_later_claims_token_replaces_it() {
+        if !crate::redis_tier::test_servers::redis_available("shared: a token from Redis keeps its begin time", false) {
+            return;
+        }
+        let server = crate::redis_tier::test_servers::RedisServer::start();
+        let (elsewhere, instance) = (Instance::new(&server.uri()), Instance::new(&server.uri()));
+        let key = crate::key::test_key("u", "s");
+        let token = |text: &str| Token {
+            access_token: Arc::from(text),
+            expires_in: 3600,
+            expires_at_ms: wall_clock_ms() + 3_600_000,
+        };
+        // Another instance's exchange, begun first, stored the old token.
+        let old_exchange = elsewhere.local();
+        exchanging(elsewhere.ahead(&key).await).finish(&elsewhere.shared, &key, &Ok(token("old")), &old_exchange).await;
+        // Here a claims call begins, then a plain call that leads and is served the old token from Redis.
+        let claims_begun_us = crate::cache::exchange_begins();
+        let Ahead::Served(served) = instance.ahead(&key).await else { panic!("not served from Redis") };
+        assert_eq!(&*served.access_token, "old");
+        // The claims call's token, from an exchange begun after the old one's, replaces it.
+        let fresh = CachedToken {
+            begun_us: claims_begun_us,
+            ..CachedToken::new(Arc::from("claims"), 3600, wall_clock_ms(), Duration::from_secs(30))
+        };
+        assert!(instance.cache.insert(key, fresh, 100, wall_clock_ms(), || true), "the claims token was refused");
+        assert_eq!(&*instance.cache.get(&key, wall_clock_ms()).unwrap().access_token, "claims");
+    }
+
+    #[tokio::test]
     async fn a_holders_throttle_refuses_the_waiter_and_a_failed_holder_hands_the_lock_on() {
         if !crate::redis_tier::test_servers::redis_available("shared: throttle and hand-over", false) {
             return;
@@ -582,6 +618,28 @@ mod tests {
                 .finish(&other.shared, &throttled, &failed(), &other.local())
                 .await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_call_without_a_logger_leaves_the_outage_warning_to_one_that_has_one() {
+        // Nothing listens on a port just freed: every Redis call is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config =
+            config(&format!(r#","redisUri":"redis://127.0.0.1:{port}","cacheEncryptionKey":"{}""#, "0f".repeat(32)));
+        let mut redis = config.redis.clone().unwrap();
+        redis.breaker = crate::redis_tier::BreakerPolicy { failures_to_open: 1, cool_down: Duration::from_secs(60) };
+        let shared = SharedTier::new(RedisTier::new(redis).unwrap(), &config);
+        assert!(shared.tier().get(b"key").await.is_none());
+        assert!(!shared.tier().is_available(), "the breaker did not open");
+
+        shared.report(&mut Events::Off);
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        shared.report(&mut Events::Stream(Box::new(move |event| sink.lock().push(event))));
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].level, Level::Warn);
+        assert!(seen[0].message.contains("The shared Redis tier is unavailable"), "{}", seen[0].message);
     }
 
     #[test]

@@ -65,6 +65,13 @@ pub struct SharedToken {
     pub expires_at_ms: u64,
     /// Until when it may be served; the Redis entry expires then.
     pub serve_until_ms: u64,
+    /// When the exchange that brought it began, as read back from Redis
+    /// (stored in clear in front of the sealed value, see [`ordered`]): an
+    /// instance that copies the token keeps it, so that a claims or forced
+    /// token from an exchange begun later still replaces the copy. On a token
+    /// about to be put it is unused: [`RedisTier::put`] takes the time apart.
+    #[serde(skip)]
+    pub begun_us: u64,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -74,6 +81,7 @@ impl std::fmt::Debug for SharedToken {
             .field("granted_secs", &self.granted_secs)
             .field("expires_at_ms", &self.expires_at_ms)
             .field("serve_until_ms", &self.serve_until_ms)
+            .field("begun_us", &self.begun_us)
             .finish()
     }
 }
@@ -223,9 +231,9 @@ impl Inner {
     }
 
     fn open_token(&self, name: &str, stored: &[u8]) -> Option<SharedToken> {
-        let (_, sealed) = ordered::split(stored)?;
+        let (begun_us, sealed) = ordered::split(stored)?;
         let token: SharedToken = serde_json::from_slice(&self.sealer.open(name, sealed)?).ok()?;
-        (token.serve_until_ms > wall_clock_ms()).then_some(token)
+        (token.serve_until_ms > wall_clock_ms()).then_some(SharedToken { begun_us, ..token })
     }
 
     fn open_throttle(&self, name: &str, sealed: &[u8]) -> Option<SharedThrottle> {
@@ -383,11 +391,23 @@ impl RedisTier {
     /// polling every `poll_interval` for a lost message. Returns within
     /// `up_to` plus two Redis budgets (the subscription and the last read).
     pub async fn wait_for(&self, key: &[u8], up_to: Duration) -> Option<SharedToken> {
+        self.inner.count(self.wait(key, up_to).await)
+    }
+
+    /// Waits, at most `up_to`, while another instance holds the lock of a
+    /// `key` under which no token is ever stored (a session's): a lock wait,
+    /// but no Redis hit or miss, as no token was looked for.
+    pub async fn wait_for_release(&self, key: &[u8], up_to: Duration) {
+        self.wait(key, up_to).await;
+    }
+
+    /// [`RedisTier::wait_for`], uncounted but for the lock wait.
+    async fn wait(&self, key: &[u8], up_to: Duration) -> Option<SharedToken> {
         let inner = &*self.inner;
         bump(&inner.counters.lock_waits);
         if inner.breaker.is_open() {
             // Not even a subscriber connection to a server known to be down.
-            return inner.count(None);
+            return None;
         }
         let deadline = Instant::now() + up_to;
         let names = inner.names(key);
@@ -398,8 +418,8 @@ impl RedisTier {
             tokio::pin!(woken);
             woken.as_mut().enable();
             match inner.peek(&names).await {
-                Peek::Token(token) => return inner.count(Some(token)),
-                Peek::Unlocked | Peek::Unavailable => return inner.count(None),
+                Peek::Token(token) => return Some(token),
+                Peek::Unlocked | Peek::Unavailable => return None,
                 Peek::Locked => {}
             }
             let next_poll = (Instant::now() + inner.poll_interval).min(deadline);
@@ -408,7 +428,7 @@ impl RedisTier {
                 _ = tokio::time::sleep_until(next_poll.into()) => {}
             }
             if Instant::now() >= deadline {
-                return inner.count(None);
+                return None;
             }
         }
     }

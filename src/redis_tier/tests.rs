@@ -57,6 +57,8 @@ fn token(serve_for: Duration) -> SharedToken {
         granted_secs: 3600,
         expires_at_ms: now + 3_600_000,
         serve_until_ms: now + serve_for.as_millis() as u64,
+        // The tests put it as begun at 1 µs, and read it back so.
+        begun_us: 1,
     }
 }
 

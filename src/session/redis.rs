@@ -71,8 +71,50 @@ impl RedisSessions {
             if left.is_zero() {
                 return Err(StoreUnavailable("another instance held the session's lock for too long".to_owned()));
             }
-            // No token is ever stored under a session's id: this returns when the lock is gone.
-            self.tier.wait_for(id.as_bytes(), left).await;
+            self.tier.wait_for_release(id.as_bytes(), left).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Options;
+    use crate::redis_tier::test_servers::{redis_available, RedisServer};
+    use crate::redis_tier::RedisOptions;
+
+    fn instance(uri: &str) -> RedisSessions {
+        let options = RedisOptions::from_options(&Options(
+            json!({ "redisUri": uri, "cacheEncryptionKey": "ab".repeat(32), "redisTimeoutMs": 2000 })
+                .as_object()
+                .unwrap(),
+        ))
+        .unwrap()
+        .unwrap();
+        RedisSessions::new(RedisTier::new(options).unwrap(), Duration::from_secs(3), Duration::from_secs(30))
+    }
+
+    #[tokio::test]
+    async fn waiting_for_another_instances_renewal_is_a_lock_wait_and_no_redis_miss() {
+        if !redis_available("session::redis: a session wait is no Redis miss", false) {
+            return;
+        }
+        let server = RedisServer::start();
+        let (holder, waiter) = (instance(&server.uri()), instance(&server.uri()));
+        let id = SessionId::derive(b"client", "session key");
+        let held = holder.lock(&id).await.unwrap();
+        let (taken, ()) = tokio::join!(waiter.lock(&id), async {
+            while waiter.tier.stats().lock_waits == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            held.release().await;
+        });
+        taken.unwrap().release().await;
+        let stats = waiter.tier.stats();
+        assert!(stats.lock_waits >= 1 && (stats.misses, stats.hits) == (0, 0), "{stats:?}");
     }
 }
