@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
 use crate::config::{without_credentials, Config, EndpointSource, EnvLookup, HostFunctions};
-use crate::error::{ConfigError, ExchangeError, FailureReason};
+use crate::error::{ConfigError, ExchangeError, FailureReason, Secrets};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
@@ -567,6 +567,34 @@ impl Engine {
             Err(err)
         };
 
+        let retrying = |retries_done: u32| match config.max_retries {
+            1 => format!("Transient OBO exchange failure for user: {user}, retrying once"),
+            most => format!("Transient OBO exchange failure for user: {user}, retrying ({retries_done} of {most})"),
+        };
+        match self.with_retries(config, &secrets, events, retrying, || self.attempt(setup, request)).await {
+            Ok(response) => {
+                let token = self.store(config, key, response, footing);
+                events.push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
+                Ok(token)
+            }
+            Err(err) => fail(err, events),
+        }
+    }
+
+    /// `attempt` until it succeeds or the retry policy gives up; `retrying`
+    /// words the warning of each retry (given the retries made). The error
+    /// that ends it is not redacted yet: the caller does it.
+    async fn with_retries<T, A>(
+        &self,
+        config: &Config,
+        secrets: &Secrets<'_>,
+        events: &mut Events,
+        retrying: impl Fn(u32) -> String,
+        attempt: impl Fn() -> A,
+    ) -> Result<T, ExchangeError>
+    where
+        A: Future<Output = Result<T, ExchangeError>>,
+    {
         let policy = RetryPolicy {
             max_retries: config.max_retries,
             retry_delay: config.retry_delay,
@@ -574,46 +602,26 @@ impl Engine {
         };
         let mut retries_done = 0;
         loop {
-            match self.attempt(setup, request).await {
-                Ok(response) => {
-                    let token = self.store(config, key, response, footing);
-                    events
-                        .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
-                    return Ok(token);
+            let mut err = match attempt().await {
+                Ok(answer) => return Ok(answer),
+                Err(err) => err,
+            };
+            // Nothing was sent, and the source said whether a later call may do better.
+            if matches!(
+                err.code.as_deref(),
+                Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE)
+            ) {
+                return Err(err);
+            }
+            err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
+            match policy.next(retries_done, &err) {
+                Next::Retry(wait) => {
+                    retries_done += 1;
+                    events.push_error(Level::Warn, || retrying(retries_done), || err.clone().redacted(secrets));
+                    Counters::bump(&self.0.counters.retries);
+                    tokio::time::sleep(wait).await;
                 }
-                // Nothing was sent, and the source said whether a later call may do better.
-                Err(err)
-                    if matches!(
-                        err.code.as_deref(),
-                        Some(
-                            crate::credentials::CLIENT_ASSERTION_UNAVAILABLE
-                                | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE
-                        )
-                    ) =>
-                {
-                    return fail(err, events)
-                }
-                Err(mut err) => {
-                    err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
-                    match policy.next(retries_done, &err) {
-                        Next::Retry(wait) => {
-                            retries_done += 1;
-                            events.push_error(
-                                Level::Warn,
-                                || match config.max_retries {
-                                    1 => format!("Transient OBO exchange failure for user: {user}, retrying once"),
-                                    most => format!(
-                                        "Transient OBO exchange failure for user: {user}, retrying ({retries_done} of {most})"
-                                    ),
-                                },
-                                || err.clone().redacted(&secrets),
-                            );
-                            Counters::bump(&inner.counters.retries);
-                            tokio::time::sleep(wait).await;
-                        }
-                        Next::Throttle(_) | Next::GiveUp => return fail(err, events),
-                    }
-                }
+                Next::Throttle(_) | Next::GiveUp => return Err(err),
             }
         }
     }

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use super::{Ask, Engine, Setup};
 use crate::config::{Config, EnvLookup};
-use crate::error::{ConfigError, ExchangeError, FailureReason, Secrets};
+use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::key::Identity;
-use crate::retry::{self, Next, RetryPolicy};
 use crate::session::{
     self, Begun, Granted, HostSessionStore, HostStore, InProcess, RedisSessions, Renewer, SessionCounters,
     SessionToken, Sessions, Storage,
@@ -85,10 +84,11 @@ impl Renewer for Renewal<'_> {
         secrets.push(refresh_token);
         let ask = Ask::Refresh { refresh_token, scopes };
         let attempt = || self.engine.attempt_grant(self.setup, &ask, session::parse_granted);
+        let retrying = |_| String::new();
         self.engine
-            .with_retries(&self.setup.config, &secrets, &mut Events::Off, "", attempt)
+            .with_retries(&self.setup.config, &secrets, &mut Events::Off, retrying, attempt)
             .await
-            .map_err(|err| ExchangeError::clone(&err))
+            .map_err(|err| err.redacted(&secrets))
     }
 }
 
@@ -165,11 +165,12 @@ impl Engine {
         }
         let ask = Ask::Exchange { assertion: &assertion, scopes: &requested, target: target.as_ref(), claims: None };
         let attempt = || self.attempt_grant(setup, &ask, session::parse_granted);
-        let begun = match self.with_retries(config, &secrets, &mut events, user, attempt).await {
+        let retrying = |_| format!("Transient OBO session failure for user: {user}, retrying");
+        let begun = match self.with_retries(config, &secrets, &mut events, retrying, attempt).await {
             Ok(granted) => setup.sessions.begin(session_key, user, &scopes, granted).await,
             Err(err) => {
                 Counters::bump(&self.0.counters.sessions.failures);
-                Err(err)
+                Err(Arc::new(err.redacted(&secrets)))
             }
         };
         match &begun {
@@ -181,46 +182,5 @@ impl Engine {
             ),
         }
         begun
-    }
-
-    /// `attempt` until it succeeds or the retry policy gives up; the error
-    /// that ends it is redacted of `secrets`.
-    async fn with_retries<T, A>(
-        &self,
-        config: &Config,
-        secrets: &Secrets<'_>,
-        events: &mut Events,
-        user: &str,
-        attempt: impl Fn() -> A,
-    ) -> Result<T, Arc<ExchangeError>>
-    where
-        A: Future<Output = Result<T, ExchangeError>>,
-    {
-        let policy = RetryPolicy {
-            max_retries: config.max_retries,
-            retry_delay: config.retry_delay,
-            max_retry_after: config.max_retry_after,
-        };
-        let mut retries_done = 0;
-        loop {
-            let mut err = match attempt().await {
-                Ok(answer) => return Ok(answer),
-                Err(err) => err,
-            };
-            err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
-            match policy.next(retries_done, &err) {
-                Next::Retry(wait) => {
-                    retries_done += 1;
-                    events.push_error(
-                        Level::Warn,
-                        || format!("Transient OBO session failure for user: {user}, retrying"),
-                        || err.clone().redacted(secrets),
-                    );
-                    Counters::bump(&self.0.counters.retries);
-                    tokio::time::sleep(wait).await;
-                }
-                Next::Throttle(_) | Next::GiveUp => return Err(Arc::new(err.redacted(secrets))),
-            }
-        }
     }
 }
