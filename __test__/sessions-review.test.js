@@ -54,3 +54,34 @@ describe('1. a clientAssertion function that fails a session call is called once
     expect(context.idp.tokenRequestCount()).toBe(requestsBefore);
   });
 });
+
+describe('2. a renewal is sent again only when it never reached the provider', () => {
+  const context = useMockIdp({}, { retryDelayMs: 20, timeoutMs: 300 });
+  const refreshRequests = () => context.idp.tokenRequests().filter((r) => r.form.grant_type === 'refresh_token');
+
+  test.each([
+    ['answers HTTP 500', { status: 500, body: 'upstream failed' }],
+    ['answers HTTP 502 with an OAuth error', { status: 502, body: { error: 'server_error', error_description: 'bad gateway' } }],
+    ['does not answer within timeoutMs', { hang: true }],
+  ])('when the provider %s: sent once, retryable, the session kept; the caller\'s retry renews with the same refresh token', async (_, fault) => {
+    const { sessionKey } = await beginOboSession({ assertion: 'user-assertion', scopes, user });
+    context.idp.enqueue(fault);
+    const { error } = await settle(acquireSessionToken({ sessionKey, scopes, forceRefresh: true }));
+    expect(error).toMatchObject({ oboFailureReason: 'exchange_failed', retryable: true });
+    expect(refreshRequests()).toHaveLength(1);
+    const renewed = await acquireSessionToken({ sessionKey, scopes, forceRefresh: true });
+    expect(renewed.access_token).toEqual(expect.any(String));
+    const presented = refreshRequests().map((r) => r.form.refresh_token);
+    expect(presented).toHaveLength(2);
+    expect(presented[1]).toBe(presented[0]);
+    expect(context.idp.refreshGrants()[0]).toMatchObject({ redemptions: 1, revoked: false, reuseDetected: false });
+  });
+
+  test('an outright refusal (503 with an OAuth error) is sent again, and renews', async () => {
+    const { sessionKey } = await beginOboSession({ assertion: 'user-assertion', scopes, user });
+    context.idp.enqueue({ status: 503, body: { error: 'temporarily_unavailable', error_description: 'try later' } });
+    await acquireSessionToken({ sessionKey, scopes, forceRefresh: true });
+    expect(refreshRequests()).toHaveLength(2);
+    expect(context.idp.refreshGrants()[0]).toMatchObject({ redemptions: 1, revoked: false });
+  });
+});

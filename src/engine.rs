@@ -571,7 +571,8 @@ impl Engine {
             1 => format!("Transient OBO exchange failure for user: {user}, retrying once"),
             most => format!("Transient OBO exchange failure for user: {user}, retrying ({retries_done} of {most})"),
         };
-        match self.with_retries(config, &secrets, events, retrying, || self.attempt(setup, request)).await {
+        let attempt = || self.attempt(setup, request);
+        match self.with_retries(config, &secrets, events, retrying, |_| true, attempt).await {
             Ok(response) => {
                 let token = self.store(config, key, response, footing);
                 events.push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
@@ -581,15 +582,17 @@ impl Engine {
         }
     }
 
-    /// `attempt` until it succeeds or the retry policy gives up; `retrying`
-    /// words the warning of each retry (given the retries made). The error
-    /// that ends it is not redacted yet: the caller does it.
+    /// `attempt` until it succeeds or the retry policy gives up; `may_resend`
+    /// narrows which failures are retried. `retrying` words the warning of
+    /// each retry (given the retries made). The error that ends it is not
+    /// redacted yet: the caller does it.
     async fn with_retries<T, A>(
         &self,
         config: &Config,
         secrets: &Secrets<'_>,
         events: &mut Events,
         retrying: impl Fn(u32) -> String,
+        may_resend: impl Fn(&ExchangeError) -> bool,
         attempt: impl Fn() -> A,
     ) -> Result<T, ExchangeError>
     where
@@ -615,13 +618,13 @@ impl Engine {
             }
             err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
             match policy.next(retries_done, &err) {
-                Next::Retry(wait) => {
+                Next::Retry(wait) if may_resend(&err) => {
                     retries_done += 1;
                     events.push_error(Level::Warn, || retrying(retries_done), || err.clone().redacted(secrets));
                     Counters::bump(&self.0.counters.retries);
                     tokio::time::sleep(wait).await;
                 }
-                Next::Throttle(_) | Next::GiveUp => return Err(err),
+                Next::Retry(_) | Next::Throttle(_) | Next::GiveUp => return Err(err),
             }
         }
     }

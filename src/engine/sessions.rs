@@ -85,8 +85,11 @@ impl Renewer for Renewal<'_> {
         let ask = Ask::Refresh { refresh_token, scopes };
         let attempt = || self.engine.attempt_grant(self.setup, &ask, session::parse_granted);
         let retrying = |_| String::new();
+        // The provider may have rotated the token even when its answer was lost (a timeout, a 5xx):
+        // sending the old one again would be reuse, and revoke the grant. The caller may retry later.
+        let unreceived = crate::retry::never_reached_provider;
         self.engine
-            .with_retries(&self.setup.config, &secrets, &mut Events::Off, retrying, attempt)
+            .with_retries(&self.setup.config, &secrets, &mut Events::Off, retrying, unreceived, attempt)
             .await
             .map_err(|err| err.redacted(&secrets))
     }
@@ -166,7 +169,7 @@ impl Engine {
         let ask = Ask::Exchange { assertion: &assertion, scopes: &requested, target: target.as_ref(), claims: None };
         let attempt = || self.attempt_grant(setup, &ask, session::parse_granted);
         let retrying = |_| format!("Transient OBO session failure for user: {user}, retrying");
-        let begun = match self.with_retries(config, &secrets, &mut events, retrying, attempt).await {
+        let begun = match self.with_retries(config, &secrets, &mut events, retrying, |_| true, attempt).await {
             Ok(granted) => setup.sessions.begin(session_key, user, &scopes, granted).await,
             Err(err) => {
                 Counters::bump(&self.0.counters.sessions.failures);
