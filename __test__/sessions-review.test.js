@@ -2,9 +2,11 @@
 /**
  * Findings of the review of long-running sessions, one describe per point:
  * a session call retries as an exchange does (never a host function's
- * failure).
+ * failure); a renewal is not sent again once the provider may have seen it;
+ * a configure() does not let a second renewal of a session start beside one
+ * under way, nor forget a renewal the store would not take.
  */
-const { obo, useMockIdp, settle } = require('./helpers');
+const { obo, until, optionsFor, useMockIdp, settle } = require('./helpers');
 
 const { beginOboSession, acquireSessionToken } = obo;
 const user = { openidId: 'agent-review' };
@@ -83,5 +85,71 @@ describe('2. a renewal is sent again only when it never reached the provider', (
     await acquireSessionToken({ sessionKey, scopes, forceRefresh: true });
     expect(refreshRequests()).toHaveLength(2);
     expect(context.idp.refreshGrants()[0]).toMatchObject({ redemptions: 1, revoked: false });
+  });
+});
+
+describe('3. configure() keeps the sessions\' locks and unsaved renewals (a host store, no Redis)', () => {
+  const context = useMockIdp();
+  const KEY = 'c0ffee'.repeat(10) + '0123';
+  const refreshRequests = () => context.idp.tokenRequests().filter((r) => r.form.grant_type === 'refresh_token');
+  let store;
+  const withStore = () => optionsFor(context.idp, { sessionStore: store, cacheEncryptionKey: KEY });
+  beforeEach(() => {
+    const values = new Map();
+    store = {
+      get: async (id) => values.get(id) ?? null,
+      set: async (id, value) => {
+        values.set(id, value);
+      },
+      delete: async (id) => values.delete(id),
+    };
+    obo.configure(withStore());
+  });
+
+  test('a renewal under way when configure() is called is not joined by a second redemption of its refresh token', async () => {
+    const { sessionKey } = await beginOboSession({ assertion: 'user-assertion', scopes, user });
+    // The renewal's write to the host's database is slow: the provider has rotated the refresh token, the store still has the old one.
+    const set = store.set;
+    let commit;
+    store.set = (id, value) => new Promise((resolve) => {
+      commit = () => set(id, value).then(resolve);
+    });
+    const first = acquireSessionToken({ sessionKey, scopes, forceRefresh: true });
+    await until(() => commit !== undefined);
+    store.set = set;
+    obo.configure(withStore());
+    let reads = 0;
+    const get = store.get;
+    store.get = (id) => {
+      reads += 1;
+      return get(id);
+    };
+    // Other scopes: it reads the session, finds no token for them, and must wait for the renewal under way.
+    const second = acquireSessionToken({ sessionKey, scopes: 'api://other/Read' });
+    await until(() => reads > 0);
+    commit();
+    const results = await Promise.all([settle(first), settle(second)]);
+    expect(results.map((result) => result.error)).toEqual([undefined, undefined]);
+    const presented = refreshRequests().map((r) => r.form.refresh_token);
+    expect(presented).toHaveLength(2);
+    expect(presented[1]).not.toBe(presented[0]);
+    expect(context.idp.refreshGrants()[0]).toMatchObject({ redemptions: 2, revoked: false, reuseDetected: false });
+  });
+
+  test('a renewal the store would not take is renewed from, not the spent token, after configure()', async () => {
+    const { sessionKey } = await beginOboSession({ assertion: 'user-assertion', scopes, user });
+    const set = store.set;
+    store.set = async () => {
+      throw new Error('database offline');
+    };
+    await acquireSessionToken({ sessionKey, scopes, forceRefresh: true });
+    store.set = set;
+    obo.configure(withStore());
+    const { error } = await settle(acquireSessionToken({ sessionKey, scopes, forceRefresh: true }));
+    expect(error).toBeUndefined();
+    const presented = refreshRequests().map((r) => r.form.refresh_token);
+    expect(presented).toHaveLength(2);
+    expect(presented[1]).not.toBe(presented[0]);
+    expect(context.idp.refreshGrants()[0]).toMatchObject({ redemptions: 2, revoked: false, reuseDetected: false });
   });
 });

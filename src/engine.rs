@@ -26,7 +26,7 @@ use crate::redis_tier::RedisTier;
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
 use crate::runtime;
-use crate::session::{HostSessionStore, Sessions};
+use crate::session::{HostSessionStore, Renewals, Sessions};
 use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
@@ -118,10 +118,11 @@ impl Setup {
     /// and no tier, as the environment cannot throw at anyone.
     fn new(
         mut config: Config,
-        counters: &Counters,
+        engine: &Inner,
         from_env: bool,
         session_store: Option<Arc<dyn HostSessionStore>>,
     ) -> Result<Arc<Setup>, ConfigError> {
+        let counters = &engine.counters;
         let client = http::client_for(config.proxy.as_ref())
             .map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
         let endpoint = match &config.endpoint {
@@ -139,7 +140,8 @@ impl Setup {
             Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
-        let sessions = sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions)?;
+        let sessions =
+            sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions, &engine.renewals)?;
         let grant_key = config.grant.configured_key();
         Ok(Arc::new(Setup { config, grant_key, client, endpoint, shared, sessions }))
     }
@@ -177,6 +179,9 @@ struct Inner {
     flights: RwLock<Arc<FlightMap<Outcome>>>,
     counters: Counters,
     generations: Arc<Generations>,
+    /// Sessions' locks and unsaved renewals: a `configure()` must not let a
+    /// second renewal of a session start beside one under way, nor lose one.
+    renewals: Arc<Renewals>,
 }
 
 #[derive(Clone)]
@@ -203,6 +208,7 @@ impl Engine {
             flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
             generations,
+            renewals: Arc::default(),
         }))
     }
 
@@ -234,7 +240,7 @@ impl Engine {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
                 let config = Config::from_options(json, functions)?;
-                let setup = Setup::new(config, &self.0.counters, false, session_store)?;
+                let setup = Setup::new(config, &self.0, false, session_store)?;
                 ConfigSlot::Configured(setup)
             }
         };
@@ -427,7 +433,7 @@ impl Engine {
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
         };
-        let setup = Setup::new(config, &inner.counters, true, None).map_err(|err| unavailable(Some(err.message)))?;
+        let setup = Setup::new(config, inner, true, None).map_err(|err| unavailable(Some(err.message)))?;
         let mut slot = inner.slot.write();
         match &mut *slot {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),

@@ -13,7 +13,7 @@ use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::key::Identity;
 use crate::session::{
-    self, Begun, Granted, HostSessionStore, HostStore, InProcess, RedisSessions, Renewer, SessionCounters,
+    self, Begun, Granted, HostSessionStore, HostStore, InProcess, RedisSessions, Renewals, Renewer, SessionCounters,
     SessionToken, Sessions, Storage,
 };
 use crate::shared::{Namespace, SharedTier};
@@ -51,6 +51,7 @@ pub(super) fn sessions_for(
     shared: Option<&SharedTier>,
     host_store: Option<Arc<dyn HostSessionStore>>,
     counters: &Arc<SessionCounters>,
+    renewals: &Arc<Renewals>,
 ) -> Result<Sessions, ConfigError> {
     let redis = || shared.map(|shared| RedisSessions::new(shared.tier().clone(), shared.lease(), shared.patience()));
     let storage = match (host_store, redis()) {
@@ -69,7 +70,15 @@ pub(super) fn sessions_for(
     };
     // The application a session belongs to, as the shared tier names it.
     let client = Namespace::of(config).as_bytes().to_vec();
-    Ok(Sessions::new(storage, redis(), client, config.session_ttl, config.expiry_skew, counters.clone()))
+    Ok(Sessions::new(
+        storage,
+        redis(),
+        client,
+        config.session_ttl,
+        config.expiry_skew,
+        counters.clone(),
+        renewals.clone(),
+    ))
 }
 
 /// Redeems refresh tokens with the configuration a session call runs under.

@@ -229,6 +229,20 @@ impl Hold {
     }
 }
 
+/// What this process knows of renewals whatever configuration is in force,
+/// so that a `configure()` during a renewal changes none of it: who holds each
+/// session's lock, and renewed sessions the store would not take. Keyed by
+/// [`SessionId`], which already names the client.
+#[derive(Default)]
+pub struct Renewals {
+    locks: Arc<LocalLocks>,
+    /// Renewed sessions the store would not take (it failed right after the
+    /// provider rotated the refresh token): this process keeps renewing from
+    /// them, never from the spent token in the store, and writes them again
+    /// whenever it holds the session's lock, until the store takes them.
+    unsaved: Mutex<HashMap<SessionId, SessionRecord>>,
+}
+
 /// The sessions of one client.
 pub struct Sessions {
     storage: Storage,
@@ -238,13 +252,9 @@ pub struct Sessions {
     client: Vec<u8>,
     ttl: Duration,
     skew: Duration,
-    locks: Arc<LocalLocks>,
     counters: Arc<SessionCounters>,
-    /// Renewed sessions the store would not take (it failed right after the
-    /// provider rotated the refresh token): this process keeps renewing from
-    /// them, never from the spent token in the store, and writes them again
-    /// whenever it holds the session's lock, until the store takes them.
-    unsaved: Mutex<HashMap<SessionId, SessionRecord>>,
+    /// The engine's: they outlive this configuration.
+    renewals: Arc<Renewals>,
 }
 
 /// Writes of a renewed session tried before it is kept in the process instead.
@@ -258,8 +268,9 @@ impl Sessions {
         ttl: Duration,
         skew: Duration,
         counters: Arc<SessionCounters>,
+        renewals: Arc<Renewals>,
     ) -> Sessions {
-        Sessions { storage, remote_lock, client, ttl, skew, locks: Arc::default(), counters, unsaved: Mutex::default() }
+        Sessions { storage, remote_lock, client, ttl, skew, counters, renewals }
     }
 
     pub fn id(&self, session_key: &str) -> SessionId {
@@ -275,7 +286,7 @@ impl Sessions {
     }
 
     async fn hold(&self, id: &SessionId) -> Result<Hold, Arc<ExchangeError>> {
-        let local = self.locks.lock(*id).await;
+        let local = self.renewals.locks.lock(*id).await;
         let remote = match &self.remote_lock {
             Some(redis) => Some(redis.lock(id).await.map_err(unavailable)?),
             None => None,
@@ -306,7 +317,7 @@ impl Sessions {
         let hold = self.hold(&id).await.inspect_err(|_| bump(&self.counters.failures))?;
         let saved = self.storage.save(&id, &record).await;
         if saved.is_ok() {
-            self.unsaved.lock().remove(&id);
+            self.renewals.unsaved.lock().remove(&id);
         }
         hold.release().await;
         saved.map_err(|why| {
@@ -393,13 +404,13 @@ impl Sessions {
                             why.0
                         )
                     });
-                    self.unsaved.lock().insert(*id, record);
+                    self.renewals.unsaved.lock().insert(*id, record);
                 }
                 events.push(Level::Debug, || format!("Renewed OBO session for user: {subject}"));
                 Ok(served)
             }
             Err(err) if is_invalid_grant(&err) => {
-                self.unsaved.lock().remove(id);
+                self.renewals.unsaved.lock().remove(id);
                 let removed = self.storage.remove(id).await;
                 let err = Arc::new(expired(err));
                 events.push_error(
@@ -426,7 +437,7 @@ impl Sessions {
     pub async fn end(&self, session_key: &str) -> Result<bool, Arc<ExchangeError>> {
         let id = self.id(session_key);
         let hold = self.hold(&id).await?;
-        let kept = self.unsaved.lock().remove(&id).is_some();
+        let kept = self.renewals.unsaved.lock().remove(&id).is_some();
         let removed = self.storage.remove(&id).await;
         hold.release().await;
         removed.map(|existed| existed || kept).map_err(unavailable)
@@ -435,7 +446,7 @@ impl Sessions {
     /// The session as this process knows it best: a renewal the store would
     /// not take, else the store's.
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreUnavailable> {
-        let unsaved = self.unsaved.lock().get(id).cloned();
+        let unsaved = self.renewals.unsaved.lock().get(id).cloned();
         match unsaved {
             Some(record) => Ok(Some(record)),
             None => self.storage.load(id).await,
@@ -444,10 +455,10 @@ impl Sessions {
 
     /// Under the session's lock: a renewal the store would not take, written again.
     async fn flush(&self, id: &SessionId) {
-        let unsaved = self.unsaved.lock().get(id).cloned();
+        let unsaved = self.renewals.unsaved.lock().get(id).cloned();
         if let Some(record) = unsaved {
             if self.storage.save(id, &record).await.is_ok() {
-                self.unsaved.lock().remove(id);
+                self.renewals.unsaved.lock().remove(id);
             }
         }
     }
@@ -459,7 +470,7 @@ impl Sessions {
         loop {
             match self.storage.save(id, record).await {
                 Ok(()) => {
-                    self.unsaved.lock().remove(id);
+                    self.renewals.unsaved.lock().remove(id);
                     return Ok(());
                 }
                 Err(why) if attempt >= SAVE_ATTEMPTS => return Err(why),

@@ -90,6 +90,7 @@ fn in_process() -> Sessions {
         DEFAULT_SESSION_TTL,
         SKEW,
         Arc::default(),
+        Arc::default(),
     )
 }
 
@@ -174,7 +175,7 @@ async fn concurrent_callers_over_several_scopes_redeem_one_at_a_time_and_are_all
     assert_eq!(provider.most_in_flight.load(Ordering::SeqCst), 1);
     assert_eq!(provider.redemptions.load(Ordering::SeqCst), 4, "one renewal per scope set");
     assert!(!provider.revoked.load(Ordering::SeqCst));
-    assert_eq!(sessions.locks.len(), 0, "no lock left behind");
+    assert_eq!(sessions.renewals.locks.len(), 0, "no lock left behind");
 }
 
 #[tokio::test]
@@ -239,7 +240,15 @@ async fn a_session_in_a_host_store_survives_a_restart_of_the_client_and_belongs_
     let memory = Arc::new(MemoryStore::default());
     let host = |client: &[u8]| {
         let store = HostStore::new(Arc::new(memory.clone()), &[9; 32], Duration::from_secs(5));
-        Sessions::new(Storage::Host(Box::new(store)), None, client.to_vec(), DEFAULT_SESSION_TTL, SKEW, Arc::default())
+        Sessions::new(
+            Storage::Host(Box::new(store)),
+            None,
+            client.to_vec(),
+            DEFAULT_SESSION_TTL,
+            SKEW,
+            Arc::default(),
+            Arc::default(),
+        )
     };
     let provider = Provider::rotating();
     host(b"client").begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
@@ -266,6 +275,7 @@ async fn a_renewal_the_store_would_not_take_is_kept_in_process_and_the_spent_tok
         DEFAULT_SESSION_TTL,
         SKEW,
         Arc::default(),
+        Arc::default(),
     );
     let provider = Provider::rotating();
     sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
@@ -279,5 +289,5 @@ async fn a_renewal_the_store_would_not_take_is_kept_in_process_and_the_spent_tok
     assert_eq!(again.access_token, "at-2-s");
     assert!(!provider.revoked.load(Ordering::SeqCst), "rt-0 was presented again");
     assert_eq!(sessions.storage.load(&sessions.id("k")).await.unwrap().unwrap().refresh_token, "rt-2");
-    assert!(sessions.unsaved.lock().is_empty());
+    assert!(sessions.renewals.unsaved.lock().is_empty());
 }
