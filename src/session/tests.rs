@@ -26,6 +26,8 @@ struct Provider {
     /// Answers queued for the next redemptions, before the grant is checked.
     faults: Mutex<Vec<ExchangeError>>,
     rotate: bool,
+    /// Access tokens that live a second, less than the skew.
+    short_lived: bool,
 }
 
 fn invalid_grant(why: &str) -> ExchangeError {
@@ -42,7 +44,10 @@ impl Provider {
 
     fn granted(&self, n: usize, scopes: &str, refresh_token: Option<String>) -> Granted {
         Granted {
-            token: TokenResponse { access_token: Arc::from(format!("at-{n}-{scopes}")), expires_in: 3600 },
+            token: TokenResponse {
+                access_token: Arc::from(format!("at-{n}-{scopes}")),
+                expires_in: if self.short_lived { 1 } else { 3600 },
+            },
             refresh_token,
         }
     }
@@ -176,6 +181,29 @@ async fn concurrent_callers_over_several_scopes_redeem_one_at_a_time_and_are_all
     assert_eq!(provider.redemptions.load(Ordering::SeqCst), 4, "one renewal per scope set");
     assert!(!provider.revoked.load(Ordering::SeqCst));
     assert_eq!(sessions.renewals.locks.len(), 0, "no lock left behind");
+}
+
+#[tokio::test]
+async fn callers_that_waited_for_a_renewal_are_served_by_it_even_when_its_token_lives_less_than_the_skew() {
+    let sessions = Arc::new(in_process());
+    let provider = Arc::new(Provider {
+        current: Mutex::new("rt-0".into()),
+        rotate: true,
+        short_lived: true,
+        ..Default::default()
+    });
+    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    age(&sessions, "k").await;
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (sessions, provider) = (sessions.clone(), provider.clone());
+            tokio::spawn(async move { acquire(&sessions, &provider, "k", "s", false).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().access_token, "at-1-s");
+    }
+    assert_eq!(provider.redemptions.load(Ordering::SeqCst), 1, "one renewal for every caller, not one each");
 }
 
 #[tokio::test]
