@@ -4,8 +4,10 @@
  * a session call retries as an exchange does (never a host function's
  * failure); a renewal is not sent again once the provider may have seen it;
  * a configure() does not let a second renewal of a session start beside one
- * under way, nor forget a renewal the store would not take.
+ * under way, nor forget a renewal the store would not take; a session begun
+ * at the user's home tenant renews there.
  */
+const { startMockIdp } = require('../testing');
 const { obo, until, optionsFor, useMockIdp, settle } = require('./helpers');
 
 const { beginOboSession, acquireSessionToken } = obo;
@@ -151,5 +153,32 @@ describe('3. configure() keeps the sessions\' locks and unsaved renewals (a host
     expect(presented).toHaveLength(2);
     expect(presented[1]).not.toBe(presented[0]);
     expect(context.idp.refreshGrants()[0]).toMatchObject({ redemptions: 2, revoked: false, reuseDetected: false });
+  });
+});
+
+describe('5. a session begun at the user\'s home tenant renews there', () => {
+  const TENANT_ID = '72f988bf-86f1-41af-91ab-2d7cd011db47';
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const assertion = `${encode({ typ: 'JWT', alg: 'RS256' })}.${encode({ tid: TENANT_ID, oid: 'user-oid' })}.c2lnbmF0dXJl`;
+  let idp;
+  beforeAll(async () => {
+    idp = await startMockIdp({ multiTenant: true });
+  });
+  afterAll(async () => {
+    obo.configure(null);
+    await idp.close();
+  });
+
+  test('configured with common: the exchange and every renewal go to the tenant of the assertion', async () => {
+    obo.configure(optionsFor(idp, { tokenEndpoint: idp.tokenEndpointFor('common') }));
+    const { sessionKey } = await beginOboSession({ assertion, scopes, user });
+    await acquireSessionToken({ sessionKey, scopes, forceRefresh: true });
+    await acquireSessionToken({ sessionKey, scopes: 'api://other/Read' });
+    const paths = idp.tokenRequests().map((request) => [request.form.grant_type, request.path]);
+    expect(paths).toEqual([
+      ['urn:ietf:params:oauth:grant-type:jwt-bearer', `/${TENANT_ID}/oauth2/v2.0/token`],
+      ['refresh_token', `/${TENANT_ID}/oauth2/v2.0/token`],
+      ['refresh_token', `/${TENANT_ID}/oauth2/v2.0/token`],
+    ]);
   });
 });

@@ -96,8 +96,8 @@ impl std::fmt::Debug for ExchangeRequest {
 enum Ask<'a> {
     /// The configured grant (jwt-bearer or token exchange) for an assertion.
     Exchange { assertion: &'a str, scopes: &'a str, target: Option<&'a Target>, claims: Option<&'a Claims> },
-    /// A long-running session's renewal (see [`crate::session`]).
-    Refresh { refresh_token: &'a str, scopes: &'a str },
+    /// A long-running session's renewal (see [`crate::session`]), at the user's home tenant when it began there.
+    Refresh { refresh_token: &'a str, scopes: &'a str, tenant: Option<&'a str> },
 }
 
 /// A configuration in force, with what hangs on it.
@@ -669,10 +669,10 @@ impl Engine {
         };
         let mut deadline = tokio::time::Instant::now() + timeout;
         let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
-        // An exchange goes to the user's home tenant (see `routing`); a renewal to the configured endpoint.
+        // An exchange goes to the user's home tenant (see `routing`), and so does a session's renewal.
         let endpoint = match ask {
             Ask::Exchange { assertion, .. } => routing::route(&configured, assertion),
-            Ask::Refresh { .. } => std::borrow::Cow::Owned(configured),
+            Ask::Refresh { tenant, .. } => routing::route_to(&configured, *tenant),
         };
         let client_assertion = match &config.client_assertion {
             Some(source) => {
@@ -721,7 +721,9 @@ impl Engine {
                 let claims = Claims::merged(*claims, config.capabilities.as_ref()).map(|claims| claims.to_json());
                 config.grant.form_body(assertion, scopes, *target, actor_token, &auth, claims.as_deref())
             }
-            Ask::Refresh { refresh_token, scopes } => crate::session::refresh_form_body(refresh_token, scopes, &auth),
+            Ask::Refresh { refresh_token, scopes, .. } => {
+                crate::session::refresh_form_body(refresh_token, scopes, &auth)
+            }
         };
         let authorization = grant::basic_authorization(&auth);
         let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;

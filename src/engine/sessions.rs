@@ -88,10 +88,10 @@ struct Renewal<'a> {
 }
 
 impl Renewer for Renewal<'_> {
-    async fn redeem(&self, refresh_token: &str, scopes: &str) -> Result<Granted, ExchangeError> {
+    async fn redeem(&self, refresh_token: &str, scopes: &str, tenant: Option<&str>) -> Result<Granted, ExchangeError> {
         let mut secrets = self.setup.config.secrets();
         secrets.push(refresh_token);
-        let ask = Ask::Refresh { refresh_token, scopes };
+        let ask = Ask::Refresh { refresh_token, scopes, tenant };
         let attempt = || self.engine.attempt_grant(self.setup, &ask, session::parse_granted);
         let retrying = |_| String::new();
         // The provider may have rotated the token even when its answer was lost (a timeout, a 5xx):
@@ -179,7 +179,10 @@ impl Engine {
         let attempt = || self.attempt_grant(setup, &ask, session::parse_granted);
         let retrying = |_| format!("Transient OBO session failure for user: {user}, retrying");
         let begun = match self.with_retries(config, &secrets, &mut events, retrying, |_| true, attempt).await {
-            Ok(granted) => setup.sessions.begin(session_key, user, &scopes, granted).await,
+            Ok(granted) => {
+                let tenant = crate::routing::home_tenant(&assertion);
+                setup.sessions.begin(session_key, user, tenant, &scopes, granted).await
+            }
             Err(err) => {
                 Counters::bump(&self.0.counters.sessions.failures);
                 Err(Arc::new(err.redacted(&secrets)))

@@ -101,7 +101,13 @@ fn bump(counter: &AtomicU64) {
 /// retries and timeout. The error is already free of secrets (the refresh
 /// token among them).
 pub trait Renewer: Sync {
-    fn redeem(&self, refresh_token: &str, scopes: &str) -> impl Future<Output = Result<Granted, ExchangeError>> + Send;
+    /// `tenant`: the user's home tenant the session began at, if any.
+    fn redeem(
+        &self,
+        refresh_token: &str,
+        scopes: &str,
+        tenant: Option<&str>,
+    ) -> impl Future<Output = Result<Granted, ExchangeError>> + Send;
 }
 
 /// Where a client's sessions live.
@@ -294,12 +300,14 @@ impl Sessions {
         Ok(Hold { _local: local, remote })
     }
 
-    /// Keeps a session begun by an exchange that answered `granted` for
-    /// `scopes`, under `session_key` (replacing any session there) or a new key.
+    /// Keeps a session begun (at the user's home `tenant`, if routed there)
+    /// by an exchange that answered `granted` for `scopes`, under
+    /// `session_key` (replacing any session there) or a new key.
     pub async fn begin(
         &self,
         session_key: Option<String>,
         subject: &str,
+        tenant: Option<String>,
         scopes: &str,
         granted: Granted,
     ) -> Result<Begun, Arc<ExchangeError>> {
@@ -311,6 +319,7 @@ impl Sessions {
         let id = self.id(&session_key);
         let now_ms = wall_clock_ms();
         let mut record = SessionRecord::new(refresh_token, subject.to_owned(), now_ms, self.ttl);
+        record.tenant = tenant;
         let token = ScopedToken::new(scopes, &granted.token, now_ms, self.skew);
         let served = SessionToken::from_scoped(&token, now_ms);
         record.keep(token, now_ms);
@@ -389,7 +398,7 @@ impl Sessions {
         }
         let subject = record.subject.clone();
         events.push(Level::Debug, || format!("Renewing OBO session for user: {subject}, scopes: {scopes}"));
-        match renewer.redeem(&record.refresh_token, scopes).await {
+        match renewer.redeem(&record.refresh_token, scopes, record.tenant.as_deref()).await {
             Ok(granted) => {
                 let now_ms = wall_clock_ms();
                 let token = ScopedToken::new(scopes, &granted.token, now_ms, self.skew);

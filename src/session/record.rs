@@ -22,6 +22,10 @@ pub struct SessionRecord {
     /// Wall-clock ms since the epoch after which the session is gone.
     pub lapses_at_ms: u64,
     pub tokens: Vec<ScopedToken>,
+    /// The user's home tenant, when the session began there (see
+    /// [`crate::routing`]): its renewals go there too. Absent from older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// An access token of the session, for one scope set (as the caller wrote it).
@@ -43,6 +47,7 @@ impl std::fmt::Debug for SessionRecord {
             .field("revision", &self.revision)
             .field("lapses_at_ms", &self.lapses_at_ms)
             .field("tokens", &self.tokens)
+            .field("tenant", &self.tenant)
             .finish()
     }
 }
@@ -81,7 +86,14 @@ impl ScopedToken {
 
 impl SessionRecord {
     pub fn new(refresh_token: String, subject: String, now_ms: u64, ttl: Duration) -> SessionRecord {
-        SessionRecord { refresh_token, subject, revision: 0, lapses_at_ms: lapse(now_ms, ttl), tokens: Vec::new() }
+        SessionRecord {
+            refresh_token,
+            subject,
+            revision: 0,
+            lapses_at_ms: lapse(now_ms, ttl),
+            tokens: Vec::new(),
+            tenant: None,
+        }
     }
 
     pub fn is_lapsed(&self, now_ms: u64) -> bool {

@@ -54,7 +54,7 @@ impl Provider {
 }
 
 impl Renewer for Arc<Provider> {
-    async fn redeem(&self, refresh_token: &str, scopes: &str) -> Result<Granted, ExchangeError> {
+    async fn redeem(&self, refresh_token: &str, scopes: &str, _tenant: Option<&str>) -> Result<Granted, ExchangeError> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         // Let any other redemption that could run now run.
@@ -130,7 +130,7 @@ async fn acquire(
 async fn a_session_serves_its_token_while_fresh_then_renews_with_the_rotated_token() {
     let sessions = in_process();
     let provider = Provider::rotating();
-    let begun = sessions.begin(None, "user", "api://s", first_grant(Some("rt-0"))).await.unwrap();
+    let begun = sessions.begin(None, "user", None, "api://s", first_grant(Some("rt-0"))).await.unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(&begun.session_key).unwrap().len(), 32);
     assert_eq!(begun.token.access_token, "at-begin");
     assert_eq!(sessions.held_in_process(), 1);
@@ -153,7 +153,7 @@ async fn a_session_serves_its_token_while_fresh_then_renews_with_the_rotated_tok
 async fn without_rotation_the_old_refresh_token_stays() {
     let sessions = in_process();
     let provider = Arc::new(Provider { current: Mutex::new("rt-0".into()), ..Default::default() });
-    let begun = sessions.begin(Some("job-1".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    let begun = sessions.begin(Some("job-1".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     assert_eq!(begun.session_key, "job-1");
     for _ in 0..2 {
         acquire(&sessions, &provider, "job-1", "s", true).await.unwrap();
@@ -165,7 +165,7 @@ async fn without_rotation_the_old_refresh_token_stays() {
 async fn concurrent_callers_over_several_scopes_redeem_one_at_a_time_and_are_all_served() {
     let sessions = Arc::new(in_process());
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s0", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s0", first_grant(Some("rt-0"))).await.unwrap();
     age(&sessions, "k").await;
     let calls: Vec<_> = (0..20)
         .map(|n| {
@@ -192,7 +192,7 @@ async fn callers_that_waited_for_a_renewal_are_served_by_it_even_when_its_token_
         short_lived: true,
         ..Default::default()
     });
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     age(&sessions, "k").await;
     let calls: Vec<_> = (0..5)
         .map(|_| {
@@ -210,7 +210,7 @@ async fn callers_that_waited_for_a_renewal_are_served_by_it_even_when_its_token_
 async fn concurrent_forced_renewals_are_served_by_the_one_they_waited_for() {
     let sessions = Arc::new(in_process());
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let (sessions, provider) = (sessions.clone(), provider.clone());
@@ -228,7 +228,7 @@ async fn concurrent_forced_renewals_are_served_by_the_one_they_waited_for() {
 async fn invalid_grant_ends_the_session_and_a_transient_failure_keeps_it() {
     let sessions = in_process();
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     provider.faults.lock().push(ExchangeError::failed("HTTP 503").with_status(503).retryable(true));
     let transient = acquire(&sessions, &provider, "k", "s", true).await.unwrap_err();
     assert!(transient.retryable);
@@ -249,13 +249,13 @@ async fn invalid_grant_ends_the_session_and_a_transient_failure_keeps_it() {
 #[tokio::test]
 async fn no_refresh_token_begins_nothing_and_end_says_whether_it_existed() {
     let sessions = in_process();
-    let err = sessions.begin(Some("k".into()), "user", "s", first_grant(None)).await.unwrap_err();
+    let err = sessions.begin(Some("k".into()), "user", None, "s", first_grant(None)).await.unwrap_err();
     assert_eq!((err.reason, err.retryable), (FailureReason::NoRefreshToken, false));
     assert!(err.message.contains("offline_access"));
     assert_eq!(sessions.held_in_process(), 0);
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     // Beginning again under the same key replaces the session.
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-new"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-new"))).await.unwrap();
     assert_eq!(sessions.held_in_process(), 1);
     assert_eq!(sessions.storage.load(&sessions.id("k")).await.unwrap().unwrap().refresh_token, "rt-new");
     assert!(sessions.end("k").await.unwrap());
@@ -279,7 +279,7 @@ async fn a_session_in_a_host_store_survives_a_restart_of_the_client_and_belongs_
         )
     };
     let provider = Provider::rotating();
-    host(b"client").begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    host(b"client").begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     let restarted = host(b"client");
     age(&restarted, "k").await;
     assert_eq!(acquire(&restarted, &provider, "k", "s", false).await.unwrap().access_token, "at-1-s");
@@ -306,7 +306,7 @@ async fn a_renewal_the_store_would_not_take_is_kept_in_process_and_the_spent_tok
         Arc::default(),
     );
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     memory.failing_writes.store(true, Ordering::SeqCst);
     // The provider rotated rt-0 into rt-1; the store keeps rt-0, which is spent.
     let renewed = acquire(&sessions, &provider, "k", "s", true).await.unwrap();
