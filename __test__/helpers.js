@@ -13,6 +13,15 @@ async function sleepUntil(instant) {
   while (performance.now() < instant) await sleep(Math.ceil(instant - performance.now()) + 1);
 }
 
+/**
+ * Waits until the wall clock (which the addon judges expiry by) passes
+ * `expiresAt` (ms since the epoch): a token that lived less than the expiry
+ * skew is served for its first second, as the cache serves one, and no longer.
+ */
+async function untilExpired(expiresAt) {
+  while (Date.now() <= expiresAt) await sleep(expiresAt - Date.now() + 1);
+}
+
 /** Waits until `condition()` holds, polling; fails after `timeoutMs`. */
 async function until(condition, timeoutMs = 5000) {
   const started = Date.now();
@@ -75,4 +84,4 @@ function textsOf(value, seen = new Set()) {
   return texts;
 }
 
-module.exports = { obo, sleep, sleepUntil, until, optionsFor, useMockIdp, settle, thrownBy, textsOf };
+module.exports = { obo, sleep, sleepUntil, untilExpired, until, optionsFor, useMockIdp, settle, thrownBy, textsOf };

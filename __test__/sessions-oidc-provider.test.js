@@ -8,7 +8,7 @@
  */
 const path = require('node:path');
 const { fork } = require('node:child_process');
-const { obo } = require('./helpers');
+const { obo, untilExpired } = require('./helpers');
 
 const { configure, beginOboSession, acquireSessionToken, stats } = obo;
 
@@ -85,10 +85,13 @@ it('a session renews through the refresh_token grant with rotation, many callers
   const before = await ask('events');
   const begun = await beginOboSession({ assertion: 'user:agent-1', scopes: 'api:read', user: { openidId: 'agent-1' } });
   expect(begun.scope).toBe('api:read');
-  // oidc-provider's access tokens live 1 s: every call below renews, one at a time.
+  // oidc-provider's access tokens live 1 s: once one has, the eight callers of a round wait for one renewal.
+  let servedUntil = begun.expires_at;
   for (let round = 0; round < 3; round++) {
+    await untilExpired(servedUntil);
     const results = await Promise.all(Array.from({ length: 8 }, () => acquireSessionToken({ sessionKey: begun.sessionKey, scopes: 'api:read' })));
     for (const result of results) expect(result.access_token).toEqual(expect.any(String));
+    servedUntil = Math.max(...results.map((result) => result.expires_at));
   }
   const after = await ask('events');
   expect(after.revoked).toBe(before.revoked);

@@ -10,6 +10,7 @@ const crypto = require('node:crypto');
 const { startMockIdp } = require('../testing');
 const { redisAvailable, startRedis, redisCli } = require('./support/redis');
 const { Instance, eventually } = require('./support/instances');
+const { untilExpired } = require('./helpers');
 
 const KEY = crypto.randomBytes(32).toString('hex');
 const SCOPES = 'api://reports/Read';
@@ -64,6 +65,7 @@ describeRedis('sessions in Redis', () => {
     });
     expect(begun.error).toBeUndefined();
     idp.setExpiresIn(3600);
+    await untilExpired(begun.expiresAt);
     return begun;
   }
 

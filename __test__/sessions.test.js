@@ -6,7 +6,7 @@
  * invalid_grant, end, a provider without refresh tokens, a host store, and
  * secrets kept out of errors and logs.
  */
-const { obo, until, optionsFor, useMockIdp, thrownBy } = require('./helpers');
+const { obo, until, untilExpired, optionsFor, useMockIdp, thrownBy } = require('./helpers');
 const { startMockIdp } = require('../testing');
 
 const { beginOboSession, acquireSessionToken, endOboSession, configure, clearCache, stats } = obo;
@@ -21,11 +21,12 @@ const refreshRequests = () => ctx.idp.tokenRequests().filter((r) => r.form.grant
 const oboRequests = () => ctx.idp.tokenRequests().filter((r) => r.form.grant_type !== 'refresh_token');
 const grant = () => ctx.idp.refreshGrants()[0];
 
-/** A session whose access token can no longer be served (it lives less than the expiry skew). */
+/** A session whose access token can no longer be served (it lived one second, less than the expiry skew). */
 async function staleSession(extra = {}) {
   ctx.idp.setExpiresIn(1);
   const begun = await beginOboSession({ assertion: 'user-assertion', scopes, user, ...extra });
   ctx.idp.setExpiresIn(3600);
+  await untilExpired(begun.expires_at);
   return begun;
 }
 
@@ -238,6 +239,7 @@ describe('token exchange', () => {
       keycloak.setExpiresIn(1);
       const begun = await beginOboSession({ assertion: 'user-assertion', scopes, user, audience: 'mcp-b' });
       keycloak.setExpiresIn(3600);
+      await untilExpired(begun.expires_at);
       const [exchange] = keycloak.tokenRequests();
       expect(exchange.form).toMatchObject({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: 'user-assertion', scope: `${scopes} offline_access` });
       expect(exchange.audiences).toEqual(['mcp-b']);
@@ -259,8 +261,9 @@ describe('sessionStore', () => {
     configure(optionsFor(ctx.idp, { sessionStore: store, cacheEncryptionKey: KEY, sessionTtlMs: 86_400_000 }));
     ctx.idp.setExpiresIn(1);
     const sessionKey = 'schedule-7f3a-secret-key';
-    await beginOboSession({ assertion: 'user-assertion', scopes, user, sessionKey });
+    const begun = await beginOboSession({ assertion: 'user-assertion', scopes, user, sessionKey });
     ctx.idp.setExpiresIn(3600);
+    await untilExpired(begun.expires_at);
     expect(stats().sessions).toBe(0);
     expect(store.values.size).toBe(1);
     const [[id, { value, ttlMs }]] = store.values;

@@ -38,6 +38,14 @@ pub fn exchange_begins() -> u64 {
     now_us.max(previous + 1)
 }
 
+/// Until when a token is served: `skew` before it expires, but never less
+/// than a second after it was obtained, so that a token that lives less than
+/// the skew still serves the callers that waited for it instead of each
+/// asking for another.
+pub fn serve_until_ms(obtained_at_ms: u64, expires_at_ms: u64, skew: Duration) -> u64 {
+    expires_at_ms.saturating_sub(skew.as_millis() as u64).max(obtained_at_ms.saturating_add(1000))
+}
+
 /// A token as the cache keeps it.
 #[derive(Clone, Debug)]
 pub struct CachedToken {
@@ -55,8 +63,7 @@ pub struct CachedToken {
 impl CachedToken {
     pub fn new(access_token: Arc<str>, granted_secs: u64, obtained_at_ms: u64, skew: Duration) -> CachedToken {
         let expires_at_ms = obtained_at_ms.saturating_add(granted_secs.saturating_mul(1000));
-        let serve_until_ms =
-            expires_at_ms.saturating_sub(skew.as_millis() as u64).max(obtained_at_ms.saturating_add(1000));
+        let serve_until_ms = serve_until_ms(obtained_at_ms, expires_at_ms, skew);
         CachedToken { access_token, granted_secs, expires_at_ms, serve_until_ms, begun_us: 0 }
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use crate::cache::{exchange_begins, wall_clock_ms, CacheKey, CachedToken, Hit, TokenCache};
 use crate::claims::Claims;
 use crate::config::{without_credentials, Config, EndpointSource, EnvLookup, HostFunctions};
-use crate::error::{ConfigError, ExchangeError, FailureReason};
+use crate::error::{ConfigError, ExchangeError, FailureReason, Secrets};
 use crate::events::{Events, Level};
 use crate::flight::{FlightMap, Role};
 use crate::generations::Generations;
@@ -26,7 +26,7 @@ use crate::redis_tier::RedisTier;
 use crate::retry::{self, Next, RetryPolicy};
 use crate::routing;
 use crate::runtime;
-use crate::session::{HostSessionStore, Sessions};
+use crate::session::{HostSessionStore, Renewals, Sessions};
 use crate::shared::{Ahead, Local, SharedTier};
 use crate::stats::{Counters, InFlight, Stats};
 use crate::throttle::Throttles;
@@ -96,8 +96,8 @@ impl std::fmt::Debug for ExchangeRequest {
 enum Ask<'a> {
     /// The configured grant (jwt-bearer or token exchange) for an assertion.
     Exchange { assertion: &'a str, scopes: &'a str, target: Option<&'a Target>, claims: Option<&'a Claims> },
-    /// A long-running session's renewal (see [`crate::session`]).
-    Refresh { refresh_token: &'a str, scopes: &'a str },
+    /// A long-running session's renewal (see [`crate::session`]), at the user's home tenant when it began there.
+    Refresh { refresh_token: &'a str, scopes: &'a str, tenant: Option<&'a str> },
 }
 
 /// A configuration in force, with what hangs on it.
@@ -118,10 +118,11 @@ impl Setup {
     /// and no tier, as the environment cannot throw at anyone.
     fn new(
         mut config: Config,
-        counters: &Counters,
+        engine: &Inner,
         from_env: bool,
         session_store: Option<Arc<dyn HostSessionStore>>,
     ) -> Result<Arc<Setup>, ConfigError> {
+        let counters = &engine.counters;
         let client = http::client_for(config.proxy.as_ref())
             .map_err(|why| ConfigError::new("proxy", format!("configure: {why}")))?;
         let endpoint = match &config.endpoint {
@@ -139,7 +140,8 @@ impl Setup {
             Some(Err(err)) => return Err(err.for_configure()),
         };
         let shared = tier.map(|tier| SharedTier::new(tier, &config));
-        let sessions = sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions)?;
+        let sessions =
+            sessions::sessions_for(&config, shared.as_ref(), session_store, &counters.sessions, &engine.renewals)?;
         let grant_key = config.grant.configured_key();
         Ok(Arc::new(Setup { config, grant_key, client, endpoint, shared, sessions }))
     }
@@ -177,6 +179,9 @@ struct Inner {
     flights: RwLock<Arc<FlightMap<Outcome>>>,
     counters: Counters,
     generations: Arc<Generations>,
+    /// Sessions' locks and unsaved renewals: a `configure()` must not let a
+    /// second renewal of a session start beside one under way, nor lose one.
+    renewals: Arc<Renewals>,
 }
 
 #[derive(Clone)]
@@ -203,6 +208,7 @@ impl Engine {
             flights: RwLock::new(FlightMap::new()),
             counters: Counters::default(),
             generations,
+            renewals: Arc::default(),
         }))
     }
 
@@ -234,7 +240,7 @@ impl Engine {
             None => ConfigSlot::FromEnv(None),
             Some(json) => {
                 let config = Config::from_options(json, functions)?;
-                let setup = Setup::new(config, &self.0.counters, false, session_store)?;
+                let setup = Setup::new(config, &self.0, false, session_store)?;
                 ConfigSlot::Configured(setup)
             }
         };
@@ -427,7 +433,7 @@ impl Engine {
             Ok(None) => return Err(unavailable(None)),
             Err(err) => return Err(unavailable(Some(err.message))),
         };
-        let setup = Setup::new(config, &inner.counters, true, None).map_err(|err| unavailable(Some(err.message)))?;
+        let setup = Setup::new(config, inner, true, None).map_err(|err| unavailable(Some(err.message)))?;
         let mut slot = inner.slot.write();
         match &mut *slot {
             ConfigSlot::FromEnv(Some(existing)) | ConfigSlot::Configured(existing) => Ok(footing(existing)),
@@ -567,6 +573,37 @@ impl Engine {
             Err(err)
         };
 
+        let retrying = |retries_done: u32| match config.max_retries {
+            1 => format!("Transient OBO exchange failure for user: {user}, retrying once"),
+            most => format!("Transient OBO exchange failure for user: {user}, retrying ({retries_done} of {most})"),
+        };
+        let attempt = || self.attempt(setup, request);
+        match self.with_retries(config, &secrets, events, retrying, |_| true, attempt).await {
+            Ok(response) => {
+                let token = self.store(config, key, response, footing);
+                events.push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
+                Ok(token)
+            }
+            Err(err) => fail(err, events),
+        }
+    }
+
+    /// `attempt` until it succeeds or the retry policy gives up; `may_resend`
+    /// narrows which failures are retried. `retrying` words the warning of
+    /// each retry (given the retries made). The error that ends it is not
+    /// redacted yet: the caller does it.
+    async fn with_retries<T, A>(
+        &self,
+        config: &Config,
+        secrets: &Secrets<'_>,
+        events: &mut Events,
+        retrying: impl Fn(u32) -> String,
+        may_resend: impl Fn(&ExchangeError) -> bool,
+        attempt: impl Fn() -> A,
+    ) -> Result<T, ExchangeError>
+    where
+        A: Future<Output = Result<T, ExchangeError>>,
+    {
         let policy = RetryPolicy {
             max_retries: config.max_retries,
             retry_delay: config.retry_delay,
@@ -574,46 +611,26 @@ impl Engine {
         };
         let mut retries_done = 0;
         loop {
-            match self.attempt(setup, request).await {
-                Ok(response) => {
-                    let token = self.store(config, key, response, footing);
-                    events
-                        .push(Level::Debug, || format!("Successfully obtained and cached OBO token for user: {user}"));
-                    return Ok(token);
+            let mut err = match attempt().await {
+                Ok(answer) => return Ok(answer),
+                Err(err) => err,
+            };
+            // Nothing was sent, and the source said whether a later call may do better.
+            if matches!(
+                err.code.as_deref(),
+                Some(crate::credentials::CLIENT_ASSERTION_UNAVAILABLE | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE)
+            ) {
+                return Err(err);
+            }
+            err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
+            match policy.next(retries_done, &err) {
+                Next::Retry(wait) if may_resend(&err) => {
+                    retries_done += 1;
+                    events.push_error(Level::Warn, || retrying(retries_done), || err.clone().redacted(secrets));
+                    Counters::bump(&self.0.counters.retries);
+                    tokio::time::sleep(wait).await;
                 }
-                // Nothing was sent, and the source said whether a later call may do better.
-                Err(err)
-                    if matches!(
-                        err.code.as_deref(),
-                        Some(
-                            crate::credentials::CLIENT_ASSERTION_UNAVAILABLE
-                                | crate::token_exchange::ACTOR_TOKEN_UNAVAILABLE
-                        )
-                    ) =>
-                {
-                    return fail(err, events)
-                }
-                Err(mut err) => {
-                    err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
-                    match policy.next(retries_done, &err) {
-                        Next::Retry(wait) => {
-                            retries_done += 1;
-                            events.push_error(
-                                Level::Warn,
-                                || match config.max_retries {
-                                    1 => format!("Transient OBO exchange failure for user: {user}, retrying once"),
-                                    most => format!(
-                                        "Transient OBO exchange failure for user: {user}, retrying ({retries_done} of {most})"
-                                    ),
-                                },
-                                || err.clone().redacted(&secrets),
-                            );
-                            Counters::bump(&inner.counters.retries);
-                            tokio::time::sleep(wait).await;
-                        }
-                        Next::Throttle(_) | Next::GiveUp => return fail(err, events),
-                    }
-                }
+                Next::Retry(_) | Next::Throttle(_) | Next::GiveUp => return Err(err),
             }
         }
     }
@@ -652,10 +669,10 @@ impl Engine {
         };
         let mut deadline = tokio::time::Instant::now() + timeout;
         let configured = tokio::time::timeout_at(deadline, self.endpoint(setup)).await.map_err(|_| timed_out())??;
-        // An exchange goes to the user's home tenant (see `routing`); a renewal to the configured endpoint.
+        // An exchange goes to the user's home tenant (see `routing`), and so does a session's renewal.
         let endpoint = match ask {
             Ask::Exchange { assertion, .. } => routing::route(&configured, assertion),
-            Ask::Refresh { .. } => std::borrow::Cow::Owned(configured),
+            Ask::Refresh { tenant, .. } => routing::route_to(&configured, *tenant),
         };
         let client_assertion = match &config.client_assertion {
             Some(source) => {
@@ -704,7 +721,9 @@ impl Engine {
                 let claims = Claims::merged(*claims, config.capabilities.as_ref()).map(|claims| claims.to_json());
                 config.grant.form_body(assertion, scopes, *target, actor_token, &auth, claims.as_deref())
             }
-            Ask::Refresh { refresh_token, scopes } => crate::session::refresh_form_body(refresh_token, scopes, &auth),
+            Ask::Refresh { refresh_token, scopes, .. } => {
+                crate::session::refresh_form_body(refresh_token, scopes, &auth)
+            }
         };
         let authorization = grant::basic_authorization(&auth);
         let answer = http::post_form(&setup.client, endpoint, authorization.as_deref(), body, config.timeout).await;

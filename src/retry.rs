@@ -47,6 +47,17 @@ pub fn is_retryable(err: &ExchangeError) -> bool {
     TRANSIENT_PHRASES.iter().any(|phrase| message.contains(phrase))
 }
 
+/// Failures that show the request never reached the provider, or that the
+/// provider refused it outright (429/503 with an OAuth error): the only ones
+/// worth sending again when the request must not be processed twice, as a
+/// rotating refresh token's redemption (see [`crate::session`]).
+pub fn never_reached_provider(err: &ExchangeError) -> bool {
+    if err.code.as_deref().is_some_and(|code| ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"].contains(&code)) {
+        return true;
+    }
+    err.oauth.is_some() && err.status.is_some_and(|status| matches!(status, 429 | 503))
+}
+
 /// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -133,6 +144,29 @@ mod tests {
             OAuthErrorBody { error: "temporarily_unavailable".into(), ..Default::default() },
         );
         assert!(is_retryable(&err));
+    }
+
+    #[test]
+    fn only_a_request_that_never_reached_the_provider_or_was_refused_outright_is_unreceived() {
+        for code in ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"] {
+            assert!(never_reached_provider(&ExchangeError::failed("x").with_code(code)), "{code}");
+        }
+        for code in ["ETIMEDOUT", "ECONNRESET"] {
+            assert!(!never_reached_provider(&ExchangeError::failed("x").with_code(code)), "{code}");
+        }
+        for code in RETRYABLE_STATUSES {
+            assert!(!never_reached_provider(&status(code)), "{code} without an OAuth error");
+        }
+        let refusal = |status| {
+            ExchangeError::from_oauth(
+                status,
+                OAuthErrorBody { error: "temporarily_unavailable".into(), ..Default::default() },
+            )
+        };
+        assert!(never_reached_provider(&refusal(429)));
+        assert!(never_reached_provider(&refusal(503)));
+        assert!(!never_reached_provider(&refusal(500)));
+        assert!(!never_reached_provider(&ExchangeError::failed("OBO token request timed out")));
     }
 
     #[test]

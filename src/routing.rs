@@ -40,12 +40,19 @@ pub fn is_multi_tenant(endpoint: &Url) -> bool {
 /// segment replaced by the assertion's `tid` when there is one and it is a
 /// GUID or a domain name; `endpoint` itself otherwise.
 pub fn route<'a>(endpoint: &'a Url, assertion: &str) -> Cow<'a, Url> {
-    if !is_multi_tenant(endpoint) {
-        return Cow::Borrowed(endpoint);
-    }
-    let tenant = payload::<TenantClaim>(assertion).and_then(|claims| claims.tid).and_then(string);
-    match tenant.filter(|tenant| is_tenant(tenant)) {
-        Some(tenant) => Cow::Owned(with_first_segment(endpoint, &tenant)),
+    route_to(endpoint, home_tenant(assertion).as_deref())
+}
+
+/// The tenant an assertion's `tid` names, when it is one ([`is_tenant`]).
+pub fn home_tenant(assertion: &str) -> Option<String> {
+    payload::<TenantClaim>(assertion).and_then(|claims| claims.tid).and_then(string).filter(|tenant| is_tenant(tenant))
+}
+
+/// `endpoint` in `tenant` when it is multi-tenant: where a session begun at
+/// the user's home tenant is renewed.
+pub fn route_to<'a>(endpoint: &'a Url, tenant: Option<&str>) -> Cow<'a, Url> {
+    match tenant.filter(|tenant| is_multi_tenant(endpoint) && is_tenant(tenant)) {
+        Some(tenant) => Cow::Owned(with_first_segment(endpoint, tenant)),
         None => Cow::Borrowed(endpoint),
     }
 }

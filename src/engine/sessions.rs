@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use super::{Ask, Engine, Setup};
 use crate::config::{Config, EnvLookup};
-use crate::error::{ConfigError, ExchangeError, FailureReason, Secrets};
+use crate::error::{ConfigError, ExchangeError, FailureReason};
 use crate::events::{Events, Level};
 use crate::key::Identity;
-use crate::retry::{self, Next, RetryPolicy};
 use crate::session::{
-    self, Begun, Granted, HostSessionStore, HostStore, InProcess, RedisSessions, Renewer, SessionCounters,
+    self, Begun, Granted, HostSessionStore, HostStore, InProcess, RedisSessions, Renewals, Renewer, SessionCounters,
     SessionToken, Sessions, Storage,
 };
 use crate::shared::{Namespace, SharedTier};
@@ -52,6 +51,7 @@ pub(super) fn sessions_for(
     shared: Option<&SharedTier>,
     host_store: Option<Arc<dyn HostSessionStore>>,
     counters: &Arc<SessionCounters>,
+    renewals: &Arc<Renewals>,
 ) -> Result<Sessions, ConfigError> {
     let redis = || shared.map(|shared| RedisSessions::new(shared.tier().clone(), shared.lease(), shared.patience()));
     let storage = match (host_store, redis()) {
@@ -70,7 +70,15 @@ pub(super) fn sessions_for(
     };
     // The application a session belongs to, as the shared tier names it.
     let client = Namespace::of(config).as_bytes().to_vec();
-    Ok(Sessions::new(storage, redis(), client, config.session_ttl, config.expiry_skew, counters.clone()))
+    Ok(Sessions::new(
+        storage,
+        redis(),
+        client,
+        config.session_ttl,
+        config.expiry_skew,
+        counters.clone(),
+        renewals.clone(),
+    ))
 }
 
 /// Redeems refresh tokens with the configuration a session call runs under.
@@ -80,15 +88,19 @@ struct Renewal<'a> {
 }
 
 impl Renewer for Renewal<'_> {
-    async fn redeem(&self, refresh_token: &str, scopes: &str) -> Result<Granted, ExchangeError> {
+    async fn redeem(&self, refresh_token: &str, scopes: &str, tenant: Option<&str>) -> Result<Granted, ExchangeError> {
         let mut secrets = self.setup.config.secrets();
         secrets.push(refresh_token);
-        let ask = Ask::Refresh { refresh_token, scopes };
+        let ask = Ask::Refresh { refresh_token, scopes, tenant };
         let attempt = || self.engine.attempt_grant(self.setup, &ask, session::parse_granted);
+        let retrying = |_| String::new();
+        // The provider may have rotated the token even when its answer was lost (a timeout, a 5xx):
+        // sending the old one again would be reuse, and revoke the grant. The caller may retry later.
+        let unreceived = crate::retry::never_reached_provider;
         self.engine
-            .with_retries(&self.setup.config, &secrets, &mut Events::Off, "", attempt)
+            .with_retries(&self.setup.config, &secrets, &mut Events::Off, retrying, unreceived, attempt)
             .await
-            .map_err(|err| ExchangeError::clone(&err))
+            .map_err(|err| err.redacted(&secrets))
     }
 }
 
@@ -165,11 +177,15 @@ impl Engine {
         }
         let ask = Ask::Exchange { assertion: &assertion, scopes: &requested, target: target.as_ref(), claims: None };
         let attempt = || self.attempt_grant(setup, &ask, session::parse_granted);
-        let begun = match self.with_retries(config, &secrets, &mut events, user, attempt).await {
-            Ok(granted) => setup.sessions.begin(session_key, user, &scopes, granted).await,
+        let retrying = |_| format!("Transient OBO session failure for user: {user}, retrying");
+        let begun = match self.with_retries(config, &secrets, &mut events, retrying, |_| true, attempt).await {
+            Ok(granted) => {
+                let tenant = crate::routing::home_tenant(&assertion);
+                setup.sessions.begin(session_key, user, tenant, &scopes, granted).await
+            }
             Err(err) => {
                 Counters::bump(&self.0.counters.sessions.failures);
-                Err(err)
+                Err(Arc::new(err.redacted(&secrets)))
             }
         };
         match &begun {
@@ -181,46 +197,5 @@ impl Engine {
             ),
         }
         begun
-    }
-
-    /// `attempt` until it succeeds or the retry policy gives up; the error
-    /// that ends it is redacted of `secrets`.
-    async fn with_retries<T, A>(
-        &self,
-        config: &Config,
-        secrets: &Secrets<'_>,
-        events: &mut Events,
-        user: &str,
-        attempt: impl Fn() -> A,
-    ) -> Result<T, Arc<ExchangeError>>
-    where
-        A: Future<Output = Result<T, ExchangeError>>,
-    {
-        let policy = RetryPolicy {
-            max_retries: config.max_retries,
-            retry_delay: config.retry_delay,
-            max_retry_after: config.max_retry_after,
-        };
-        let mut retries_done = 0;
-        loop {
-            let mut err = match attempt().await {
-                Ok(answer) => return Ok(answer),
-                Err(err) => err,
-            };
-            err.retryable = err.reason == FailureReason::ExchangeFailed && retry::is_retryable(&err);
-            match policy.next(retries_done, &err) {
-                Next::Retry(wait) => {
-                    retries_done += 1;
-                    events.push_error(
-                        Level::Warn,
-                        || format!("Transient OBO session failure for user: {user}, retrying"),
-                        || err.clone().redacted(secrets),
-                    );
-                    Counters::bump(&self.0.counters.retries);
-                    tokio::time::sleep(wait).await;
-                }
-                Next::Throttle(_) | Next::GiveUp => return Err(Arc::new(err.redacted(secrets))),
-            }
-        }
     }
 }

@@ -101,7 +101,13 @@ fn bump(counter: &AtomicU64) {
 /// retries and timeout. The error is already free of secrets (the refresh
 /// token among them).
 pub trait Renewer: Sync {
-    fn redeem(&self, refresh_token: &str, scopes: &str) -> impl Future<Output = Result<Granted, ExchangeError>> + Send;
+    /// `tenant`: the user's home tenant the session began at, if any.
+    fn redeem(
+        &self,
+        refresh_token: &str,
+        scopes: &str,
+        tenant: Option<&str>,
+    ) -> impl Future<Output = Result<Granted, ExchangeError>> + Send;
 }
 
 /// Where a client's sessions live.
@@ -229,6 +235,20 @@ impl Hold {
     }
 }
 
+/// What this process knows of renewals whatever configuration is in force,
+/// so that a `configure()` during a renewal changes none of it: who holds each
+/// session's lock, and renewed sessions the store would not take. Keyed by
+/// [`SessionId`], which already names the client.
+#[derive(Default)]
+pub struct Renewals {
+    locks: Arc<LocalLocks>,
+    /// Renewed sessions the store would not take (it failed right after the
+    /// provider rotated the refresh token): this process keeps renewing from
+    /// them, never from the spent token in the store, and writes them again
+    /// whenever it holds the session's lock, until the store takes them.
+    unsaved: Mutex<HashMap<SessionId, SessionRecord>>,
+}
+
 /// The sessions of one client.
 pub struct Sessions {
     storage: Storage,
@@ -238,13 +258,9 @@ pub struct Sessions {
     client: Vec<u8>,
     ttl: Duration,
     skew: Duration,
-    locks: Arc<LocalLocks>,
     counters: Arc<SessionCounters>,
-    /// Renewed sessions the store would not take (it failed right after the
-    /// provider rotated the refresh token): this process keeps renewing from
-    /// them, never from the spent token in the store, and writes them again
-    /// whenever it holds the session's lock, until the store takes them.
-    unsaved: Mutex<HashMap<SessionId, SessionRecord>>,
+    /// The engine's: they outlive this configuration.
+    renewals: Arc<Renewals>,
 }
 
 /// Writes of a renewed session tried before it is kept in the process instead.
@@ -258,8 +274,9 @@ impl Sessions {
         ttl: Duration,
         skew: Duration,
         counters: Arc<SessionCounters>,
+        renewals: Arc<Renewals>,
     ) -> Sessions {
-        Sessions { storage, remote_lock, client, ttl, skew, locks: Arc::default(), counters, unsaved: Mutex::default() }
+        Sessions { storage, remote_lock, client, ttl, skew, counters, renewals }
     }
 
     pub fn id(&self, session_key: &str) -> SessionId {
@@ -275,7 +292,7 @@ impl Sessions {
     }
 
     async fn hold(&self, id: &SessionId) -> Result<Hold, Arc<ExchangeError>> {
-        let local = self.locks.lock(*id).await;
+        let local = self.renewals.locks.lock(*id).await;
         let remote = match &self.remote_lock {
             Some(redis) => Some(redis.lock(id).await.map_err(unavailable)?),
             None => None,
@@ -283,12 +300,14 @@ impl Sessions {
         Ok(Hold { _local: local, remote })
     }
 
-    /// Keeps a session begun by an exchange that answered `granted` for
-    /// `scopes`, under `session_key` (replacing any session there) or a new key.
+    /// Keeps a session begun (at the user's home `tenant`, if routed there)
+    /// by an exchange that answered `granted` for `scopes`, under
+    /// `session_key` (replacing any session there) or a new key.
     pub async fn begin(
         &self,
         session_key: Option<String>,
         subject: &str,
+        tenant: Option<String>,
         scopes: &str,
         granted: Granted,
     ) -> Result<Begun, Arc<ExchangeError>> {
@@ -300,13 +319,14 @@ impl Sessions {
         let id = self.id(&session_key);
         let now_ms = wall_clock_ms();
         let mut record = SessionRecord::new(refresh_token, subject.to_owned(), now_ms, self.ttl);
+        record.tenant = tenant;
         let token = ScopedToken::new(scopes, &granted.token, now_ms, self.skew);
         let served = SessionToken::from_scoped(&token, now_ms);
         record.keep(token, now_ms);
         let hold = self.hold(&id).await.inspect_err(|_| bump(&self.counters.failures))?;
         let saved = self.storage.save(&id, &record).await;
         if saved.is_ok() {
-            self.unsaved.lock().remove(&id);
+            self.renewals.unsaved.lock().remove(&id);
         }
         hold.release().await;
         saved.map_err(|why| {
@@ -378,7 +398,7 @@ impl Sessions {
         }
         let subject = record.subject.clone();
         events.push(Level::Debug, || format!("Renewing OBO session for user: {subject}, scopes: {scopes}"));
-        match renewer.redeem(&record.refresh_token, scopes).await {
+        match renewer.redeem(&record.refresh_token, scopes, record.tenant.as_deref()).await {
             Ok(granted) => {
                 let now_ms = wall_clock_ms();
                 let token = ScopedToken::new(scopes, &granted.token, now_ms, self.skew);
@@ -393,13 +413,13 @@ impl Sessions {
                             why.0
                         )
                     });
-                    self.unsaved.lock().insert(*id, record);
+                    self.renewals.unsaved.lock().insert(*id, record);
                 }
                 events.push(Level::Debug, || format!("Renewed OBO session for user: {subject}"));
                 Ok(served)
             }
             Err(err) if is_invalid_grant(&err) => {
-                self.unsaved.lock().remove(id);
+                self.renewals.unsaved.lock().remove(id);
                 let removed = self.storage.remove(id).await;
                 let err = Arc::new(expired(err));
                 events.push_error(
@@ -426,7 +446,7 @@ impl Sessions {
     pub async fn end(&self, session_key: &str) -> Result<bool, Arc<ExchangeError>> {
         let id = self.id(session_key);
         let hold = self.hold(&id).await?;
-        let kept = self.unsaved.lock().remove(&id).is_some();
+        let kept = self.renewals.unsaved.lock().remove(&id).is_some();
         let removed = self.storage.remove(&id).await;
         hold.release().await;
         removed.map(|existed| existed || kept).map_err(unavailable)
@@ -435,7 +455,7 @@ impl Sessions {
     /// The session as this process knows it best: a renewal the store would
     /// not take, else the store's.
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreUnavailable> {
-        let unsaved = self.unsaved.lock().get(id).cloned();
+        let unsaved = self.renewals.unsaved.lock().get(id).cloned();
         match unsaved {
             Some(record) => Ok(Some(record)),
             None => self.storage.load(id).await,
@@ -444,10 +464,10 @@ impl Sessions {
 
     /// Under the session's lock: a renewal the store would not take, written again.
     async fn flush(&self, id: &SessionId) {
-        let unsaved = self.unsaved.lock().get(id).cloned();
+        let unsaved = self.renewals.unsaved.lock().get(id).cloned();
         if let Some(record) = unsaved {
             if self.storage.save(id, &record).await.is_ok() {
-                self.unsaved.lock().remove(id);
+                self.renewals.unsaved.lock().remove(id);
             }
         }
     }
@@ -459,7 +479,7 @@ impl Sessions {
         loop {
             match self.storage.save(id, record).await {
                 Ok(()) => {
-                    self.unsaved.lock().remove(id);
+                    self.renewals.unsaved.lock().remove(id);
                     return Ok(());
                 }
                 Err(why) if attempt >= SAVE_ATTEMPTS => return Err(why),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::serve_until_ms;
 use crate::grant::TokenResponse;
 
 /// Access tokens kept per session: an agent uses a handful of scope sets.
@@ -21,6 +22,10 @@ pub struct SessionRecord {
     /// Wall-clock ms since the epoch after which the session is gone.
     pub lapses_at_ms: u64,
     pub tokens: Vec<ScopedToken>,
+    /// The user's home tenant, when the session began there (see
+    /// [`crate::routing`]): its renewals go there too. Absent from older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// An access token of the session, for one scope set (as the caller wrote it).
@@ -42,6 +47,7 @@ impl std::fmt::Debug for SessionRecord {
             .field("revision", &self.revision)
             .field("lapses_at_ms", &self.lapses_at_ms)
             .field("tokens", &self.tokens)
+            .field("tenant", &self.tenant)
             .finish()
     }
 }
@@ -57,9 +63,9 @@ impl std::fmt::Debug for ScopedToken {
 }
 
 impl ScopedToken {
-    /// Served until `skew` before expiry. Unlike the exchange cache, there is
-    /// no floor of a second: the caller that renewed gets the token anyway,
-    /// and a token that lives less than the skew is renewed at every call.
+    /// Served as the exchange cache serves a token ([`serve_until_ms`]): a
+    /// token that lives less than the skew still serves, for a second, the
+    /// callers that waited for its renewal.
     pub fn new(scopes: &str, token: &TokenResponse, now_ms: u64, skew: Duration) -> ScopedToken {
         let expires_at_ms = now_ms.saturating_add(token.expires_in.saturating_mul(1000));
         ScopedToken {
@@ -68,7 +74,7 @@ impl ScopedToken {
             granted_secs: token.expires_in,
             obtained_at_ms: now_ms,
             expires_at_ms,
-            serve_until_ms: expires_at_ms.saturating_sub(skew.as_millis() as u64),
+            serve_until_ms: serve_until_ms(now_ms, expires_at_ms, skew),
         }
     }
 
@@ -80,7 +86,14 @@ impl ScopedToken {
 
 impl SessionRecord {
     pub fn new(refresh_token: String, subject: String, now_ms: u64, ttl: Duration) -> SessionRecord {
-        SessionRecord { refresh_token, subject, revision: 0, lapses_at_ms: lapse(now_ms, ttl), tokens: Vec::new() }
+        SessionRecord {
+            refresh_token,
+            subject,
+            revision: 0,
+            lapses_at_ms: lapse(now_ms, ttl),
+            tokens: Vec::new(),
+            tenant: None,
+        }
     }
 
     pub fn is_lapsed(&self, now_ms: u64) -> bool {
@@ -173,10 +186,13 @@ mod tests {
     }
 
     #[test]
-    fn a_token_that_lives_less_than_the_skew_is_never_served_again() {
+    fn a_token_that_lives_less_than_the_skew_is_served_for_a_second_as_the_cache_does() {
         let mut record = SessionRecord::new("rt".into(), "user".into(), 0, TTL);
         record.keep(ScopedToken::new("a", &response("t", 1), 1_000, SKEW), 1_000);
-        assert!(record.token_for("a", 1_000, None).is_none());
+        assert_eq!(record.token_for("a", 1_999, None).unwrap().access_token, "t");
+        assert!(record.token_for("a", 2_000, None).is_none());
+        let cached = crate::cache::CachedToken::new(Arc::from("t"), 1, 1_000, SKEW);
+        assert_eq!(record.tokens[0].serve_until_ms, cached.serve_until_ms);
     }
 
     #[test]

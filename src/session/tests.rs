@@ -26,6 +26,8 @@ struct Provider {
     /// Answers queued for the next redemptions, before the grant is checked.
     faults: Mutex<Vec<ExchangeError>>,
     rotate: bool,
+    /// Access tokens that live a second, less than the skew.
+    short_lived: bool,
 }
 
 fn invalid_grant(why: &str) -> ExchangeError {
@@ -42,14 +44,17 @@ impl Provider {
 
     fn granted(&self, n: usize, scopes: &str, refresh_token: Option<String>) -> Granted {
         Granted {
-            token: TokenResponse { access_token: Arc::from(format!("at-{n}-{scopes}")), expires_in: 3600 },
+            token: TokenResponse {
+                access_token: Arc::from(format!("at-{n}-{scopes}")),
+                expires_in: if self.short_lived { 1 } else { 3600 },
+            },
             refresh_token,
         }
     }
 }
 
 impl Renewer for Arc<Provider> {
-    async fn redeem(&self, refresh_token: &str, scopes: &str) -> Result<Granted, ExchangeError> {
+    async fn redeem(&self, refresh_token: &str, scopes: &str, _tenant: Option<&str>) -> Result<Granted, ExchangeError> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         // Let any other redemption that could run now run.
@@ -90,6 +95,7 @@ fn in_process() -> Sessions {
         DEFAULT_SESSION_TTL,
         SKEW,
         Arc::default(),
+        Arc::default(),
     )
 }
 
@@ -124,7 +130,7 @@ async fn acquire(
 async fn a_session_serves_its_token_while_fresh_then_renews_with_the_rotated_token() {
     let sessions = in_process();
     let provider = Provider::rotating();
-    let begun = sessions.begin(None, "user", "api://s", first_grant(Some("rt-0"))).await.unwrap();
+    let begun = sessions.begin(None, "user", None, "api://s", first_grant(Some("rt-0"))).await.unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(&begun.session_key).unwrap().len(), 32);
     assert_eq!(begun.token.access_token, "at-begin");
     assert_eq!(sessions.held_in_process(), 1);
@@ -147,7 +153,7 @@ async fn a_session_serves_its_token_while_fresh_then_renews_with_the_rotated_tok
 async fn without_rotation_the_old_refresh_token_stays() {
     let sessions = in_process();
     let provider = Arc::new(Provider { current: Mutex::new("rt-0".into()), ..Default::default() });
-    let begun = sessions.begin(Some("job-1".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    let begun = sessions.begin(Some("job-1".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     assert_eq!(begun.session_key, "job-1");
     for _ in 0..2 {
         acquire(&sessions, &provider, "job-1", "s", true).await.unwrap();
@@ -159,7 +165,7 @@ async fn without_rotation_the_old_refresh_token_stays() {
 async fn concurrent_callers_over_several_scopes_redeem_one_at_a_time_and_are_all_served() {
     let sessions = Arc::new(in_process());
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s0", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s0", first_grant(Some("rt-0"))).await.unwrap();
     age(&sessions, "k").await;
     let calls: Vec<_> = (0..20)
         .map(|n| {
@@ -174,14 +180,37 @@ async fn concurrent_callers_over_several_scopes_redeem_one_at_a_time_and_are_all
     assert_eq!(provider.most_in_flight.load(Ordering::SeqCst), 1);
     assert_eq!(provider.redemptions.load(Ordering::SeqCst), 4, "one renewal per scope set");
     assert!(!provider.revoked.load(Ordering::SeqCst));
-    assert_eq!(sessions.locks.len(), 0, "no lock left behind");
+    assert_eq!(sessions.renewals.locks.len(), 0, "no lock left behind");
+}
+
+#[tokio::test]
+async fn callers_that_waited_for_a_renewal_are_served_by_it_even_when_its_token_lives_less_than_the_skew() {
+    let sessions = Arc::new(in_process());
+    let provider = Arc::new(Provider {
+        current: Mutex::new("rt-0".into()),
+        rotate: true,
+        short_lived: true,
+        ..Default::default()
+    });
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
+    age(&sessions, "k").await;
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (sessions, provider) = (sessions.clone(), provider.clone());
+            tokio::spawn(async move { acquire(&sessions, &provider, "k", "s", false).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().access_token, "at-1-s");
+    }
+    assert_eq!(provider.redemptions.load(Ordering::SeqCst), 1, "one renewal for every caller, not one each");
 }
 
 #[tokio::test]
 async fn concurrent_forced_renewals_are_served_by_the_one_they_waited_for() {
     let sessions = Arc::new(in_process());
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let (sessions, provider) = (sessions.clone(), provider.clone());
@@ -199,7 +228,7 @@ async fn concurrent_forced_renewals_are_served_by_the_one_they_waited_for() {
 async fn invalid_grant_ends_the_session_and_a_transient_failure_keeps_it() {
     let sessions = in_process();
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     provider.faults.lock().push(ExchangeError::failed("HTTP 503").with_status(503).retryable(true));
     let transient = acquire(&sessions, &provider, "k", "s", true).await.unwrap_err();
     assert!(transient.retryable);
@@ -220,13 +249,13 @@ async fn invalid_grant_ends_the_session_and_a_transient_failure_keeps_it() {
 #[tokio::test]
 async fn no_refresh_token_begins_nothing_and_end_says_whether_it_existed() {
     let sessions = in_process();
-    let err = sessions.begin(Some("k".into()), "user", "s", first_grant(None)).await.unwrap_err();
+    let err = sessions.begin(Some("k".into()), "user", None, "s", first_grant(None)).await.unwrap_err();
     assert_eq!((err.reason, err.retryable), (FailureReason::NoRefreshToken, false));
     assert!(err.message.contains("offline_access"));
     assert_eq!(sessions.held_in_process(), 0);
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     // Beginning again under the same key replaces the session.
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-new"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-new"))).await.unwrap();
     assert_eq!(sessions.held_in_process(), 1);
     assert_eq!(sessions.storage.load(&sessions.id("k")).await.unwrap().unwrap().refresh_token, "rt-new");
     assert!(sessions.end("k").await.unwrap());
@@ -239,10 +268,18 @@ async fn a_session_in_a_host_store_survives_a_restart_of_the_client_and_belongs_
     let memory = Arc::new(MemoryStore::default());
     let host = |client: &[u8]| {
         let store = HostStore::new(Arc::new(memory.clone()), &[9; 32], Duration::from_secs(5));
-        Sessions::new(Storage::Host(Box::new(store)), None, client.to_vec(), DEFAULT_SESSION_TTL, SKEW, Arc::default())
+        Sessions::new(
+            Storage::Host(Box::new(store)),
+            None,
+            client.to_vec(),
+            DEFAULT_SESSION_TTL,
+            SKEW,
+            Arc::default(),
+            Arc::default(),
+        )
     };
     let provider = Provider::rotating();
-    host(b"client").begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    host(b"client").begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     let restarted = host(b"client");
     age(&restarted, "k").await;
     assert_eq!(acquire(&restarted, &provider, "k", "s", false).await.unwrap().access_token, "at-1-s");
@@ -266,9 +303,10 @@ async fn a_renewal_the_store_would_not_take_is_kept_in_process_and_the_spent_tok
         DEFAULT_SESSION_TTL,
         SKEW,
         Arc::default(),
+        Arc::default(),
     );
     let provider = Provider::rotating();
-    sessions.begin(Some("k".into()), "user", "s", first_grant(Some("rt-0"))).await.unwrap();
+    sessions.begin(Some("k".into()), "user", None, "s", first_grant(Some("rt-0"))).await.unwrap();
     memory.failing_writes.store(true, Ordering::SeqCst);
     // The provider rotated rt-0 into rt-1; the store keeps rt-0, which is spent.
     let renewed = acquire(&sessions, &provider, "k", "s", true).await.unwrap();
@@ -279,5 +317,5 @@ async fn a_renewal_the_store_would_not_take_is_kept_in_process_and_the_spent_tok
     assert_eq!(again.access_token, "at-2-s");
     assert!(!provider.revoked.load(Ordering::SeqCst), "rt-0 was presented again");
     assert_eq!(sessions.storage.load(&sessions.id("k")).await.unwrap().unwrap().refresh_token, "rt-2");
-    assert!(sessions.unsaved.lock().is_empty());
+    assert!(sessions.renewals.unsaved.lock().is_empty());
 }
